@@ -1,0 +1,688 @@
+"""ZooKeeper driver (kazoo): `zookeeper://h1:2181,h2:2181/prefix?session_timeout=4`.
+
+Layout under the prefix (default `/coordination`):
+    members/<member>                          ephemeral, JSON MemberInfo
+    elections/<name>/candidates/c-<rank>-<member>-<seq>   ephemeral sequential
+    elections/<name>/leader                   persistent, JSON {member_id, candidate}
+    topology/<kind>/<key>                     persistent, JSON record
+
+Leadership is established by one `multi`: check(own candidate node) + set_data(leader, version as
+read). The term is that write's zxid, so it is strictly increasing across every change of leader,
+whatever the candidates' creation order (priorities), and a lost race simply fails the multi.
+A candidate watches only its predecessor; only the leader watches the candidate list (for
+preemption by a higher-priority newcomer). All store work runs on the driver's own thread, never
+inside kazoo's callback thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    AuthFailedError,
+    BadVersionError,
+    ConnectionLoss,
+    KazooException,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
+from kazoo.exceptions import (
+    OperationTimeoutError as KazooOperationTimeout,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+from kazoo.security import make_digest_acl
+
+from coordination.api import Coordinator
+from coordination.dispatch import SerialExecutor
+from coordination.election import MAX_PRIORITY, Election
+from coordination.errors import (
+    BackendConnectionError,
+    ConfigurationError,
+    CoordinationError,
+    OperationTimeoutError,
+    SessionLostError,
+)
+from coordination.options import Option
+from coordination.retry import retrying
+from coordination.store import (
+    RawChange,
+    RawEvent,
+    RawSnapshot,
+    RecordExistsError,
+    RecordStoreDriver,
+    Versioned,
+    VersionMismatchError,
+    WatchHandle,
+)
+from coordination.types import Candidate, Leadership, MemberInfo, SessionState
+from coordination.urls import BackendURL
+
+LOG = logging.getLogger(__name__)
+DEFAULT_PORT = 2181
+DEFAULT_PREFIX = "/coordination"
+_TRANSIENT = (ConnectionLoss, KazooOperationTimeout)
+_RANK_DIGITS = len(str(MAX_PRIORITY))
+
+
+def _eventlet_patched() -> bool:
+    eventlet = sys.modules.get("eventlet")
+    return bool(eventlet) and eventlet.patcher.is_monkey_patched("thread")
+
+
+def _make_handler(kind: str) -> Any:
+    if kind == "auto":
+        kind = "eventlet" if _eventlet_patched() else "threading"
+    if kind == "eventlet":
+        from kazoo.handlers.eventlet import SequentialEventletHandler
+
+        return SequentialEventletHandler()
+    if kind == "threading":
+        from kazoo.handlers.threading import SequentialThreadingHandler
+
+        return SequentialThreadingHandler()
+    raise ConfigurationError(f"option handler={kind!r}: use auto, threading or eventlet")
+
+
+def candidate_prefix(member_id: str, priority: int) -> str:
+    """Name prefix of a candidate node; ZooKeeper appends a 10-digit sequence number."""
+    return f"c-{MAX_PRIORITY - priority:0{_RANK_DIGITS}d}-{quote(member_id, safe='')}-"
+
+
+def parse_candidate(name: str) -> tuple[tuple[int, int], str, int] | None:
+    """(sort key, member_id, priority) of a candidate node name, or None if it is not one."""
+    try:
+        rank = int(name[2:2 + _RANK_DIGITS])
+        seq = int(name[-10:])
+        member = unquote(name[3 + _RANK_DIGITS:-11])
+    except ValueError:
+        return None
+    if not name.startswith("c-") or not member:
+        return None
+    return (rank, seq), member, MAX_PRIORITY - rank
+
+
+class ZooKeeperElection(Election):
+    """An election as ephemeral sequential znodes plus a persistent leader znode."""
+
+    coordinator: ZooKeeperCoordinator
+
+    def __init__(self, coordinator: ZooKeeperCoordinator, name: str) -> None:
+        super().__init__(coordinator, name)
+        self._base = f"{coordinator.prefix}/elections/{name}"
+        self._cands = f"{self._base}/candidates"
+        self._leader_path = f"{self._base}/leader"
+        self._node: str | None = None  # our candidate node's name
+        self._stale_node: str | None = None  # left by a session we declared lost ourselves
+        self._prepared = False
+
+    @property
+    def _zk(self) -> KazooClient:
+        return self.coordinator.client
+
+    def _run(self, func: Callable[..., Any], *args: Any) -> Any:
+        return self.coordinator.worker.call(func, *args, timeout=self.coordinator.op_timeout * 3)
+
+    def _submit(self, func: Callable[..., Any], *args: Any) -> None:
+        self.coordinator.worker.submit(func, *args)
+
+    def _prepare(self) -> None:
+        if not self._prepared:
+            self._zk.ensure_path(self._cands)
+            try:
+                self._zk.create(self._leader_path, b"")
+            except NodeExistsError:
+                pass
+            self._prepared = True
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def _driver_join(self, priority: int) -> None:
+        self._run(self.coordinator.translate(self._join), priority)
+
+    def _driver_leave(self) -> None:
+        self._run(self.coordinator.translate(self._leave))
+
+    def _driver_forget(self) -> None:
+        self._stale_node, self._node = self._node, None
+
+    def _driver_reevaluate(self) -> None:
+        self._submit(self._guarded, self._evaluate)
+        if self._listeners:
+            self._submit(self._guarded, self._observe)
+
+    def _driver_observe(self) -> None:
+        self._submit(self._guarded, self._observe)
+
+    def _driver_read_leader(self) -> Leadership | None:
+        return self.coordinator.translate(self._read_leader)()
+
+    def _driver_read_candidates(self) -> list[Candidate]:
+        return [Candidate(m, p) for _, _, m, p in self.coordinator.translate(self._ranked)()]
+
+    # ---- worker-thread logic ----------------------------------------------------------------
+
+    def _guarded(self, func: Callable[[], None]) -> None:
+        """Run a watch-triggered step; a connection error just waits for the reconnect."""
+        try:
+            func()
+        except (ConnectionLoss, SessionExpiredError, KazooOperationTimeout) as exc:
+            LOG.debug("election %s: %s deferred until reconnect (%s)", self.name, func.__name__, exc)
+
+    def _ranked(self, watch: Callable[..., None] | None = None) -> list[tuple[Any, str, str, int]]:
+        self._prepare()
+        out = []
+        for name in self._zk.get_children(self._cands, watch=watch):
+            parsed = parse_candidate(name)
+            if parsed is not None:
+                out.append((parsed[0], name, parsed[1], parsed[2]))
+        return sorted(out)
+
+    def _join(self, priority: int) -> None:
+        if self._campaign is None:
+            return
+        self._prepare()
+        if self._stale_node:
+            self._delete_quietly(self._stale_node)
+            self._stale_node = None
+        if self._node is None:
+            path = self._zk.create(
+                f"{self._cands}/{candidate_prefix(self.coordinator.member_id, priority)}",
+                ephemeral=True, sequence=True,
+            )
+            self._node = path.rsplit("/", 1)[1]
+        self._evaluate()
+
+    def _leave(self) -> None:
+        node, self._node = self._node, None
+        if node:
+            self._delete_quietly(node)
+
+    def _delete_quietly(self, node: str) -> None:
+        try:
+            self._zk.delete(f"{self._cands}/{node}")
+        except NoNodeError:
+            pass
+
+    def _evaluate(self) -> None:
+        for _ in range(20):  # bounded: each pass either settles or saw the election move
+            if self._campaign is None or self._node is None:
+                connected = self.coordinator.session_state is SessionState.CONNECTED
+                if self._campaign is not None and connected:
+                    self._join(self._campaign.priority)
+                return
+            self._prepare()
+            children_async = self._zk.get_children_async(self._cands)
+            leader_async = self._zk.get_async(self._leader_path)
+            ranked = sorted(
+                (p[0], name) for name in children_async.get() if (p := parse_candidate(name))
+            )
+            _, leader_stat = leader_async.get()
+            names = [name for _, name in ranked]
+            if self._node not in names:  # our node vanished (deleted by hand, or session gone)
+                self._revoked()
+                self._node = None
+                continue
+            index = names.index(self._node)
+            if index == 0:
+                leading = self.is_leader or self._establish(leader_stat.version)
+                # only the leader watches the whole list, to notice preemption
+                ranked_now = self._ranked(watch=self._on_watch) if leading else []
+                if ranked_now and ranked_now[0][1] == self._node:
+                    return
+                continue
+            self._revoked()
+            if self._zk.exists(f"{self._cands}/{names[index - 1]}", watch=self._on_watch):
+                return
+        LOG.warning("election %s did not settle; the watchdog will retry", self.name)
+
+    def _establish(self, leader_version: int) -> bool:
+        payload = json.dumps({"member_id": self.coordinator.member_id, "candidate": self._node})
+        tx = self._zk.transaction()
+        tx.check(f"{self._cands}/{self._node}", 0)
+        tx.set_data(self._leader_path, payload.encode(), leader_version)
+        results = tx.commit()
+        if any(isinstance(r, Exception) for r in results):
+            LOG.debug("election %s: leadership write lost a race (%s)", self.name, results)
+            return False
+        self._elected(results[1].mzxid)
+        return True
+
+    def _on_watch(self, _event: Any) -> None:
+        self._submit(self._guarded, self._evaluate)
+
+    def _read_leader(self, watch: Callable[..., None] | None = None) -> Leadership | None:
+        self._prepare()
+        data, stat = self._zk.get(self._leader_path, watch=watch)
+        try:
+            doc = json.loads(data) if data else None
+            member, candidate = doc["member_id"], doc["candidate"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not self._zk.exists(f"{self._cands}/{candidate}", watch=watch):
+            return None
+        return Leadership(member, stat.mzxid)
+
+    def _observe(self) -> None:
+        self._leader_seen(self._read_leader(watch=self._on_leader_watch))
+
+    def _on_leader_watch(self, _event: Any) -> None:
+        self._submit(self._guarded, self._observe)
+
+
+class _ZooKeeperWatch(WatchHandle):
+    """Children watches per kind plus a data watch per record; dedup by mzxid; resync on
+    reconnect (kazoo does not restore watches reliably: #29, #151)."""
+
+    def __init__(self, store: ZooKeeperRecordStore, sink: Callable[[RawEvent], None]) -> None:
+        self._store = store
+        self._sink = sink
+        self._known: dict[str, int] = {}
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._store.watches.discard(self)
+
+    def submit(self, func: Callable[..., None], *args: Any) -> None:
+        if not self.cancelled:
+            self._store.coordinator.watch_worker.submit(self._guarded, func, *args)
+
+    def _guarded(self, func: Callable[..., None], *args: Any) -> None:
+        if self.cancelled:
+            return
+        try:
+            func(*args)
+        except (ConnectionLoss, SessionExpiredError, KazooOperationTimeout) as exc:
+            LOG.debug("topology watch deferred until reconnect (%s)", exc)
+
+    def resync(self, resync: bool) -> None:
+        zk, items, known = self._store.client, {}, {}
+        for kind, children in self._store.children_by_kind(self._on_children).items():
+            fetches = {c: zk.get_async(self._store.path(f"{kind}/{c}"), watch=self._on_data)
+                       for c in children}
+            for child, fetch in fetches.items():
+                try:
+                    data, stat = fetch.get()
+                except NoNodeError:
+                    continue
+                items[f"{kind}/{child}"] = data
+                known[f"{kind}/{child}"] = stat.mzxid
+        self._known = known
+        self._sink(RawSnapshot(items, resync=resync))
+
+    def _on_children(self, event: Any) -> None:
+        self.submit(self._refresh_kind, event.path.rsplit("/", 1)[1])
+
+    def _on_data(self, event: Any) -> None:
+        self.submit(self._refresh_path, self._store.relative(event.path))
+
+    def _refresh_kind(self, kind: str) -> None:
+        zk = self._store.client
+        children = set(zk.get_children(self._store.path(kind), watch=self._on_children))
+        present = {p for p in self._known if p.startswith(kind + "/")}
+        for path in sorted(present - {f"{kind}/{c}" for c in children}):
+            del self._known[path]
+            self._sink(RawChange(path, None))
+        for child in sorted(children):
+            if f"{kind}/{child}" not in self._known:
+                self._refresh_path(f"{kind}/{child}")
+
+    def _refresh_path(self, path: str) -> None:
+        try:
+            data, stat = self._store.client.get(self._store.path(path), watch=self._on_data)
+        except NoNodeError:
+            if self._known.pop(path, None) is not None:
+                self._sink(RawChange(path, None))
+            return
+        if stat.mzxid > self._known.get(path, -1):
+            self._known[path] = stat.mzxid
+            self._sink(RawChange(path, data))
+
+
+class ZooKeeperRecordStore(RecordStoreDriver):
+    """Topology records as persistent znodes `topology/<kind>/<key>` holding JSON."""
+
+    def __init__(self, coordinator: ZooKeeperCoordinator) -> None:
+        from coordination.records import KINDS
+
+        self.coordinator = coordinator
+        self.root = f"{coordinator.prefix}/topology"
+        self.kinds = KINDS
+        self.watches: set[_ZooKeeperWatch] = set()
+        self._ready = False
+
+    @property
+    def client(self) -> KazooClient:
+        return self.coordinator.client
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def relative(self, path: str) -> str:
+        return path[len(self.root) + 1:]
+
+    def _prepare(self) -> None:
+        if not self._ready:
+            for kind in self.kinds:
+                self.client.ensure_path(self.path(kind))
+            self._ready = True
+
+    def children_by_kind(self, watch: Callable[..., None] | None = None) -> dict[str, list[str]]:
+        self._prepare()
+        fetches = {k: self.client.get_children_async(self.path(k), watch=watch) for k in self.kinds}
+        return {kind: fetch.get() for kind, fetch in fetches.items()}
+
+    def get(self, path: str) -> Versioned | None:
+        def op() -> Versioned | None:
+            try:
+                data, stat = self.client.get(self.path(path))
+            except NoNodeError:
+                return None
+            return Versioned(data, stat.version)
+
+        return self.coordinator.call(op, f"get {path}")
+
+    def create(self, path: str, value: bytes) -> None:
+        def op() -> None:
+            self._prepare()
+            try:
+                self.client.create(self.path(path), value)
+            except NodeExistsError:
+                raise RecordExistsError(path) from None
+
+        self.coordinator.call(op, f"create {path}")
+
+    def update(self, path: str, value: bytes, version: int) -> None:
+        def op() -> None:
+            try:
+                self.client.set(self.path(path), value, version)
+            except (BadVersionError, NoNodeError):
+                raise VersionMismatchError(path) from None
+
+        self.coordinator.call(op, f"update {path}")
+
+    def remove(self, path: str, version: int | None = None) -> bool:
+        def op() -> bool:
+            try:
+                self.client.delete(self.path(path), -1 if version is None else version)
+            except NoNodeError:
+                return False
+            except BadVersionError:
+                raise VersionMismatchError(path) from None
+            return True
+
+        return self.coordinator.call(op, f"delete {path}")
+
+    def list(self, prefix: str = "") -> dict[str, Versioned]:
+        def op() -> dict[str, Versioned]:
+            fetches = {}
+            for kind, children in self.children_by_kind().items():
+                for child in children:
+                    if f"{kind}/{child}".startswith(prefix):
+                        fetches[f"{kind}/{child}"] = self.client.get_async(self.path(f"{kind}/{child}"))
+            out = {}
+            for path, fetch in fetches.items():
+                try:
+                    data, stat = fetch.get()
+                except NoNodeError:
+                    continue
+                out[path] = Versioned(data, stat.version)
+            return out
+
+        return self.coordinator.call(op, "list topology")
+
+    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+        watch = _ZooKeeperWatch(self, sink)
+        self.watches.add(watch)
+        watch.submit(watch.resync, False)
+        return watch
+
+
+class ZooKeeperCoordinator(Coordinator):
+    """A member's kazoo session. See the module docstring for the znode layout."""
+
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "auth": Option(str, "", "digest credentials 'user:password' (or 'digest:user:password'); "
+                       "znodes created get an ACL for that identity only"),
+        "handler": Option(str, "auto", "kazoo handler: auto (eventlet when monkey-patched), "
+                          "threading or eventlet"),
+    }
+
+    def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
+        super().__init__(url, member_id, options)
+        if not url.hosts:
+            raise ConfigurationError(f"{url}: a zookeeper URL needs at least one host")
+        self.prefix = url.path or DEFAULT_PREFIX
+        self.hosts = url.host_string(DEFAULT_PORT)
+        self.op_timeout = float(options["operation_timeout"])
+        self.session_timeout = float(options["session_timeout"])
+        auth = options.get("auth") or (
+            f"{url.username}:{url.password or ''}" if url.username else ""
+        )
+        auth = auth.removeprefix("digest:")
+        if auth and ":" not in auth:
+            raise ConfigurationError("option auth must be 'user:password'")
+        self._auth = auth
+        self.worker = SerialExecutor(f"zk-driver[{member_id}]")
+        self.watch_worker = SerialExecutor(f"zk-watches[{member_id}]")
+        self._session_id: int | None = None
+        self._suspended_at: int = 0
+        self._records: ZooKeeperRecordStore | None = None
+        self._retry = retrying(options["retry_attempts"], options["retry_max_delay"], _TRANSIENT,
+                               "zookeeper operation")
+        acl = None
+        if auth:
+            user, _, password = auth.partition(":")
+            acl = [make_digest_acl(user, password, all=True)]
+        self.client = KazooClient(
+            hosts=self.hosts,
+            timeout=self.session_timeout,
+            handler=_make_handler(options["handler"]),
+            auth_data=[("digest", auth)] if auth else None,
+            default_acl=acl,
+            connection_retry={"max_tries": -1, "delay": 0.05, "backoff": 2,
+                              "max_delay": max(0.2, min(1.0, self.session_timeout / 4))},
+            command_retry={"max_tries": 0},
+        )
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def translate(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap `func` so kazoo errors surface as the project's own."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except CoordinationError:
+                raise
+            except SessionExpiredError as exc:
+                raise SessionLostError(f"zookeeper session expired: {exc}") from exc
+            except (NoAuthError, AuthFailedError) as exc:
+                raise CoordinationError(
+                    f"zookeeper refused access under {self.prefix} ({type(exc).__name__}): "
+                    "check the auth option and the znodes' ACLs") from exc
+            except _TRANSIENT as exc:
+                raise OperationTimeoutError(f"zookeeper at {self.hosts}: {exc!r}") from exc
+            except KazooException as exc:
+                raise CoordinationError(f"zookeeper error: {exc!r}") from exc
+
+        return wrapper
+
+    def call(self, func: Callable[[], Any], what: str) -> Any:
+        """Run a store operation with bounded retries for transient errors."""
+        return self.translate(self._retry(func))()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _driver_start(self) -> None:
+        try:
+            self.client.start(timeout=float(self.options["connect_timeout"]))
+        except (KazooTimeoutError, KazooException, OSError, ValueError) as exc:
+            self._shutdown_client()
+            self.worker.stop(0)
+            self.watch_worker.stop(0)
+            raise BackendConnectionError(
+                f"could not connect to zookeeper at {self.hosts} within "
+                f"{self.options['connect_timeout']} s: {exc}") from None
+        self.client.add_listener(self._on_kazoo_state)
+        try:
+            self.worker.call(self._new_session, timeout=self.op_timeout * 3)
+        except BaseException:
+            self._shutdown_client()
+            raise
+
+    def _shutdown_client(self) -> None:
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:
+            LOG.debug("stopping the kazoo client failed", exc_info=True)
+
+    def _driver_stop(self) -> None:
+        for watch in list(self._records.watches if self._records else ()):
+            watch.cancel()
+        try:
+            self.worker.call(self._unregister, timeout=self.op_timeout)
+        except Exception:
+            LOG.debug("removing membership on close failed", exc_info=True)
+        self.worker.stop()
+        self.watch_worker.stop()
+        self._shutdown_client()
+
+    # ---- session policy -------------------------------------------------------------------
+
+    def _on_kazoo_state(self, state: str) -> None:
+        # kazoo's thread: never block here (kazoo #381/#426); hand over to our worker.
+        self.worker.submit(self._apply_state, state)
+
+    def _apply_state(self, state: str) -> None:
+        if state == KazooState.SUSPENDED:
+            self._suspended_at += 1
+            self._set_session_state(SessionState.SUSPENDED)
+            timer = threading.Timer(self.session_timeout, self.worker.submit,
+                                    (self._suspension_expired, self._suspended_at))
+            timer.daemon = True
+            timer.start()
+        elif state == KazooState.LOST:
+            self._session_id = None
+            self._set_session_state(SessionState.LOST)
+        elif state == KazooState.CONNECTED:
+            session = self.client.client_id[0] if self.client.client_id else None
+            if session is not None and session == self._session_id \
+                    and self.session_state is SessionState.SUSPENDED:
+                self._set_session_state(SessionState.CONNECTED)
+                self._resync_watches()
+            else:
+                if self.session_state is not SessionState.LOST:
+                    self._set_session_state(SessionState.LOST)
+                self._guarded_new_session()
+
+    def _suspension_expired(self, generation: int) -> None:
+        """Suspended for a whole session timeout: the server has expired us, so act as LOST
+        now rather than when the connection returns (Curator's rule)."""
+        if generation == self._suspended_at and self.session_state is SessionState.SUSPENDED:
+            LOG.warning("member %s: suspended for %.1f s, treating the session as lost",
+                        self.member_id, self.session_timeout)
+            self._session_id = None
+            self._set_session_state(SessionState.LOST)
+
+    def _guarded_new_session(self) -> None:
+        try:
+            self._new_session()
+        except KazooException as exc:
+            LOG.warning("member %s: re-registering after reconnect failed (%s); retrying "
+                        "at the next connection event or watchdog tick", self.member_id, exc)
+
+    def _new_session(self) -> None:
+        self._register()
+        self._session_id = self.client.client_id[0]
+        self._set_session_state(SessionState.CONNECTED)
+        self._resync_watches()
+
+    def _resync_watches(self) -> None:
+        if self._records is not None:
+            for watch in list(self._records.watches):
+                watch.submit(watch.resync, True)
+
+    def _member_path(self) -> str:
+        return f"{self.prefix}/members/{quote(self.member_id, safe='')}"
+
+    def _register(self) -> None:
+        """Create our ephemeral member znode, replacing one a dead predecessor left."""
+        data = json.dumps(self.info.to_dict()).encode()
+        path = self._member_path()
+        self.client.ensure_path(f"{self.prefix}/members")
+        for _ in range(3):
+            try:
+                self.client.create(path, data, ephemeral=True)
+                return
+            except NodeExistsError:
+                try:
+                    _, stat = self.client.get(path)
+                    if stat.ephemeralOwner == self.client.client_id[0]:
+                        return
+                    LOG.warning("member id %r was registered by another session; taking it over",
+                                self.member_id)
+                    self.client.delete(path, stat.version)
+                except (NoNodeError, BadVersionError):
+                    continue
+        raise CoordinationError(f"could not register member {self.member_id!r}")
+
+    def _unregister(self) -> None:
+        try:
+            _, stat = self.client.get(self._member_path())
+            if stat.ephemeralOwner == (self.client.client_id or (None,))[0]:
+                self.client.delete(self._member_path(), stat.version)
+        except KazooException:
+            pass
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def _driver_members(self) -> dict[str, MemberInfo]:
+        def op() -> dict[str, MemberInfo]:
+            base = f"{self.prefix}/members"
+            try:
+                names = self.client.get_children(base)
+            except NoNodeError:
+                return {}
+            fetches = {n: self.client.get_async(f"{base}/{n}") for n in names}
+            out = {}
+            for name, fetch in sorted(fetches.items()):
+                try:
+                    info = MemberInfo.from_dict(json.loads(fetch.get()[0]))
+                except NoNodeError:
+                    continue
+                except (ValueError, KeyError, TypeError) as exc:
+                    LOG.error("skipping malformed member record %s: %s", name, exc)
+                    continue
+                out[info.member_id] = info
+            return out
+
+        return self.call(op, "list members")
+
+    def _driver_election(self, name: str) -> Election:
+        return ZooKeeperElection(self, name)
+
+    def _driver_election_names(self) -> list[str]:
+        def op() -> list[str]:
+            try:
+                return sorted(self.client.get_children(f"{self.prefix}/elections"))
+            except NoNodeError:
+                return []
+
+        return self.call(op, "list elections")
+
+    def _driver_record_store(self) -> RecordStoreDriver:
+        if self._records is None:
+            self._records = ZooKeeperRecordStore(self)
+        return self._records

@@ -1,0 +1,217 @@
+"""Elections: the backend-neutral half (callbacks, bookkeeping, session policy).
+
+A driver subclasses `Election` and implements the five `_driver_*` hooks against its store. It
+reports outcomes with `_elected(term)` and `_revoked()`; this class makes sure terms only grow,
+that callbacks run on the coordinator's callback thread, and that a lost session revokes
+leadership and re-enters the candidacy once a new session is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ConfigurationError
+from .types import Candidate, Leadership
+
+if TYPE_CHECKING:
+    from .api import Coordinator
+
+LOG = logging.getLogger(__name__)
+
+#: Priorities are 0..MAX_PRIORITY; higher wins, ties go to the earliest candidate.
+MAX_PRIORITY = 999_999
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+
+LeadershipCallback = Callable[[Leadership], None]
+LeaderListener = Callable[[Leadership | None], None]
+
+
+@dataclass(frozen=True)
+class Campaign:
+    priority: int
+    on_elected: LeadershipCallback | None
+    on_revoked: LeadershipCallback | None
+
+
+class Election(ABC):
+    """One election (e.g. per datapath). Obtain with `Coordinator.election(name)`."""
+
+    def __init__(self, coordinator: Coordinator, name: str) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigurationError(
+                f"bad election name {name!r}: use 1-200 characters from A-Z a-z 0-9 _ . : -"
+            )
+        self.coordinator = coordinator
+        self.name = name
+        self._lock = threading.RLock()
+        self._campaign: Campaign | None = None
+        self._leadership: Leadership | None = None
+        self._last_term = 0
+        self._listeners: list[LeaderListener] = []
+        self._last_seen_leader: Leadership | None = None
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def campaign(
+        self,
+        priority: int = 0,
+        on_elected: LeadershipCallback | None = None,
+        on_revoked: LeadershipCallback | None = None,
+    ) -> None:
+        """Enter the election. Callbacks get the `Leadership` (with its term) when this member
+        becomes leader and when it stops being leader for any reason (resign, preemption by a
+        higher-priority candidate, lost session)."""
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigurationError(f"priority must be an integer, got {priority!r}")
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise ConfigurationError(f"priority must be in 0..{MAX_PRIORITY}, got {priority}")
+        with self._lock:
+            if self._campaign is not None:
+                raise ConfigurationError(f"already campaigning in {self.name!r}; resign first")
+            self._campaign = Campaign(priority, on_elected, on_revoked)
+        self.coordinator._check_open()
+        self._driver_join(priority)
+
+    def resign(self) -> None:
+        """Leave the election (idempotent). A leader's successor is elected at once."""
+        with self._lock:
+            campaign, self._campaign = self._campaign, None
+            leadership, self._leadership = self._leadership, None
+        if campaign is None:
+            return
+        if leadership is not None:
+            LOG.info("election %s: %s resigned, term %d", self.name, leadership.member_id,
+                     leadership.term)
+            self._fire(campaign.on_revoked, leadership)
+        self._driver_leave()
+
+    def leader(self) -> Leadership | None:
+        """The current leader and its term, as the store says now; None if there is none."""
+        return self._driver_read_leader()
+
+    def candidates(self) -> list[Candidate]:
+        """Every candidate, best first (the first one leads or is about to)."""
+        return self._driver_read_candidates()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leadership is not None
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """This member's leadership, if it leads."""
+        return self._leadership
+
+    @property
+    def campaigning(self) -> bool:
+        return self._campaign is not None
+
+    def add_leader_listener(self, listener: LeaderListener) -> None:
+        """Call `listener(Leadership | None)` whenever the leader changes (any member)."""
+        with self._lock:
+            first = not self._listeners
+            self._listeners.append(listener)
+        if first:
+            self._driver_observe()
+
+    # ---- for drivers ----------------------------------------------------------------------
+
+    def _elected(self, term: int) -> None:
+        """The driver established this member's leadership under `term`."""
+        with self._lock:
+            campaign = self._campaign
+            if campaign is None:
+                return
+            if self._leadership is not None and self._leadership.term == term:
+                return
+            if term <= self._last_term:
+                LOG.error("election %s: term %d does not exceed %d; not taking leadership",
+                          self.name, term, self._last_term)
+                return
+            self._last_term = term
+            if self._leadership is not None:  # re-established under a newer term
+                self._fire(campaign.on_revoked, self._leadership)
+            self._leadership = Leadership(self.coordinator.member_id, term)
+            leadership = self._leadership
+        LOG.info("election %s: %s elected, term %d", self.name, leadership.member_id, term)
+        self._fire(campaign.on_elected, leadership)
+
+    def _revoked(self) -> None:
+        """This member's leadership ended (or the driver can no longer vouch for it)."""
+        with self._lock:
+            leadership, self._leadership = self._leadership, None
+            campaign = self._campaign
+        if leadership is not None:
+            LOG.info("election %s: %s revoked, term %d", self.name, leadership.member_id,
+                     leadership.term)
+            if campaign is not None:
+                self._fire(campaign.on_revoked, leadership)
+
+    def _leader_seen(self, leadership: Leadership | None) -> None:
+        """The driver observed who leads now; listeners hear about changes only."""
+        with self._lock:
+            if leadership == self._last_seen_leader:
+                return
+            self._last_seen_leader = leadership
+            listeners = list(self._listeners)
+        for listener in listeners:
+            self.coordinator._callbacks.submit(listener, leadership)
+
+    def _fire(self, callback: LeadershipCallback | None, leadership: Leadership) -> None:
+        if callback is not None:
+            self.coordinator._callbacks.submit(callback, leadership)
+
+    # ---- session policy (called by the coordinator) -----------------------------------------
+
+    def _on_session_lost(self) -> None:
+        self._revoked()
+        self._driver_forget()
+
+    def _on_new_session(self) -> None:
+        campaign = self._campaign
+        if campaign is not None:
+            self._driver_join(campaign.priority)
+        elif self._listeners:
+            self._driver_observe()
+
+    def _on_resumed(self) -> None:
+        if self._campaign is not None or self._listeners:
+            self._driver_reevaluate()
+
+    def _on_watchdog(self) -> None:
+        if self._campaign is not None:
+            self._driver_reevaluate()
+
+    # ---- driver hooks -----------------------------------------------------------------------
+
+    @abstractmethod
+    def _driver_join(self, priority: int) -> None:
+        """Create this member's candidacy and start evaluating (asynchronously is fine)."""
+
+    @abstractmethod
+    def _driver_leave(self) -> None:
+        """Remove this member's candidacy (synchronously: a successor may take over at once)."""
+
+    @abstractmethod
+    def _driver_forget(self) -> None:
+        """The session is gone: drop local candidacy state without touching the store."""
+
+    @abstractmethod
+    def _driver_reevaluate(self) -> None:
+        """Re-read the election and re-arm watches (after a reconnect, or from the watchdog)."""
+
+    @abstractmethod
+    def _driver_observe(self) -> None:
+        """Start reporting the leader to `_leader_seen` (for listeners)."""
+
+    @abstractmethod
+    def _driver_read_leader(self) -> Leadership | None: ...
+
+    @abstractmethod
+    def _driver_read_candidates(self) -> list[Candidate]: ...

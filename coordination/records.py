@@ -1,0 +1,243 @@
+"""Typed, versioned topology records and their JSON encoding.
+
+Every record names its `owner` (the member that wrote it) and the owner's `term` in the election
+of the switch the record belongs to (`domain`). The store refuses a write whose term is older than
+the stored record's term in the same domain, so a deposed master cannot overwrite its successor.
+Records are validated when built and when read back: a malformed value in the store becomes an
+`InvalidRecordError`, which readers log and skip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from .errors import InvalidRecordError
+from .types import MAX_TERM
+
+#: Version of the encoding below. Readers refuse (skip) records with a newer schema.
+SCHEMA_VERSION = 1
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAX_DPID = 2**64 - 1
+_MAX_PORT = 2**32 - 1
+
+
+def _check_int(name: str, value: Any, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidRecordError(f"{name} must be an integer in 0..{maximum}, got {value!r}")
+
+
+def _check_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidRecordError(f"{name} must be a string, got {value!r}")
+
+
+def _normalise_mac(value: Any) -> str:
+    if not isinstance(value, str) or not _MAC.match(value.lower()):
+        raise InvalidRecordError(f"bad MAC address {value!r} (want aa:bb:cc:dd:ee:ff)")
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class Port:
+    """A switch port and its state."""
+
+    port_no: int
+    name: str = ""
+    hw_addr: str = ""
+    up: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("port_no", self.port_no, _MAX_PORT)
+        _check_str("port name", self.name)
+        if self.hw_addr:
+            object.__setattr__(self, "hw_addr", _normalise_mac(self.hw_addr))
+        if not isinstance(self.up, bool):
+            raise InvalidRecordError(f"port up must be a boolean, got {self.up!r}")
+
+
+@dataclass(frozen=True)
+class _Record:
+    KIND: ClassVar[str] = ""
+    owner: str = ""
+    term: int = 0
+
+    def _check_common(self) -> None:
+        _check_str("owner", self.owner)
+        _check_int("term", self.term, MAX_TERM)
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def domain(self) -> int:
+        """The datapath whose election `term` belongs to."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Switch(_Record):
+    """A datapath, its OpenFlow channel address and its ports."""
+
+    KIND: ClassVar[str] = "switch"
+    dpid: int = 0
+    address: str = ""
+    ports: tuple[Port, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        _check_int("dpid", self.dpid, _MAX_DPID)
+        _check_str("address", self.address)
+        ports = tuple(p if isinstance(p, Port) else Port(**p) for p in self.ports)
+        object.__setattr__(self, "ports", tuple(sorted(ports, key=lambda p: p.port_no)))
+
+    @property
+    def key(self) -> str:
+        return dpid_key(self.dpid)
+
+    @property
+    def domain(self) -> int:
+        return self.dpid
+
+
+@dataclass(frozen=True)
+class Link(_Record):
+    """A unidirectional link seen by the master of `src_dpid`."""
+
+    KIND: ClassVar[str] = "link"
+    src_dpid: int = 0
+    src_port: int = 0
+    dst_dpid: int = 0
+    dst_port: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        _check_int("src_dpid", self.src_dpid, _MAX_DPID)
+        _check_int("dst_dpid", self.dst_dpid, _MAX_DPID)
+        _check_int("src_port", self.src_port, _MAX_PORT)
+        _check_int("dst_port", self.dst_port, _MAX_PORT)
+
+    @property
+    def key(self) -> str:
+        return f"{dpid_key(self.src_dpid)}-{self.src_port}-{dpid_key(self.dst_dpid)}-{self.dst_port}"
+
+    @property
+    def domain(self) -> int:
+        return self.src_dpid
+
+
+@dataclass(frozen=True)
+class Host(_Record):
+    """A host learned on a switch port."""
+
+    KIND: ClassVar[str] = "host"
+    mac: str = ""
+    ips: tuple[str, ...] = field(default_factory=tuple)
+    dpid: int = 0
+    port_no: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        object.__setattr__(self, "mac", _normalise_mac(self.mac))
+        _check_int("dpid", self.dpid, _MAX_DPID)
+        _check_int("port_no", self.port_no, _MAX_PORT)
+        if isinstance(self.ips, str) or not all(isinstance(ip, str) for ip in self.ips):
+            raise InvalidRecordError(f"ips must be a list of strings, got {self.ips!r}")
+        try:
+            ips = tuple(sorted({str(ipaddress.ip_address(ip)) for ip in self.ips}))
+        except ValueError as exc:
+            raise InvalidRecordError(f"bad IP address in {self.ips!r}: {exc}") from None
+        object.__setattr__(self, "ips", ips)
+
+    @property
+    def key(self) -> str:
+        return self.mac.replace(":", "")
+
+    @property
+    def domain(self) -> int:
+        return self.dpid
+
+
+@dataclass(frozen=True)
+class Mastership(_Record):
+    """Who masters a datapath (`owner`) and under which term, as confirmed by the switch."""
+
+    KIND: ClassVar[str] = "mastership"
+    dpid: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        _check_int("dpid", self.dpid, _MAX_DPID)
+
+    @property
+    def key(self) -> str:
+        return dpid_key(self.dpid)
+
+    @property
+    def domain(self) -> int:
+        return self.dpid
+
+
+Record = Switch | Link | Host | Mastership
+RECORD_TYPES: dict[str, type[_Record]] = {cls.KIND: cls for cls in (Switch, Link, Host, Mastership)}
+KINDS: tuple[str, ...] = tuple(RECORD_TYPES)
+
+
+def dpid_key(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+def record_path(record: Record) -> str:
+    """Where a record lives in the store, relative to the topology root: `kind/key`."""
+    return f"{record.KIND}/{record.key}"
+
+
+def encode(record: Record) -> bytes:
+    """Serialise a record as JSON, tagged with its kind and the schema version."""
+    body = asdict(record)
+    return json.dumps(
+        {"schema": SCHEMA_VERSION, "kind": record.KIND, **body}, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def decode(path: str, data: bytes) -> Record:
+    """Parse and validate a stored record; anything malformed raises `InvalidRecordError`."""
+    kind, _, key = path.partition("/")
+    cls = RECORD_TYPES.get(kind)
+    if cls is None:
+        raise InvalidRecordError(f"{path}: unknown record kind {kind!r}")
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRecordError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise InvalidRecordError(f"{path}: expected a JSON object, got {type(body).__name__}")
+    schema = body.pop("schema", None)
+    if schema != SCHEMA_VERSION:
+        raise InvalidRecordError(
+            f"{path}: schema {schema!r} is not {SCHEMA_VERSION}, the version this code reads"
+        )
+    if body.pop("kind", None) != kind:
+        raise InvalidRecordError(f"{path}: record kind does not match its location")
+    names = {f.name for f in fields(cls)}
+    unknown = set(body) - names
+    if unknown:
+        raise InvalidRecordError(f"{path}: unknown fields {sorted(unknown)}")
+    try:
+        if cls is Switch:
+            body["ports"] = tuple(Port(**p) for p in body.get("ports", ()))
+        if cls is Host:
+            body["ips"] = tuple(body.get("ips", ()))
+        record = cls(**body)
+    except InvalidRecordError as exc:
+        raise InvalidRecordError(f"{path}: {exc}") from None
+    except TypeError as exc:
+        raise InvalidRecordError(f"{path}: {exc}") from None
+    if record.key != key:
+        raise InvalidRecordError(f"{path}: record key {record.key!r} does not match its location")
+    return record  # type: ignore[return-value]

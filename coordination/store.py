@@ -1,0 +1,86 @@
+"""The small key-value interface a driver implements so the core can offer a `TopologyStore`.
+
+Paths are `kind/key` strings; drivers map them under their own prefix. Versions are opaque
+integers that change on every write of a path (ZooKeeper: the znode version; etcd: mod_revision).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import ConflictError
+
+
+class RecordExistsError(ConflictError):
+    """`create` found the path already present."""
+
+
+class VersionMismatchError(ConflictError):
+    """A conditional write or delete found another version (or no value) at the path."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True)
+class RawSnapshot:
+    """Every value under the watched prefix at one point; `resync` when it replaces a stream."""
+
+    items: dict[str, bytes]
+    resync: bool = False
+
+
+@dataclass(frozen=True)
+class RawChange:
+    """One change after the snapshot; `value` None means the path was deleted."""
+
+    path: str
+    value: bytes | None
+
+
+RawEvent = RawSnapshot | RawChange
+
+
+class WatchHandle(ABC):
+    @abstractmethod
+    def cancel(self) -> None:
+        """Stop delivering events; idempotent."""
+
+
+class RecordStoreDriver(ABC):
+    """Persistent, versioned values with a consistent watch. Implemented once per backend."""
+
+    @abstractmethod
+    def get(self, path: str) -> Versioned | None: ...
+
+    @abstractmethod
+    def create(self, path: str, value: bytes) -> None:
+        """Create `path`; raise `RecordExistsError` if it exists."""
+
+    @abstractmethod
+    def update(self, path: str, value: bytes, version: int) -> None:
+        """Replace `path` if it still has `version`; else raise `VersionMismatchError`."""
+
+    @abstractmethod
+    def remove(self, path: str, version: int | None = None) -> bool:
+        """Delete `path` (only at `version` if given); False if it was absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> dict[str, Versioned]:
+        """Every path starting with `prefix`."""
+
+    @abstractmethod
+    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+        """Deliver a `RawSnapshot` of every path, then each later `RawChange` in order.
+
+        No change may fall between the snapshot and the stream. If the driver cannot guarantee
+        that (reconnect, compaction, overflow), it delivers a fresh snapshot with `resync=True`.
+        Duplicate deliveries are harmless (the core drops values it has already reported). The
+        sink must be called from one thread at a time, and never from a client library's
+        internal callback thread if the sink may block.
+        """

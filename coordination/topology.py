@@ -1,0 +1,222 @@
+"""The topology store: typed records, fenced writes, and watches with snapshot + change stream."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .dispatch import SerialExecutor
+from .errors import ConflictError, InvalidRecordError, StaleTermError
+from .records import KINDS, RECORD_TYPES, Record, decode, encode, record_path
+from .store import (
+    RawChange,
+    RawEvent,
+    RawSnapshot,
+    RecordExistsError,
+    RecordStoreDriver,
+    VersionMismatchError,
+    WatchHandle,
+)
+
+LOG = logging.getLogger(__name__)
+_CAS_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole (filtered) topology. First event of every watch; again after a resync."""
+
+    records: tuple[Record, ...]
+    resync: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record put or deleted. `record` is None for a delete; `previous` what it replaced."""
+
+    op: str  # "put" | "delete"
+    kind: str
+    key: str
+    record: Record | None
+    previous: Record | None
+
+
+TopologyEvent = Snapshot | Change
+
+
+class TopologyWatch:
+    """A live watch; `cancel()` stops it. Keeps the view it has reported, to drop duplicates."""
+
+    def __init__(
+        self,
+        callback: Callable[[TopologyEvent], None],
+        kinds: frozenset[str],
+        executor: SerialExecutor,
+    ) -> None:
+        self._callback = callback
+        self._kinds = kinds
+        self._executor = executor
+        self._view: dict[str, Record] = {}
+        self._handle: WatchHandle | None = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._handle is not None:
+            self._handle.cancel()
+
+    @property
+    def view(self) -> dict[str, Record]:
+        """What this watch has reported so far, by `kind/key`."""
+        with self._lock:
+            return dict(self._view)
+
+    def _accept(self, path: str) -> bool:
+        return path.partition("/")[0] in self._kinds
+
+    def _on_raw(self, event: RawEvent) -> None:
+        if self._cancelled:
+            return
+        with self._lock:
+            out = self._translate(event)
+        for item in out:
+            self._executor.submit(self._deliver, item)
+
+    def _deliver(self, event: TopologyEvent) -> None:
+        if not self._cancelled:
+            self._callback(event)
+
+    def _translate(self, event: RawEvent) -> list[TopologyEvent]:
+        if isinstance(event, RawSnapshot):
+            view: dict[str, Record] = {}
+            for path, value in sorted(event.items.items()):
+                if self._accept(path):
+                    record = _decode_or_log(path, value)
+                    if record is not None:
+                        view[path] = record
+            self._view = view
+            if event.resync:
+                LOG.warning("topology watch resynchronised from a snapshot (%d records)", len(view))
+            return [Snapshot(tuple(view.values()), resync=event.resync)]
+        assert isinstance(event, RawChange)
+        path = event.path
+        if not self._accept(path):
+            return []
+        kind, _, key = path.partition("/")
+        previous = self._view.get(path)
+        if event.value is None:
+            if previous is None:
+                return []
+            del self._view[path]
+            return [Change("delete", kind, key, None, previous)]
+        record = _decode_or_log(path, event.value)
+        if record is None or record == previous:
+            return []
+        self._view[path] = record
+        return [Change("put", kind, key, record, previous)]
+
+
+def _decode_or_log(path: str, value: bytes) -> Record | None:
+    try:
+        return decode(path, value)
+    except InvalidRecordError as exc:
+        LOG.error("skipping malformed topology record: %s", exc)
+        return None
+
+
+class TopologyStore:
+    """Switches, links, hosts and masterships, shared by every controller through the backend."""
+
+    def __init__(self, driver: RecordStoreDriver, executor: SerialExecutor) -> None:
+        self._driver = driver
+        self._executor = executor
+
+    def put(self, record: Record, *, fenced: bool = True) -> bool:
+        """Store `record`; False if the store already held exactly it (no write made).
+
+        With `fenced` (the default) a record whose stored version, in the same domain (switch),
+        carries a newer term is kept, and `StaleTermError` is raised.
+        """
+        if not isinstance(record, tuple(RECORD_TYPES.values())):
+            raise InvalidRecordError(f"not a topology record: {record!r}")
+        path, data = record_path(record), encode(record)
+        for _ in range(_CAS_ATTEMPTS):
+            current = self._driver.get(path)
+            try:
+                if current is None:
+                    self._driver.create(path, data)
+                    return True
+                if current.value == data:
+                    return False
+                if fenced:
+                    _check_fence(path, current.value, record.domain, record.term)
+                self._driver.update(path, data, current.version)
+                return True
+            except (RecordExistsError, VersionMismatchError):
+                continue
+        raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
+
+    def delete(self, kind: str, key: str, *, term: int | None = None, domain: int | None = None) -> bool:
+        """Delete a record; False if absent. With `term`, refuse (StaleTermError) to delete a
+        record of the same `domain` written under a newer term."""
+        path = f"{_check_kind(kind)}/{key}"
+        for _ in range(_CAS_ATTEMPTS):
+            current = self._driver.get(path)
+            if current is None:
+                return False
+            if term is not None:
+                _check_fence(path, current.value, domain, term)
+            try:
+                return self._driver.remove(path, current.version)
+            except VersionMismatchError:
+                continue
+        raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
+
+    def get(self, kind: str, key: str) -> Record | None:
+        """One record, or None if absent or malformed (malformed is logged)."""
+        path = f"{_check_kind(kind)}/{key}"
+        current = self._driver.get(path)
+        return None if current is None else _decode_or_log(path, current.value)
+
+    def list(self, kind: str | None = None) -> list[Record]:
+        """Every valid record (of `kind`, if given); malformed ones are logged and skipped."""
+        prefix = f"{_check_kind(kind)}/" if kind else ""
+        out = []
+        for path, item in sorted(self._driver.list(prefix).items()):
+            record = _decode_or_log(path, item.value)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def watch(
+        self, callback: Callable[[TopologyEvent], None], kinds: Iterable[str] | None = None
+    ) -> TopologyWatch:
+        """Call `callback` with a `Snapshot`, then a `Change` for every later change, in order.
+
+        Callbacks run on the coordinator's callback thread, one at a time.
+        """
+        wanted = frozenset(_check_kind(k) for k in kinds) if kinds is not None else frozenset(KINDS)
+        watch = TopologyWatch(callback, wanted, self._executor)
+        watch._handle = self._driver.watch(watch._on_raw)
+        return watch
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in RECORD_TYPES:
+        raise InvalidRecordError(f"unknown record kind {kind!r}; kinds are {', '.join(KINDS)}")
+    return kind
+
+
+def _check_fence(path: str, stored_value: bytes, domain: int | None, term: int) -> None:
+    try:
+        stored = decode(path, stored_value)
+    except InvalidRecordError:
+        return  # a malformed record never blocks its repair
+    if (domain is None or stored.domain == domain) and stored.term > term:
+        raise StaleTermError(
+            f"{path}: stored record has term {stored.term} from {stored.owner!r}, "
+            f"newer than the writer's term {term}"
+        )

@@ -1,0 +1,35 @@
+"""Packaging: the coordination core, its drivers (entry points) and the Ryu integration."""
+
+from setuptools import find_packages, setup
+
+ETCD = ["etcd3>=0.12", "protobuf>=3.20,<=3.20.3", "etcd3gw>=2.4"]
+RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3"]
+OS_KEN = ["os-ken>=4.2", "networkx>=3"]
+TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5"]
+
+setup(
+    name="sdn-coordination",
+    version="0.1.0",
+    description="Elections with fencing terms and a shared topology store for multi-controller "
+    "Ryu / os-ken deployments, over ZooKeeper, etcd v3 or an embedded store",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["coordination*", "backends*", "ryu_integration*"]),
+    install_requires=["kazoo>=2.9", "stevedore>=5", "tenacity>=8"],
+    extras_require={
+        "zookeeper": [],
+        "etcd": ETCD,
+        "ryu": RYU,
+        "os-ken": OS_KEN,
+        "test": TEST,
+        "all": sorted(set(ETCD + OS_KEN + TEST)),
+    },
+    entry_points={
+        "coordination.backends": [
+            "memory = backends.memory:MemoryCoordinator",
+            "zookeeper = backends.zookeeper:ZooKeeperCoordinator",
+        ],
+        "pytest11": [],
+    },
+)
