@@ -40,6 +40,7 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
+from kazoo.retry import KazooRetry
 from kazoo.security import make_digest_acl
 
 from coordination.api import Coordinator
@@ -164,10 +165,21 @@ class ZooKeeperElection(Election):
         self._submit(self._guarded, self._observe)
 
     def _driver_read_leader(self) -> Leadership | None:
-        return self.coordinator.translate(self._read_leader)()
+        # sync first: another member may be served by a lagging follower, and these reads
+        # answer "who leads now" for operators and apps
+        return self.coordinator.translate(self._synced(self._read_leader))()
 
     def _driver_read_candidates(self) -> list[Candidate]:
-        return [Candidate(m, p) for _, _, m, p in self.coordinator.translate(self._ranked)()]
+        ranked = self.coordinator.translate(self._synced(self._ranked))()
+        return [Candidate(m, p) for _, _, m, p in ranked]
+
+    def _synced(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            self._prepare()
+            self._zk.sync(self._base)
+            return func()
+
+        return run
 
     # ---- worker-thread logic ----------------------------------------------------------------
 
@@ -425,6 +437,8 @@ class ZooKeeperRecordStore(RecordStoreDriver):
 
     def list(self, prefix: str = "") -> dict[str, Versioned]:
         def op() -> dict[str, Versioned]:
+            self._prepare()
+            self.client.sync(self.root)
             fetches = {}
             for kind, children in self.children_by_kind().items():
                 for child in children:
@@ -484,15 +498,19 @@ class ZooKeeperCoordinator(Coordinator):
         if auth:
             user, _, password = auth.partition(":")
             acl = [make_digest_acl(user, password, all=True)]
+        handler = _make_handler(options["handler"])
         self.client = KazooClient(
             hosts=self.hosts,
             timeout=self.session_timeout,
-            handler=_make_handler(options["handler"]),
+            handler=handler,
             auth_data=[("digest", auth)] if auth else None,
             default_acl=acl,
-            connection_retry={"max_tries": -1, "delay": 0.05, "backoff": 2,
-                              "max_delay": max(0.2, min(1.0, self.session_timeout / 4))},
-            command_retry={"max_tries": 0},
+            # reconnect fast and forever (the session policy, not kazoo, decides what a long
+            # outage means); commands are retried by our own bounded tenacity policy
+            connection_retry=KazooRetry(max_tries=-1, delay=0.05, backoff=2,
+                                        max_delay=max(0.2, min(1.0, self.session_timeout / 4)),
+                                        sleep_func=handler.sleep_func),
+            command_retry=KazooRetry(max_tries=0, sleep_func=handler.sleep_func),
         )
 
     # ---- helpers --------------------------------------------------------------------------
@@ -536,7 +554,7 @@ class ZooKeeperCoordinator(Coordinator):
                 f"{self.options['connect_timeout']} s: {exc}") from None
         self.client.add_listener(self._on_kazoo_state)
         try:
-            self.worker.call(self._new_session, timeout=self.op_timeout * 3)
+            self.worker.call(self.translate(self._new_session), timeout=self.op_timeout * 3)
         except BaseException:
             self._shutdown_client()
             raise
@@ -652,6 +670,7 @@ class ZooKeeperCoordinator(Coordinator):
         def op() -> dict[str, MemberInfo]:
             base = f"{self.prefix}/members"
             try:
+                self.client.sync(base)
                 names = self.client.get_children(base)
             except NoNodeError:
                 return {}

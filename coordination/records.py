@@ -229,10 +229,14 @@ def decode(path: str, data: bytes) -> Record:
     if unknown:
         raise InvalidRecordError(f"{path}: unknown fields {sorted(unknown)}")
     try:
+        if cls is Switch and not isinstance(body.get("ports", []), list):
+            raise InvalidRecordError(f"ports must be a list, got {body['ports']!r}")
+        if cls is Host:
+            if not isinstance(body.get("ips", []), list):
+                raise InvalidRecordError(f"ips must be a list, got {body['ips']!r}")
+            body["ips"] = tuple(body.get("ips", ()))
         if cls is Switch:
             body["ports"] = tuple(Port(**p) for p in body.get("ports", ()))
-        if cls is Host:
-            body["ips"] = tuple(body.get("ips", ()))
         record = cls(**body)
     except InvalidRecordError as exc:
         raise InvalidRecordError(f"{path}: {exc}") from None

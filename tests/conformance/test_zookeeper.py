@@ -1,4 +1,4 @@
-"""The conformance suite on real ZooKeeper: a single server (with faults) and an ensemble.
+"""The conformance suite on real ZooKeeper: a single server and a 3-node ensemble.
 
 Faults are real: a TCP proxy between each coordinator and the server cuts the connection
 (SUSPENDED, session alive), and a second client that attaches to the same session and closes
@@ -27,14 +27,15 @@ class ZooKeeperProxyBackend(Backend):
 
     supports_faults = True
 
-    def __init__(self, server: ZooKeeperServer) -> None:
-        super().__init__(f"zookeeper://{server.hosts}/conformance", **OPTIONS)
-        self.server = server
+    def __init__(self, hosts: str, proxied_port: int) -> None:
+        super().__init__(f"zookeeper://{hosts}/conformance", **OPTIONS)
+        self.hosts = hosts
+        self.proxied_port = proxied_port
         self.proxies: dict[int, TcpProxy] = {}
 
     def connect(self, namespace: str, member_id: str, **options: Any) -> Coordinator:
-        proxy = TcpProxy("127.0.0.1", self.server.port)
-        url = self.url_for(namespace).replace(self.server.hosts, proxy.address)
+        proxy = TcpProxy("127.0.0.1", self.proxied_port)
+        url = self.url_for(namespace).replace(self.hosts, proxy.address)
         from coordination import connect
 
         try:
@@ -53,7 +54,7 @@ class ZooKeeperProxyBackend(Backend):
 
     def expire(self, coordinator: Coordinator) -> None:
         session_id, password = coordinator.client.client_id  # type: ignore[attr-defined]
-        twin = KazooClient(hosts=self.server.hosts, client_id=(session_id, password))
+        twin = KazooClient(hosts=self.hosts, client_id=(session_id, password))
         twin.start(timeout=10)
         twin.stop()  # closing the twin closes the shared session on the server
         twin.close()
@@ -65,8 +66,8 @@ class ZooKeeperProxyBackend(Backend):
 
 class TestZooKeeper(ConformanceSuite):
     @pytest.fixture
-    def backend(self, zookeeper_server: ZooKeeperServer) -> Iterator[Backend]:
-        backend = ZooKeeperProxyBackend(zookeeper_server)
+    def backend(self, zookeeper: ZooKeeperServer) -> Iterator[Backend]:
+        backend = ZooKeeperProxyBackend(zookeeper.hosts, zookeeper.port)
         yield backend
         backend.close()
 
@@ -74,4 +75,6 @@ class TestZooKeeper(ConformanceSuite):
 class TestZooKeeperEnsemble(ConformanceSuite):
     @pytest.fixture
     def backend(self, zookeeper_ensemble: ZooKeeperEnsemble) -> Iterator[Backend]:
-        yield Backend(f"zookeeper://{zookeeper_ensemble.hosts}/conformance", **OPTIONS)
+        backend = ZooKeeperProxyBackend(zookeeper_ensemble.hosts, zookeeper_ensemble.ports[0])
+        yield backend
+        backend.close()

@@ -1,0 +1,32 @@
+# The two commands: `make demo` (set up, then run the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: setup demo test test-unit test-conformance test-integration lint bench
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	$(PY) scripts/demo.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test-unit: setup
+	$(PYTEST) tests/unit -q
+
+test-conformance: setup
+	$(PYTEST) tests/conformance -q -rs
+
+test-integration: setup
+	$(PYTEST) tests/integration -q -rs
+
+# Everything CI runs: lint, unit, the conformance matrix, integration.
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PYTEST) tests -q -rs --durations=10
+
+bench: setup
+	$(PY) benchmarks/handover.py

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything the project needs on a fresh Debian 12 machine (run as root, or with sudo):
+# the servers the tests use (ZooKeeper, etcd, Open vSwitch), a virtualenv in .venv, and the
+# project installed in it with its extras. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(default-jre-headless zookeeper etcd-server etcd-client openvswitch-switch
+              netcat-openbsd python3-venv python3-dev iproute2 util-linux)
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-test,etcd,os-ken}
+
+need_apt=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "setup: Python 3.11+ is required, $PYTHON is $("$PYTHON" -V)"; exit 1; }
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $("$PYTHON" -V)"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+echo "setup: installing the project into $VENV with extras [$EXTRAS]"
+"$VENV/bin/pip" install -q -e ".[$EXTRAS]"
+echo "setup: done"

@@ -1,0 +1,39 @@
+"""Suite-wide hooks: the per-backend summary of the conformance matrix."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["tests.servers.pytest_plugin"]
+
+_MATRIX: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+
+def _backend_of(nodeid: str) -> str | None:
+    """`tests/conformance/test_zookeeper.py::TestZooKeeperEnsemble::test_x` -> `ZooKeeperEnsemble`."""
+    if not nodeid.startswith("tests/conformance/"):
+        return None
+    parts = nodeid.split("::")
+    return parts[1].removeprefix("Test") if len(parts) > 2 else parts[0]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    backend = _backend_of(report.nodeid)
+    if backend is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _MATRIX[backend][report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _MATRIX:
+        return
+    terminalreporter.section("conformance matrix (per backend)")
+    for backend, counts in sorted(_MATRIX.items()):
+        terminalreporter.write_line(
+            f"{backend:<28} passed {counts['passed']:>3}  failed {counts['failed']:>3}  "
+            f"skipped {counts['skipped']:>3}"
+        )

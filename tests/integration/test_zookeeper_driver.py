@@ -1,0 +1,95 @@
+"""ZooKeeper-specific behaviour on real servers: errors, ACLs, ensemble faults, eventlet."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import pytest
+
+import coordination
+from coordination import BackendConnectionError, CoordinationError, Switch
+from coordination.testing import Recorder
+from tests.servers._process import free_port
+from tests.servers.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
+
+pytestmark = pytest.mark.integration
+WAIT = 15.0
+
+
+def _ns() -> str:
+    return f"it-{uuid.uuid4().hex[:10]}"
+
+
+def test_unreachable_server_is_a_clear_bounded_error() -> None:
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(BackendConnectionError, match=f"127.0.0.1:{port}"):
+        coordination.connect(f"zookeeper://127.0.0.1:{port}/x", "a", connect_timeout=1)
+    assert time.monotonic() - start < 5
+
+
+def test_digest_auth_keeps_other_deployments_out(zookeeper: ZooKeeperServer) -> None:
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    with coordination.connect(url, "a", auth="alice:secret") as owner:
+        owner.topology.put(Switch(dpid=1, owner="a", term=1))
+        owner.election("e").campaign()
+        with pytest.raises(CoordinationError, match="refused access"):
+            coordination.connect(url, "b", auth="mallory:guess")
+        with pytest.raises(CoordinationError, match="refused access"):
+            coordination.connect(url, "c")  # no credentials at all
+        assert owner.topology.get("switch", Switch(dpid=1).key).owner == "a"
+
+
+def test_leadership_survives_the_loss_of_a_zookeeper_member(
+    zookeeper_ensemble: ZooKeeperEnsemble,
+) -> None:
+    url = f"zookeeper://{zookeeper_ensemble.hosts}/{_ns()}"
+    with coordination.connect(url, "a", session_timeout=6) as a, \
+            coordination.connect(url, "b", session_timeout=6) as b:
+        elected, revoked = Recorder(), Recorder()
+        a.election("e").campaign(on_elected=elected, on_revoked=revoked)
+        first = elected.wait_count(1, WAIT)[0]
+        b.election("e").campaign()
+        leader = zookeeper_ensemble.wait_leader()
+        zookeeper_ensemble.stop_member(leader)
+        try:
+            zookeeper_ensemble.wait_serving(30)
+            # the session lives on: same leader, same term, and the store still takes writes
+            b.topology.put(Switch(dpid=7, owner="b", term=1))
+            assert a.election("e").leader() == first
+            assert a.election("e").is_leader and not revoked.items
+        finally:
+            zookeeper_ensemble.start_member(leader)
+
+
+def test_eventlet_process_uses_the_eventlet_handler(zookeeper: ZooKeeperServer) -> None:
+    """Under ryu-manager the process is monkey-patched; the threading handler would hang."""
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    script = textwrap.dedent(f"""
+        import eventlet
+        eventlet.monkey_patch()
+        import threading, coordination
+        a = coordination.connect({url!r}, "a")
+        b = coordination.connect({url!r}, "b")
+        print(type(a.client.handler).__name__)
+        got = threading.Event()
+        a.election("e").campaign()
+        b.election("e").campaign(on_elected=lambda lead: got.set())
+        a.close()
+        assert got.wait(10), "no handover under eventlet"
+        seen = []
+        done = threading.Event()
+        b.topology.watch(lambda ev: (seen.append(ev), len(seen) == 2 and done.set()))
+        b.topology.put(coordination.Switch(dpid=1, owner="b", term=1))
+        assert done.wait(10), seen
+        b.close()
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["SequentialEventletHandler", "ok"]

@@ -1,0 +1,1 @@
+"""Real-server test fixtures: ZooKeeper, etcd, a TCP fault proxy and private Open vSwitch."""
