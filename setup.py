@@ -30,6 +30,8 @@ setup(
             "memory = backends.memory:MemoryCoordinator",
             "zookeeper = backends.zookeeper:ZooKeeperCoordinator",
         ],
-        "pytest11": [],
+        "console_scripts": [
+            "coordctl = coordination.cli:main",
+        ],
     },
 )

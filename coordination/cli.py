@@ -1,0 +1,201 @@
+"""`coordctl`: look at a coordination backend as an operator.
+
+    coordctl --url zookeeper://127.0.0.1:2181/sdn masters
+    coordctl --config-file /etc/ryu/ryu.conf topology --json
+    coordctl --url etcd3://127.0.0.1:2379/sdn watch
+
+The URL comes from `--url`, else `backend_url` in the `[coordination]` section of
+`--config-file`, else `$COORDINATION_URL`. Output is a table for people, `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .api import Coordinator
+from .connect import connect
+from .errors import CoordinationError
+from .records import Record
+from .topology import Change, Snapshot, TopologyEvent
+from .types import Leadership
+
+DPID_PREFIX = "dpid-"
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Align `rows` under `headers` in plain-text columns."""
+    cells = [[str(c) for c in headers]] + [[("-" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def resolve_url(url: str | None, config_file: str | None) -> str:
+    if url:
+        return url
+    if config_file:
+        parser = configparser.ConfigParser(interpolation=None)
+        if not parser.read(config_file):
+            raise CoordinationError(f"cannot read config file {config_file!r}")
+        value = parser.get("coordination", "backend_url", fallback="").strip()
+        if not value:
+            raise CoordinationError(f"{config_file}: no backend_url in section [coordination]")
+        return value
+    value = os.environ.get("COORDINATION_URL", "").strip()
+    if not value:
+        raise CoordinationError("no backend: give --url, --config-file, or set COORDINATION_URL")
+    return value
+
+
+def _elections(coord: Coordinator) -> list[dict[str, Any]]:
+    out = []
+    for name in coord.elections():
+        election = coord.election(name)
+        leader = election.leader()
+        out.append({
+            "election": name,
+            "leader": leader.member_id if leader else None,
+            "term": leader.term if leader else None,
+            "candidates": [c.member_id for c in election.candidates()],
+            "priorities": [c.priority for c in election.candidates()],
+        })
+    return out
+
+
+def cmd_members(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    rows = [info.to_dict() for mid, info in coord.members().items() if mid != coord.member_id]
+    return rows, ["member_id", "address", "capacity", "started_at"]
+
+
+def cmd_elections(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    return _elections(coord), ["election", "leader", "term", "candidates"]
+
+
+def cmd_masters(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    confirmed = {r.dpid: r for r in coord.topology.list("mastership")}
+    rows = []
+    for item in _elections(coord):
+        if not item["election"].startswith(DPID_PREFIX):
+            continue
+        dpid = int(item["election"][len(DPID_PREFIX):], 16)
+        record = confirmed.get(dpid)
+        rows.append({
+            "dpid": f"{dpid:016x}",
+            "master": item["leader"],
+            "term": item["term"],
+            "confirmed": bool(record and record.owner == item["leader"]
+                              and record.term == item["term"]),
+            "candidates": item["candidates"],
+        })
+    return rows, ["dpid", "master", "term", "confirmed", "candidates"]
+
+
+def _record_row(record: Record) -> dict[str, Any]:
+    body = asdict(record)
+    owner, term = body.pop("owner"), body.pop("term")
+    return {"kind": record.KIND, "key": record.key, "owner": owner, "term": term,
+            "data": body}
+
+
+def cmd_topology(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    return [_record_row(r) for r in coord.topology.list()], ["kind", "key", "owner", "term", "data"]
+
+
+def cmd_watch(coord: Coordinator, args: argparse.Namespace) -> None:
+    """Print every topology change and leader change until interrupted (or --count events)."""
+    done = threading.Event()
+    printed = [0]
+    lock = threading.Lock()
+
+    def emit(doc: dict[str, Any]) -> None:
+        with lock:
+            text = json.dumps(doc, default=str) if args.json else " ".join(
+                f"{k}={v}" for k, v in doc.items())
+            print(text, flush=True)
+            printed[0] += 1
+            if args.count and printed[0] >= args.count:
+                done.set()
+
+    def on_topology(event: TopologyEvent) -> None:
+        if isinstance(event, Snapshot):
+            emit({"event": "snapshot", "records": len(event.records), "resync": event.resync})
+        elif isinstance(event, Change):
+            emit({"event": event.op, "kind": event.kind, "key": event.key,
+                  "owner": (event.record or event.previous).owner})
+
+    def leader_listener(name: str) -> Callable[[Leadership | None], None]:
+        return lambda lead: emit({"event": "leader", "election": name,
+                                  "leader": lead.member_id if lead else None,
+                                  "term": lead.term if lead else None})
+
+    for name in coord.elections():
+        coord.election(name).add_leader_listener(leader_listener(name))
+    coord.topology.watch(on_topology)
+    coord.add_session_listener(lambda state: emit({"event": "session", "state": state.value}))
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait(args.timeout if args.timeout else None)
+    except KeyboardInterrupt:
+        pass
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "members": cmd_members,
+    "elections": cmd_elections,
+    "masters": cmd_masters,
+    "topology": cmd_topology,
+    "watch": cmd_watch,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coordctl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="backend URL, e.g. zookeeper://127.0.0.1:2181/sdn")
+    parser.add_argument("--config-file", help="ryu.conf with [coordination] backend_url")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--connect-timeout", type=float, default=5.0, help="seconds (default 5)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("members", help="live controllers")
+    sub.add_parser("elections", help="every election: leader, term, candidates")
+    sub.add_parser("masters", help="switch -> master, term, candidates")
+    sub.add_parser("topology", help="switches, links, hosts, masterships in the store")
+    watch = sub.add_parser("watch", help="print live topology, leader and session events")
+    watch.add_argument("--count", type=int, default=0, help="stop after N events")
+    watch.add_argument("--timeout", type=float, default=0, help="stop after N seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        url = resolve_url(args.url, args.config_file)
+        member = f"coordctl@{socket.gethostname()}:{os.getpid()}"
+        with connect(url, member, connect_timeout=args.connect_timeout) as coord:
+            result = COMMANDS[args.command](coord, args)
+            if result is not None:
+                rows, columns = result
+                if args.json:
+                    print(json.dumps(rows, indent=2, default=str))
+                else:
+                    print(table([[r.get(c) for c in columns] for r in rows], columns)
+                          if rows else f"(no {args.command})")
+    except CoordinationError as exc:
+        print(f"coordctl: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
