@@ -3,15 +3,15 @@
 Layout under the prefix (default `/coordination`):
     members/<member>                          ephemeral, JSON MemberInfo
     elections/<name>/candidates/c-<rank>-<member>-<seq>   ephemeral sequential
-    elections/<name>/leader                   persistent, JSON {member_id, candidate}
+    elections/<name>/leader                   persistent, JSON {member_id, candidate, term}
     topology/<kind>/<key>                     persistent, JSON record
 
-Leadership is established by one `multi`: check(own candidate node) + set_data(leader, version as
-read). The term is that write's zxid, so it is strictly increasing across every change of leader,
-whatever the candidates' creation order (priorities), and a lost race simply fails the multi.
-A candidate watches only its predecessor; only the leader watches the candidate list (for
-preemption by a higher-priority newcomer). All store work runs on the driver's own thread, never
-inside kazoo's callback thread.
+The term of a leadership is the pzxid of the candidates directory in the state where the
+candidate is first (the zxid of the create/delete that made it first): unique, strictly increasing
+across leaders whatever the priorities, and free (no write on the handover path). See
+`ZooKeeperElection`. A candidate watches only its predecessor; only the leader watches the
+candidate list (for preemption by a higher-priority newcomer). All store work runs on the
+driver's own thread, never inside kazoo's callback thread.
 """
 
 from __future__ import annotations
@@ -113,7 +113,17 @@ def parse_candidate(name: str) -> tuple[tuple[int, int], str, int] | None:
 
 
 class ZooKeeperElection(Election):
-    """An election as ephemeral sequential znodes plus a persistent leader znode."""
+    """An election as ephemeral sequential znodes, ranked by (priority, sequence).
+
+    Term: the candidates directory's pzxid in the state where this candidate is first, i.e. the
+    zxid of the create or delete that made it first. The store assigns it, each state of the
+    candidate list has exactly one first candidate, and every change of leader is a later state,
+    so terms are unique and strictly increasing across leaders -- including when an older
+    candidate returns after a high-priority one preempted it and left. It costs no write: a
+    graceful handover is one watch notification and one read. The leader then publishes
+    {member, candidate, term} in the `leader` znode (CAS-guarded, never lowering the term) for
+    `leader()` and listeners.
+    """
 
     coordinator: ZooKeeperCoordinator
 
@@ -124,6 +134,7 @@ class ZooKeeperElection(Election):
         self._leader_path = f"{self._base}/leader"
         self._node: str | None = None  # our candidate node's name
         self._stale_node: str | None = None  # left by a session we declared lost ourselves
+        self._predecessor: str | None = None
         self._prepared = False
 
     @property
@@ -151,7 +162,9 @@ class ZooKeeperElection(Election):
         self._run(self.coordinator.translate(self._join), priority)
 
     def _driver_leave(self) -> None:
-        self._run(self.coordinator.translate(self._leave))
+        # on the caller's thread, not the worker's: the successor's wait starts with this
+        # delete, so it is worth not queueing it (kazoo calls are thread-safe)
+        self.coordinator.translate(self._leave)()
 
     def _driver_forget(self) -> None:
         self._stale_node, self._node = self._node, None
@@ -165,35 +178,32 @@ class ZooKeeperElection(Election):
         self._submit(self._guarded, self._observe)
 
     def _driver_read_leader(self) -> Leadership | None:
-        # sync first: another member may be served by a lagging follower, and these reads
-        # answer "who leads now" for operators and apps
-        return self.coordinator.translate(self._synced(self._read_leader))()
+        return self.coordinator.translate(self._read_leader_settled)()
 
     def _driver_read_candidates(self) -> list[Candidate]:
-        ranked = self.coordinator.translate(self._synced(self._ranked))()
-        return [Candidate(m, p) for _, _, m, p in ranked]
-
-    def _synced(self, func: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
+        def read() -> list[Candidate]:
             self._prepare()
-            self._zk.sync(self._base)
-            return func()
+            self._zk.sync(self._cands)  # another member may be served by a lagging follower
+            return [Candidate(m, p) for _, _, m, p in self._ranked()]
 
-        return run
+        return self.coordinator.translate(read)()
 
     # ---- worker-thread logic ----------------------------------------------------------------
 
-    def _guarded(self, func: Callable[[], None]) -> None:
+    def _guarded(self, func: Callable[..., None], *args: Any) -> None:
         """Run a watch-triggered step; a connection error just waits for the reconnect."""
         try:
-            func()
+            func(*args)
         except (ConnectionLoss, SessionExpiredError, KazooOperationTimeout) as exc:
             LOG.debug("election %s: %s deferred until reconnect (%s)", self.name, func.__name__, exc)
 
-    def _ranked(self, watch: Callable[..., None] | None = None) -> list[tuple[Any, str, str, int]]:
-        self._prepare()
+    def _ranked(self, children: list[str] | None = None) -> list[tuple[Any, str, str, int]]:
+        """(sort key, node, member, priority) for each candidate, best first."""
+        if children is None:
+            self._prepare()
+            children = self._zk.get_children(self._cands)
         out = []
-        for name in self._zk.get_children(self._cands, watch=watch):
+        for name in children:
             parsed = parse_candidate(name)
             if parsed is not None:
                 out.append((parsed[0], name, parsed[1], parsed[2]))
@@ -225,70 +235,99 @@ class ZooKeeperElection(Election):
         except NoNodeError:
             pass
 
-    def _evaluate(self) -> None:
-        for _ in range(20):  # bounded: each pass either settles or saw the election move
+    def _evaluate(self, watch_list: bool = False) -> None:
+        """Read the candidate list and act on our rank. Bounded: each pass either settles or
+        saw the list move under it."""
+        for _ in range(20):
             if self._campaign is None or self._node is None:
                 connected = self.coordinator.session_state is SessionState.CONNECTED
                 if self._campaign is not None and connected:
                     self._join(self._campaign.priority)
                 return
             self._prepare()
-            children_async = self._zk.get_children_async(self._cands)
-            leader_async = self._zk.get_async(self._leader_path)
-            ranked = sorted(
-                (p[0], name) for name in children_async.get() if (p := parse_candidate(name))
-            )
-            _, leader_stat = leader_async.get()
-            names = [name for _, name in ranked]
+            watch = self._on_list_watch if watch_list or self.is_leader else None
+            children, stat = self._zk.get_children(self._cands, watch=watch, include_data=True)
+            names = [node for _, node, _, _ in self._ranked(children)]
             if self._node not in names:  # our node vanished (deleted by hand, or session gone)
                 self._revoked()
                 self._node = None
                 continue
             index = names.index(self._node)
             if index == 0:
-                leading = self.is_leader or self._establish(leader_stat.version)
-                # only the leader watches the whole list, to notice preemption
-                ranked_now = self._ranked(watch=self._on_watch) if leading else []
-                if ranked_now and ranked_now[0][1] == self._node:
+                if not self.is_leader:
+                    self._elected(stat.pzxid)
+                    self._publish(stat.pzxid)
+                if watch is not None:
                     return
+                watch_list = True  # as leader, watch the list to notice preemption
                 continue
             self._revoked()
-            if self._zk.exists(f"{self._cands}/{names[index - 1]}", watch=self._on_watch):
+            self._predecessor = names[index - 1]
+            if self._zk.exists(f"{self._cands}/{self._predecessor}", watch=self._on_pred_watch):
                 return
         LOG.warning("election %s did not settle; the watchdog will retry", self.name)
 
-    def _establish(self, leader_version: int) -> bool:
-        payload = json.dumps({"member_id": self.coordinator.member_id, "candidate": self._node})
-        tx = self._zk.transaction()
-        tx.check(f"{self._cands}/{self._node}", 0)
-        tx.set_data(self._leader_path, payload.encode(), leader_version)
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            LOG.debug("election %s: leadership write lost a race (%s)", self.name, results)
-            return False
-        self._elected(results[1].mzxid)
-        return True
+    def _publish(self, term: int) -> None:
+        """Record our leadership in the `leader` znode, unless a newer term is already there."""
+        payload = json.dumps(
+            {"member_id": self.coordinator.member_id, "candidate": self._node, "term": term}
+        ).encode()
+        for _ in range(5):
+            data, stat = self._zk.get(self._leader_path)
+            if _leader_doc(data).get("term", -1) >= term:
+                return
+            try:
+                self._zk.set(self._leader_path, payload, stat.version)
+                return
+            except BadVersionError:
+                continue
 
-    def _on_watch(self, _event: Any) -> None:
+    def _on_list_watch(self, _event: Any) -> None:
         self._submit(self._guarded, self._evaluate)
 
+    def _on_pred_watch(self, _event: Any) -> None:
+        # the next in line is likely to lead: read the list with a watch in the same round trip
+        self._submit(self._guarded, self._evaluate, True)
+
     def _read_leader(self, watch: Callable[..., None] | None = None) -> Leadership | None:
+        """The published leader, if its candidacy is still first in line."""
         self._prepare()
-        data, stat = self._zk.get(self._leader_path, watch=watch)
-        try:
-            doc = json.loads(data) if data else None
-            member, candidate = doc["member_id"], doc["candidate"]
-        except (ValueError, TypeError, KeyError):
-            return None
-        if not self._zk.exists(f"{self._cands}/{candidate}", watch=watch):
-            return None
-        return Leadership(member, stat.mzxid)
+        leader_async = self._zk.get_async(self._leader_path, watch=watch)
+        ranked = self._ranked(self._zk.get_children(self._cands, watch=watch))
+        doc = _leader_doc(leader_async.get()[0])
+        if ranked and doc.get("candidate") == ranked[0][1]:
+            return Leadership(str(doc["member_id"]), int(doc["term"]))
+        return None
+
+    def _read_leader_settled(self) -> Leadership | None:
+        """`leader()` for callers: if a first candidate exists but has not published yet (the
+        moment after a handover), wait for its write (pushed by a watch, bounded)."""
+        self._prepare()
+        self._zk.sync(self._base)
+        changed = threading.Event()
+        deadline = self.coordinator.op_timeout
+        for _ in range(3):
+            changed.clear()
+            leader = self._read_leader(watch=lambda _event: changed.set())
+            if leader is not None or not self._ranked():
+                return leader
+            if not changed.wait(deadline):
+                break
+        return None
 
     def _observe(self) -> None:
         self._leader_seen(self._read_leader(watch=self._on_leader_watch))
 
     def _on_leader_watch(self, _event: Any) -> None:
         self._submit(self._guarded, self._observe)
+
+
+def _leader_doc(data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data) if data else {}
+        return doc if isinstance(doc, dict) and isinstance(doc.get("term"), int) else {}
+    except ValueError:
+        return {}
 
 
 class _ZooKeeperWatch(WatchHandle):

@@ -180,6 +180,16 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
+def _refused(address: tuple[str, int]) -> bool:
+    """Connecting fails, or the connection is closed at once (the reset can beat connect())."""
+    try:
+        sock = socket.create_connection(address, timeout=5)
+    except ConnectionError:
+        return True
+    with sock:
+        return _closed_by_peer(sock)
+
+
 def test_proxy_cut_and_restore(echo_server: tuple[str, int], tcp_proxy) -> None:
     proxy: TcpProxy = tcp_proxy(*echo_server)
     sock = socket.create_connection((proxy.host, proxy.port), timeout=5)
@@ -189,9 +199,7 @@ def test_proxy_cut_and_restore(echo_server: tuple[str, int], tcp_proxy) -> None:
     proxy.cut()
     assert _closed_by_peer(sock)
     sock.close()
-    refused = socket.create_connection((proxy.host, proxy.port), timeout=5)
-    assert _closed_by_peer(refused)  # new connections are closed at once while cut
-    refused.close()
+    assert _refused((proxy.host, proxy.port))  # new connections are closed at once while cut
 
     proxy.restore()
     again = socket.create_connection((proxy.host, proxy.port), timeout=5)
@@ -218,11 +226,13 @@ def test_blackhole_expires_a_real_zookeeper_session(zookeeper: ZooKeeperServer, 
     kazoo_client = pytest.importorskip("kazoo.client")
     from kazoo.protocol.states import KazooState
 
+    LOST = KazooState.LOST
     proxy: TcpProxy = tcp_proxy("127.0.0.1", zookeeper.port)
     client = kazoo_client.KazooClient(hosts=proxy.address, timeout=1.0)
     states: list[str] = []
     lost = threading.Event()
     suspended = threading.Event()
+    reconnected = threading.Event()
 
     def listener(state: str) -> None:
         states.append(state)
@@ -230,17 +240,24 @@ def test_blackhole_expires_a_real_zookeeper_session(zookeeper: ZooKeeperServer, 
             suspended.set()
         if state == KazooState.LOST:
             lost.set()
+        if state == KazooState.CONNECTED and lost.is_set():
+            reconnected.set()
 
     client.add_listener(listener)
     client.start(timeout=10)
     try:
         session_id = client.client_id[0]
+        closes = proxy.target_closes
         proxy.blackhole()
         assert suspended.wait(10), states  # client notices silence (no RST)
-        # The server expires the session after 1 s; the client learns it once traffic flows.
+        # The server expires the silent session (1 s) and closes its end: seen by the proxy,
+        # held back from the client. Only then heal the partition.
+        assert proxy.wait_target_closes(closes + 1, timeout=10), states
+        assert LOST not in states
         proxy.restore()
-        assert lost.wait(15), states
-        client.create("/after-expiry", ephemeral=True)  # kazoo reconnects with a new session
+        assert lost.wait(15), states  # on reconnect the server says: session expired
+        assert reconnected.wait(15), states  # kazoo then starts a new session by itself
+        client.create("/after-expiry", ephemeral=True)
         assert client.client_id[0] != session_id
     finally:
         client.stop()

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,7 +98,9 @@ def wait_until(
         if now >= deadline:
             detail = f" (last probe error: {last_exc!r})" if last_exc else ""
             extra = on_timeout() if on_timeout else ""
-            raise ServerStartTimeout(f"timed out after {timeout:.1f}s waiting for {what}{detail}\n{extra}")
+            raise ServerStartTimeout(
+                f"timed out after {timeout:.1f}s waiting for {what}{detail}\n{extra}"
+            )
         time.sleep(min(interval, max(0.0, deadline - now)))
 
 
@@ -174,6 +177,12 @@ class ManagedProcess:
             )
         with ManagedProcess._live_lock:
             ManagedProcess._live.add(self)
+
+    def request_stop(self) -> None:
+        """Send SIGTERM without waiting (so several servers can shut down in parallel)."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL and wait. Returns the exit code."""
@@ -258,7 +267,34 @@ class ManagedProcess:
                 proc.kill()
 
 
-atexit.register(ManagedProcess.kill_all)
+_TEMP_DIRS: set[Path] = set()
+_TEMP_LOCK = threading.Lock()
+
+
+def make_temp_dir(prefix: str) -> Path:
+    """mkdtemp whose removal at interpreter exit is guaranteed (after the servers are killed)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    with _TEMP_LOCK:
+        _TEMP_DIRS.add(path)
+    return path
+
+
+def remove_temp_dir(path: Path) -> None:
+    """Delete a directory made by :func:`make_temp_dir` now."""
+    shutil.rmtree(path, ignore_errors=True)
+    with _TEMP_LOCK:
+        _TEMP_DIRS.discard(path)
+
+
+def _cleanup_at_exit() -> None:
+    ManagedProcess.kill_all()
+    with _TEMP_LOCK:
+        dirs = list(_TEMP_DIRS)
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+atexit.register(_cleanup_at_exit)
 
 
 def log_tail_of(path: str | os.PathLike[str], lines: int = 40) -> str:
@@ -270,7 +306,9 @@ def log_tail_of(path: str | os.PathLike[str], lines: int = 40) -> str:
     return f"---- last {lines} lines of {path} ----\n" + "\n".join(data.splitlines()[-lines:])
 
 
-def clean_env(extra: Mapping[str, str] | None = None, drop_prefixes: Sequence[str] = ()) -> dict[str, str]:
+def clean_env(
+    extra: Mapping[str, str] | None = None, drop_prefixes: Sequence[str] = ()
+) -> dict[str, str]:
     """A copy of os.environ without variables starting with ``drop_prefixes``, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not any(k.startswith(p) for p in drop_prefixes)}
     if extra:

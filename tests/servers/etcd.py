@@ -15,7 +15,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +29,8 @@ from ._process import (
     ServerStartTimeout,
     clean_env,
     free_ports,
+    make_temp_dir,
+    remove_temp_dir,
     wait_until,
 )
 
@@ -76,9 +77,15 @@ def _make_tls_cryptography(ca_file: Path, cert_file: Path, key_file: Path) -> No
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -102,19 +109,31 @@ def _make_tls_cryptography(ca_file: Path, cert_file: Path, key_file: Path) -> No
             critical=False,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=True, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
@@ -132,7 +151,9 @@ def _make_tls_cryptography(ca_file: Path, cert_file: Path, key_file: Path) -> No
 def _make_tls_openssl(d: Path, ca_file: Path, cert_file: Path, key_file: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise ServerError("neither the cryptography package nor openssl (Debian package: openssl) found")
+        raise ServerError(
+            "neither the cryptography package nor openssl (Debian package: openssl) found"
+        )
     ca_key = d / "ca.key"
     csr = d / "server.csr"
     ext = d / "server.ext"
@@ -145,14 +166,46 @@ def _make_tls_openssl(d: Path, ca_file: Path, cert_file: Path, key_file: Path) -
     )
     cmds = [
         [openssl, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key)],
-        [openssl, "req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", "2",
-         "-subj", "/CN=coordination test CA", "-out", str(ca_file),
-         "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"],
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            str(ca_key),
+            "-sha256",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=coordination test CA",
+            "-out",
+            str(ca_file),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ],
         [openssl, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key_file)],
         [openssl, "req", "-new", "-key", str(key_file), "-subj", "/CN=127.0.0.1", "-out", str(csr)],
-        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_file), "-CAkey", str(ca_key),
-         "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert_file)],
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_file),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(cert_file),
+        ],
     ]
     for cmd in cmds:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
@@ -191,7 +244,7 @@ class EtcdServer:
         extra_args: Sequence[str] = (),
     ) -> None:
         self._owns_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="etcd-"))
+        self.base_dir = Path(base_dir) if base_dir is not None else make_temp_dir("etcd-")
         self.name = name
         self.host = LOOPBACK
         self._auto_ports = client_port is None and peer_port is None and initial_cluster is None
@@ -285,19 +338,32 @@ class EtcdServer:
             raise ServerError("etcd not found (Debian package: etcd-server)")
         args = [
             etcd,
-            "--name", self.name,
-            "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.client_url,
-            "--advertise-client-urls", self.client_url,
-            "--listen-peer-urls", self.peer_url,
-            "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
-            "--initial-cluster-token", self.cluster_token,
-            "--initial-cluster-state", "new",
-            "--heartbeat-interval", str(self.heartbeat_interval),
-            "--election-timeout", str(self.election_timeout),
-            "--logger", "zap",
-            "--log-outputs", "stderr",
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.client_url,
+            "--advertise-client-urls",
+            self.client_url,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-token",
+            self.cluster_token,
+            "--initial-cluster-state",
+            "new",
+            "--heartbeat-interval",
+            str(self.heartbeat_interval),
+            "--election-timeout",
+            str(self.election_timeout),
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
         ]
         if self.tls:
             assert self.cert_file and self.key_file and self.ca_file
@@ -314,7 +380,9 @@ class EtcdServer:
             return
         self.base_dir.mkdir(parents=True, exist_ok=True)
         env = clean_env(drop_prefixes=("ETCD_", "ETCDCTL_"))
-        self._proc = ManagedProcess(f"etcd-{self.name}", self.argv(), cwd=self.base_dir, log_path=self.log_path, env=env)
+        self._proc = ManagedProcess(
+            f"etcd-{self.name}", self.argv(), cwd=self.base_dir, log_path=self.log_path, env=env
+        )
         self._proc.start()
 
     def start(self, timeout: float = 30.0) -> float:
@@ -329,7 +397,9 @@ class EtcdServer:
                 self.wait_ready(timeout)
                 break
             except ServerError:
-                lost = self._proc is not None and "address already in use" in self._proc.log_tail(200)
+                lost = self._proc is not None and "address already in use" in self._proc.log_tail(
+                    200
+                )
                 self.kill()
                 if attempt < 2 and self._auto_ports and lost:
                     self.client_port, self.peer_port = free_ports(2)
@@ -356,6 +426,20 @@ class EtcdServer:
         except (OSError, ValueError):
             return False
 
+    def peer_serving(self) -> bool:
+        """Probe the peer listener (``GET <peer>/members``); it answers before any leader exists."""
+        try:
+            with urllib.request.urlopen(f"{self.peer_url}/members", timeout=1.0) as resp:
+                return resp.status == 200
+        except (OSError, ValueError):
+            return False
+
+    def wait_peer_serving(self, timeout: float = 30.0) -> float:
+        """Wait until the peer listener answers (see :meth:`peer_serving`)."""
+        if self._proc is None:
+            raise ServerError(f"etcd {self.name} was never started")
+        return self._proc.wait_ready(self.peer_serving, timeout, "serving peers (/members)")
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (SIGKILL after ``timeout`` s); returns once the old PID is gone."""
         return self._proc.stop(timeout) if self._proc else None
@@ -379,7 +463,7 @@ class EtcdServer:
         """Stop, and delete the temp dir if this object created it."""
         self.stop()
         if self._owns_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+            remove_temp_dir(self.base_dir)
 
     def log_tail(self, lines: int = 40) -> str:
         """Last lines of the etcd log."""
@@ -387,7 +471,7 @@ class EtcdServer:
 
     # -- clients -----------------------------------------------------------------------------
     def ssl_context(self) -> ssl.SSLContext | None:
-        """An SSL context trusting the test CA (with the client cert loaded), or None without TLS."""
+        """SSL context trusting the test CA, with the client cert loaded; None without TLS."""
         if not self.tls:
             return None
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
@@ -395,20 +479,31 @@ class EtcdServer:
         return ctx
 
     def etcdctl(
-        self, *args: str, user: str | None = None, password: str | None = None, timeout: float = 15.0, check: bool = True
+        self,
+        *args: str,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 15.0,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``etcdctl`` (API v3) against this member, with TLS flags and credentials as needed."""
+        """Run ``etcdctl`` (API v3) against this member, adding TLS flags and credentials."""
         exe = shutil.which("etcdctl")
         if exe is None:
             raise ServerError("etcdctl not found (Debian package: etcd-client)")
         cmd = [exe, f"--endpoints={self.client_url}", "--dial-timeout=3s", "--command-timeout=5s"]
         if self.tls:
-            cmd += [f"--cacert={self.ca_file}", f"--cert={self.cert_file}", f"--key={self.key_file}"]
+            cmd += [
+                f"--cacert={self.ca_file}",
+                f"--cert={self.cert_file}",
+                f"--key={self.key_file}",
+            ]
         if user is not None:
             cmd += [f"--user={user}:{password or ''}"]
         cmd += list(args)
         env = clean_env({"ETCDCTL_API": "3"}, drop_prefixes=("ETCDCTL_",))
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
         if check and res.returncode != 0:
             raise ServerError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
         return res
@@ -426,25 +521,38 @@ class EtcdServer:
         self.etcdctl("auth", "enable")
         self._auth_done = True
 
-    def http(self, path: str, payload: dict[str, Any] | None = None, token: str | None = None, timeout: float = 5.0) -> Any:
+    def http(
+        self,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        token: str | None = None,
+        timeout: float = 5.0,
+    ) -> Any:
         """POST JSON to the grpc-gateway (e.g. ``/v3/kv/put``) and return the decoded reply."""
         req = urllib.request.Request(
             f"{self.client_url}{path}",
             data=json.dumps(payload or {}).encode(),
-            headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})},
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": token} if token else {}),
+            },
             method="POST",
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context()) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            raise ServerError(f"POST {path} -> {exc.code}: {exc.read().decode('utf-8', 'replace')}") from exc
+            raise ServerError(
+                f"POST {path} -> {exc.code}: {exc.read().decode('utf-8', 'replace')}"
+            ) from exc
 
     def auth_token(self, user: str | None = None, password: str | None = None) -> str:
         """Get a gateway auth token (defaults to the configured normal user)."""
         user = user if user is not None else self.user
         password = password if password is not None else self.password
-        return str(self.http("/v3/auth/authenticate", {"name": user, "password": password})["token"])
+        return str(
+            self.http("/v3/auth/authenticate", {"name": user, "password": password})["token"]
+        )
 
     def put(self, key: str, value: str, token: str | None = None) -> dict[str, Any]:
         """Put via the HTTP gateway (keys/values base64-encoded as the gateway requires)."""
@@ -492,7 +600,7 @@ class EtcdCluster:
         election_timeout: int = 1000,
     ) -> None:
         self._owns_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="etcd-cl-"))
+        self.base_dir = Path(base_dir) if base_dir is not None else make_temp_dir("etcd-cl-")
         self.size = size
         self.heartbeat_interval = heartbeat_interval
         self.election_timeout = election_timeout
@@ -539,16 +647,23 @@ class EtcdCluster:
         """Start every member and wait until all are healthy and agree on a leader."""
         for attempt in range(2):
             t0 = time.monotonic()
-            for m in self.members:
-                m.launch()
             try:
+                # Staggered: a bootstrapping member asks every peer whether the cluster already
+                # exists; a peer whose port is open but not yet serving costs a 1-2 s timeout.
+                for m in self.members:
+                    m.launch()
+                    m.wait_peer_serving(timeout)
                 self.wait_serving(timeout)
                 return time.monotonic() - t0
             except ServerError:
-                lost = any(m._proc and "address already in use" in m._proc.log_tail(200) for m in self.members)
+                lost = any(
+                    m._proc and "address already in use" in m._proc.log_tail(200)
+                    for m in self.members
+                )
                 self.kill()
                 if attempt == 0 and lost:
-                    shutil.rmtree(self.base_dir, ignore_errors=True)
+                    for m in self.members:  # half-bootstrapped data would pin the old ports
+                        shutil.rmtree(m.base_dir, ignore_errors=True)
                     self._build_members()
                     continue
                 raise
@@ -569,12 +684,20 @@ class EtcdCluster:
         return wait_until(ready, timeout, what="etcd cluster serving", on_timeout=self._tails)
 
     def _tails(self) -> str:
-        return "\n".join(f"member {i} running={m.running}\n{m.log_tail(15)}" for i, m in enumerate(self.members))
+        return "\n".join(
+            f"member {i} running={m.running}\n{m.log_tail(15)}" for i, m in enumerate(self.members)
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every member."""
-        for m in self.members:
-            m.stop(timeout)
+        """Stop every member, followers first: stopping all at once (or the leader first)
+        makes etcd attempt leadership transfers to dying peers (~7 s / ~0.1 s per member).
+        """
+        leader = self.leader_index() if any(m.running for m in self.members) else None
+        order = [i for i in range(len(self.members)) if i != leader] + (
+            [leader] if leader is not None else []
+        )
+        for i in order:
+            self.members[i].stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL every member."""
@@ -594,7 +717,7 @@ class EtcdCluster:
         """Stop all members and remove the temp dir if this object created it."""
         self.stop()
         if self._owns_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+            remove_temp_dir(self.base_dir)
 
     def stop_member(self, i: int, timeout: float = 10.0) -> int | None:
         """Gracefully stop member ``i`` (etcd hands leadership over first); waits for the PID."""

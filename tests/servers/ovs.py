@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,9 @@ from ._process import (
     ServerError,
     clean_env,
     log_tail_of,
+    make_temp_dir,
     pid_alive,
+    remove_temp_dir,
     wait_pid_gone,
 )
 
@@ -75,7 +76,7 @@ class OvsInstance:
 
     def __init__(self, tmpdir: str | os.PathLike[str] | None = None) -> None:
         self._owns_dir = tmpdir is None
-        self.dir = Path(tmpdir) if tmpdir is not None else Path(tempfile.mkdtemp(prefix="ovs-"))
+        self.dir = Path(tmpdir) if tmpdir is not None else make_temp_dir("ovs-")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.dir / "conf.db"
         self.db_sock = self.dir / "db.sock"
@@ -117,7 +118,9 @@ class OvsInstance:
     @property
     def running(self) -> bool:
         """True while both daemons are alive."""
-        return bool(self._ovsdb and self._ovsdb.running and self._vswitchd and self._vswitchd.running)
+        return bool(
+            self._ovsdb and self._ovsdb.running and self._vswitchd and self._vswitchd.running
+        )
 
     def start(self, timeout: float = 20.0) -> float:
         """Create the database if needed, start both daemons, wait until they answer.
@@ -128,7 +131,9 @@ class OvsInstance:
         if not self.db_path.exists():
             schema = next((p for p in SCHEMA_CANDIDATES if p.exists()), None)
             if schema is None:
-                raise ServerError("vswitch.ovsschema not found (Debian package: openvswitch-common)")
+                raise ServerError(
+                    "vswitch.ovsschema not found (Debian package: openvswitch-common)"
+                )
             self._run([_tool("ovsdb-tool"), "create", str(self.db_path), str(schema)])
         self._ovsdb = ManagedProcess(
             "ovsdb-server",
@@ -167,7 +172,9 @@ class OvsInstance:
                 env=self.env,
             )
             self._vswitchd.start()
-            self._vswitchd.wait_ready(self._vswitchd_ready, timeout, "answering on its control socket")
+            self._vswitchd.wait_ready(
+                self._vswitchd_ready, timeout, "answering on its control socket"
+            )
             # A (non --no-wait) vsctl returns once vswitchd has applied the db: fully up.
             self.vsctl("set", "Open_vSwitch", ".", "external_ids:coordination-tests=ready")
         except BaseException:
@@ -188,13 +195,20 @@ class OvsInstance:
             return False
         res = subprocess.run(
             [_tool("ovs-appctl"), "-t", str(self.ctl_path), "-T", "2", "version"],
-            env=self.env, capture_output=True, text=True, timeout=5, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return res.returncode == 0
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop ovs-vswitchd, then ovsdb-server, by their pidfile PIDs; wait until both are gone."""
-        for proc, pidfile in ((self._vswitchd, self.vswitchd_pidfile), (self._ovsdb, self.ovsdb_pidfile)):
+        for proc, pidfile in (
+            (self._vswitchd, self.vswitchd_pidfile),
+            (self._ovsdb, self.ovsdb_pidfile),
+        ):
             if proc is None:
                 continue
             file_pid = _read_pid(pidfile)
@@ -218,7 +232,7 @@ class OvsInstance:
         """Stop, and remove the directory if this object created it."""
         self.stop()
         if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_temp_dir(self.dir)
 
     def __enter__(self) -> Self:
         self.start()
@@ -238,27 +252,44 @@ class OvsInstance:
     def _run(self, argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
         try:
             res = subprocess.run(
-                list(argv), env=self.env, cwd=self.dir, capture_output=True, text=True, timeout=timeout, check=False
+                list(argv),
+                env=self.env,
+                cwd=self.dir,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise OvsCommandError(f"{' '.join(argv)} timed out after {timeout}s\n{self.log_tail(10)}") from exc
+            raise OvsCommandError(
+                f"{' '.join(argv)} timed out after {timeout}s\n{self.log_tail(10)}"
+            ) from exc
         if res.returncode != 0:
-            raise OvsCommandError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
+            raise OvsCommandError(
+                f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}"
+            )
         return res.stdout
 
     def vsctl(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
         """``ovs-vsctl --db=unix:<private sock> ARGS`` (bounded); returns stdout."""
         return self._run(
-            [_tool("ovs-vsctl"), f"--db=unix:{self.db_sock}", f"--timeout={int(timeout)}", *args], timeout + 5
+            [_tool("ovs-vsctl"), f"--db=unix:{self.db_sock}", f"--timeout={int(timeout)}", *args],
+            timeout + 5,
         )
 
     def ofctl(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
         """``ovs-ofctl -O OpenFlow13 ARGS``; a bridge name reaches ``$OVS_RUNDIR/<br>.mgmt``."""
-        return self._run([_tool("ovs-ofctl"), "-O", "OpenFlow13", f"--timeout={int(timeout)}", *args], timeout + 5)
+        return self._run(
+            [_tool("ovs-ofctl"), "-O", "OpenFlow13", f"--timeout={int(timeout)}", *args],
+            timeout + 5,
+        )
 
     def appctl(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
         """``ovs-appctl -t $OVS_RUNDIR/ovs-vswitchd.<pid>.ctl ARGS``."""
-        return self._run([_tool("ovs-appctl"), "-t", str(self.ctl_path), "-T", str(int(timeout)), *args], timeout + 5)
+        return self._run(
+            [_tool("ovs-appctl"), "-t", str(self.ctl_path), "-T", str(int(timeout)), *args],
+            timeout + 5,
+        )
 
     # -- topology ----------------------------------------------------------------------------
     @staticmethod
@@ -272,8 +303,13 @@ class OvsInstance:
         inactivity_probe_ms: int | None,
     ) -> list[str]:
         args = [
-            "--", "add-br", name,
-            "--", "set", "bridge", name,
+            "--",
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
             "datapath_type=dummy",
             f"protocols={protocols}",
             f"other-config:datapath-id={dpid:016x}",
@@ -308,12 +344,17 @@ class OvsInstance:
         ``max_backoff_ms`` (default 1 s, OVS's own default is 8 s) bounds how long the switch
         waits before re-dialling a controller that went away, which keeps restart tests short.
         """
-        self.add_bridges([(name, dpid, controller_ports, protocols)], max_backoff_ms=max_backoff_ms,
-                         inactivity_probe_ms=inactivity_probe_ms)
+        self.add_bridges(
+            [(name, dpid, controller_ports, protocols)],
+            max_backoff_ms=max_backoff_ms,
+            inactivity_probe_ms=inactivity_probe_ms,
+        )
 
     def add_bridges(
         self,
-        specs: Iterable[tuple[str, int, Sequence[int]] | tuple[str, int, Sequence[int], str] | Mapping[str, Any]],
+        specs: Iterable[
+            tuple[str, int, Sequence[int]] | tuple[str, int, Sequence[int], str] | Mapping[str, Any]
+        ],
         *,
         max_backoff_ms: int | None = 1000,
         inactivity_probe_ms: int | None = None,
@@ -324,24 +365,43 @@ class OvsInstance:
         keys (``name``, ``dpid``, ``controller_ports``, optional ``protocols``).
         """
         args: list[str] = []
+        count = 0
         for idx, spec in enumerate(specs):
+            count += 1
             if isinstance(spec, Mapping):
                 name, dpid = spec["name"], spec["dpid"]
-                ports, protocols = spec.get("controller_ports", ()), spec.get("protocols", "OpenFlow13")
+                ports, protocols = (
+                    spec.get("controller_ports", ()),
+                    spec.get("protocols", "OpenFlow13"),
+                )
             else:
                 name, dpid, ports = spec[0], spec[1], spec[2]
                 protocols = spec[3] if len(spec) > 3 else "OpenFlow13"  # type: ignore[misc]
-            args += self._bridge_args(idx, name, int(dpid), list(ports), protocols, max_backoff_ms, inactivity_probe_ms)
+            args += self._bridge_args(
+                idx, name, int(dpid), list(ports), protocols, max_backoff_ms, inactivity_probe_ms
+            )
         if args:
-            self.vsctl(*args, timeout=max(COMMAND_TIMEOUT, 0.05 * len(args)))
+            self.vsctl(*args, timeout=max(COMMAND_TIMEOUT, 0.1 * count))
 
-    def add_host_port(self, bridge: str, name: str, ofport: int, *, tx_pcap: bool = False) -> Path | None:
+    def add_host_port(
+        self, bridge: str, name: str, ofport: int, *, tx_pcap: bool = False
+    ) -> Path | None:
         """Add a ``type=dummy`` port (a "host") with a fixed OpenFlow port number.
 
         With ``tx_pcap=True`` whatever the bridge sends out of it is written to a pcap file,
         whose path is returned (read it with ``ovs-pcap``).
         """
-        args = ["add-port", bridge, name, "--", "set", "interface", name, "type=dummy", f"ofport_request={ofport}"]
+        args = [
+            "add-port",
+            bridge,
+            name,
+            "--",
+            "set",
+            "interface",
+            name,
+            "type=dummy",
+            f"ofport_request={ofport}",
+        ]
         pcap = None
         if tx_pcap:
             pcap = self.dir / f"{name}.pcap"
@@ -350,17 +410,40 @@ class OvsInstance:
         return pcap
 
     def add_patch_link(
-        self, br_a: str, port_a_no: int, br_b: str, port_b_no: int,
-        *, name_a: str | None = None, name_b: str | None = None,
+        self,
+        br_a: str,
+        port_a_no: int,
+        br_b: str,
+        port_b_no: int,
+        *,
+        name_a: str | None = None,
+        name_b: str | None = None,
     ) -> tuple[str, str]:
         """Join two bridges with a pair of patch ports; returns the two port names."""
         name_a = name_a or f"{br_a}-to-{br_b}"
         name_b = name_b or f"{br_b}-to-{br_a}"
         self.vsctl(
-            "add-port", br_a, name_a, "--", "set", "interface", name_a, "type=patch",
-            f"options:peer={name_b}", f"ofport_request={port_a_no}",
-            "--", "add-port", br_b, name_b, "--", "set", "interface", name_b, "type=patch",
-            f"options:peer={name_a}", f"ofport_request={port_b_no}",
+            "add-port",
+            br_a,
+            name_a,
+            "--",
+            "set",
+            "interface",
+            name_a,
+            "type=patch",
+            f"options:peer={name_b}",
+            f"ofport_request={port_a_no}",
+            "--",
+            "add-port",
+            br_b,
+            name_b,
+            "--",
+            "set",
+            "interface",
+            name_b,
+            "type=patch",
+            f"options:peer={name_a}",
+            f"ofport_request={port_b_no}",
         )
         return name_a, name_b
 
@@ -378,10 +461,16 @@ class OvsInstance:
         ``role`` is ``master``/``slave``/``other`` or None; it (and ``is_connected``) lags the
         OpenFlow state by a few seconds: fine for "who is master now" once settled, not timing.
         """
-        br = json.loads(self.vsctl("--format=json", "--columns=controller", "list", "bridge", bridge))
+        br = json.loads(
+            self.vsctl("--format=json", "--columns=controller", "list", "bridge", bridge)
+        )
         refs = _atom(br["data"][0][0]) if br["data"] else None
         uuids = set(refs if isinstance(refs, list) else [refs] if refs else [])
-        table = json.loads(self.vsctl("--format=json", "--columns=_uuid,target,role,is_connected", "list", "controller"))
+        table = json.loads(
+            self.vsctl(
+                "--format=json", "--columns=_uuid,target,role,is_connected", "list", "controller"
+            )
+        )
         heads = table["headings"]
         out = []
         for row in table["data"]:
@@ -397,7 +486,9 @@ class OvsInstance:
                 )
         return sorted(out, key=lambda c: c["target"])
 
-    def wait_controller(self, bridge: str, condition: str = "is_connected=true", timeout: float = 15.0) -> None:
+    def wait_controller(
+        self, bridge: str, condition: str = "is_connected=true", timeout: float = 15.0
+    ) -> None:
         """Block (``ovs-vsctl wait-until``, no polling) until every controller of ``bridge``
         satisfies ``condition`` (e.g. ``role=master``); raises OvsCommandError on timeout.
         """

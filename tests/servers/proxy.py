@@ -54,9 +54,14 @@ class _Link:
         self.upstream = upstream
         self._open_dirs = 2
         self._lock = threading.Lock()
+        self._ending = False  # we are tearing it down, or the client closed first
         self.threads = [
-            threading.Thread(target=self._pump, args=(client, upstream), name="proxy-c2s", daemon=True),
-            threading.Thread(target=self._pump, args=(upstream, client), name="proxy-s2c", daemon=True),
+            threading.Thread(
+                target=self._pump, args=(client, upstream), name="proxy-c2s", daemon=True
+            ),
+            threading.Thread(
+                target=self._pump, args=(upstream, client), name="proxy-s2c", daemon=True
+            ),
         ]
 
     def start(self) -> None:
@@ -64,9 +69,22 @@ class _Link:
             t.start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        from_target = src is self.upstream
         try:
             while True:
-                data = src.recv(65536)
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    if from_target and not self._ending:
+                        self.proxy._note_target_close()
+                    raise
+                if not data:
+                    if from_target and not self._ending:
+                        self.proxy._note_target_close()
+                    elif not from_target:
+                        self._ending = (
+                            True  # the client hung up: what follows is not the target's doing
+                        )
                 # A partition holds data rather than dropping it: TCP would retransmit it later.
                 if not self.proxy._wait_forwarding():
                     return
@@ -96,6 +114,7 @@ class _Link:
         self.proxy._forget(self)
 
     def abort(self) -> None:
+        self._ending = True
         _abort(self.client)
         _abort(self.upstream)
         self.proxy._forget(self)
@@ -108,7 +127,14 @@ class TcpProxy:
     all threads are daemons and ``close()`` joins them (bounded).
     """
 
-    def __init__(self, target_host: str, target_port: int, *, listen_port: int = 0, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        listen_port: int = 0,
+        connect_timeout: float = 2.0,
+    ) -> None:
         self.target_host = target_host
         self.target_port = target_port
         self.connect_timeout = connect_timeout
@@ -123,8 +149,11 @@ class TcpProxy:
         self._state = ProxyState.FORWARDING
         self._links: set[_Link] = set()
         self.accepted = 0  #: connections accepted in total (including refused ones)
+        self._target_closes = 0
         self._wake_r, self._wake_w = socket.socketpair()
-        self._acceptor = threading.Thread(target=self._accept_loop, name=f"proxy-accept-{self.port}", daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name=f"proxy-accept-{self.port}", daemon=True
+        )
         self._acceptor.start()
 
     # -- public API --------------------------------------------------------------------------
@@ -149,6 +178,22 @@ class TcpProxy:
         """Number of proxied connections currently open."""
         with self._cond:
             return len(self._links)
+
+    @property
+    def target_closes(self) -> int:
+        """How many proxied connections the *target* closed or reset on its own so far.
+
+        Counted when the proxy reads the EOF/RST, even while black-holed (the close is then
+        held back from the client), so a test can see e.g. ZooKeeper expiring a session.
+        Closes caused by the client hanging up first, by ``cut()`` or ``close()`` do not count.
+        """
+        with self._cond:
+            return self._target_closes
+
+    def wait_target_closes(self, count: int, timeout: float) -> bool:
+        """Block until :attr:`target_closes` reaches ``count`` (no polling); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._target_closes >= count, timeout)
 
     def cut(self) -> None:
         """Reset every live connection and refuse (accept + reset) new ones until ``restore()``."""
@@ -208,7 +253,9 @@ class TcpProxy:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<TcpProxy {self.address} -> {self.target_host}:{self.target_port} {self.state.value}>"
+        return (
+            f"<TcpProxy {self.address} -> {self.target_host}:{self.target_port} {self.state.value}>"
+        )
 
     # -- internals ---------------------------------------------------------------------------
     def _wait_forwarding(self) -> bool:
@@ -217,6 +264,12 @@ class TcpProxy:
             while self._state is ProxyState.BLACKHOLE:
                 self._cond.wait()
             return self._state is ProxyState.FORWARDING
+
+    def _note_target_close(self) -> None:
+        with self._cond:
+            if self._state is not ProxyState.CUT and self._state is not ProxyState.CLOSED:
+                self._target_closes += 1
+            self._cond.notify_all()
 
     def _forget(self, link: _Link) -> None:
         with self._cond:
@@ -250,7 +303,9 @@ class TcpProxy:
             _abort(client)
             return
         try:
-            upstream = socket.create_connection((self.target_host, self.target_port), timeout=self.connect_timeout)
+            upstream = socket.create_connection(
+                (self.target_host, self.target_port), timeout=self.connect_timeout
+            )
             upstream.settimeout(None)
         except OSError:
             _abort(client)

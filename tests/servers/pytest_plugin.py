@@ -9,8 +9,9 @@ but fails under ``CI=true`` so a CI matrix never goes silently green on nothing.
 
 Why here: every fixture owns and stops what it started, even when the test failed.
 
-Load it with ``pytest_plugins = ["tests.servers.pytest_plugin"]`` in the *rootdir* conftest, or
-(as tests/integration/conftest.py does) ``from tests.servers.pytest_plugin import *``.
+Loaded once for the suite by ``pytest_plugins = ["tests.servers.pytest_plugin"]`` in
+tests/conftest.py (pytest accepts ``pytest_plugins`` only in a top-level conftest). Elsewhere,
+``from tests.servers.pytest_plugin import *`` in a conftest also works (``__all__`` lists all).
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def _timed(what: str, start: Callable[[], float]) -> None:
 # -- hooks ------------------------------------------------------------------------------------
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``integration`` marker."""
-    config.addinivalue_line("markers", "integration: needs real servers (ZooKeeper, etcd, Open vSwitch)")
+    config.addinivalue_line(
+        "markers", "integration: needs real servers (ZooKeeper, etcd, Open vSwitch)"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -207,7 +210,10 @@ def ovs(tmp_path: Path) -> Iterator[OvsInstance]:
     ovs_dir = tmp_path / "ovs"
     owned: str | None = None
     # unix socket paths are limited to 107 bytes: fall back to a short dir for deep tmp paths.
-    if len(str(ovs_dir / "ovs-vswitchd.4194304.ctl")) > 100 or len(str(ovs_dir / ("x" * 16 + ".mgmt"))) > 100:
+    if (
+        len(str(ovs_dir / "ovs-vswitchd.4194304.ctl")) > 100
+        or len(str(ovs_dir / ("x" * 16 + ".mgmt"))) > 100
+    ):
         owned = tempfile.mkdtemp(prefix="ovs-")
         ovs_dir = Path(owned)
     instance = OvsInstance(ovs_dir)

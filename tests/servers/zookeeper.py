@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,8 @@ from ._process import (
     ServerError,
     ServerStartTimeout,
     free_ports,
+    make_temp_dir,
+    remove_temp_dir,
     wait_until,
 )
 
@@ -44,7 +45,7 @@ def zookeeper_classpath() -> str:
 
 
 def four_letter(host: str, port: int, cmd: str, timeout: float = 2.0) -> str:
-    """Send a ZooKeeper four-letter command (``ruok``, ``srvr``, ``mntr``...) and return the reply."""
+    """Send a four-letter command (``ruok``, ``srvr``, ``mntr``...) and return the reply."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         sock.sendall(cmd.encode("ascii"))
@@ -91,7 +92,7 @@ class ZooKeeperServer:
         name: str = "zookeeper",
     ) -> None:
         self._owns_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="zk-"))
+        self.base_dir = Path(base_dir) if base_dir is not None else make_temp_dir("zk-")
         self.host = LOOPBACK
         self._auto_port = port is None
         self.port: int = port if port is not None else free_ports(1)[0]
@@ -173,7 +174,7 @@ class ZooKeeperServer:
         self._proc.start()
 
     def start(self, timeout: float = 30.0) -> float:
-        """Start and wait until ``ruok`` answers ``imok`` (standalone) or ``srvr`` shows a Mode.
+        """Start and wait until it serves (``ruok`` -> ``imok`` and ``srvr`` shows a Mode).
 
         Returns seconds from launch to ready. On the first start with an auto-picked port a
         lost port race ("Address already in use") is retried on fresh ports.
@@ -203,7 +204,11 @@ class ZooKeeperServer:
             raise ServerError(f"{self.name} was never started")
         if self.quorum:
             return self._proc.wait_ready(self.is_serving, timeout, "serving (srvr Mode:)")
-        return self._proc.wait_ready(self.is_ok, timeout, "answering ruok")
+        # ruok says imok as soon as the client port listens, which can be before the database
+        # is loaded ("not currently serving requests"): also require a Mode line from srvr.
+        return self._proc.wait_ready(
+            lambda: self.is_ok() and self.is_serving(), timeout, "answering ruok and serving"
+        )
 
     def is_ok(self) -> bool:
         """``ruok`` -> ``imok`` (the process is up; for a member not necessarily in quorum)."""
@@ -240,7 +245,7 @@ class ZooKeeperServer:
         """Stop, and delete the temp dir if this object created it."""
         self.stop()
         if self._owns_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+            remove_temp_dir(self.base_dir)
 
     def log_tail(self, lines: int = 40) -> str:
         """Last lines of the server log."""
@@ -274,7 +279,7 @@ class ZooKeeperEnsemble:
         jvm_opts: tuple[str, ...] = DEFAULT_JVM_OPTS,
     ) -> None:
         self._owns_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="zk-ens-"))
+        self.base_dir = Path(base_dir) if base_dir is not None else make_temp_dir("zk-ens-")
         self.size = size
         self.members: list[ZooKeeperServer] = [
             ZooKeeperServer(
@@ -293,7 +298,10 @@ class ZooKeeperEnsemble:
 
     def _assign_ports(self) -> None:
         ports = free_ports(3 * self.size)
-        quorum = {i + 1: (ports[self.size + 2 * i], ports[self.size + 2 * i + 1]) for i in range(self.size)}
+        quorum = {
+            i + 1: (ports[self.size + 2 * i], ports[self.size + 2 * i + 1])
+            for i in range(self.size)
+        }
         for i, member in enumerate(self.members):
             member.port = ports[i]
             member.quorum = quorum
@@ -342,7 +350,9 @@ class ZooKeeperEnsemble:
             modes = [m.mode() for m in running]
             return all(modes) and modes.count("leader") == 1
 
-        return wait_until(ready, timeout, interval=0.05, what="ZooKeeper ensemble serving", on_timeout=self._tails)
+        return wait_until(
+            ready, timeout, interval=0.05, what="ZooKeeper ensemble serving", on_timeout=self._tails
+        )
 
     def _tails(self) -> str:
         parts = []
@@ -352,7 +362,10 @@ class ZooKeeperEnsemble:
         return "\n".join(parts)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every member (SIGTERM, then SIGKILL after ``timeout``)."""
+        """Stop every member (SIGTERM to all at once, SIGKILL after ``timeout``)."""
+        for member in self.members:
+            if member._proc is not None:
+                member._proc.request_stop()
         for member in self.members:
             member.stop(timeout)
 
@@ -374,7 +387,7 @@ class ZooKeeperEnsemble:
         """Stop everything and remove the temp dir if this object created it."""
         self.stop()
         if self._owns_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+            remove_temp_dir(self.base_dir)
 
     def stop_member(self, i: int, timeout: float = 10.0) -> int | None:
         """Gracefully stop member ``i``; returns its exit status."""

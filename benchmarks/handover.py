@@ -1,0 +1,232 @@
+"""Graceful leader handover latency, side by side, between real processes.
+
+For each contender, three candidate processes join one election; in every trial the leader
+resigns and we time from just before its resign call to the successor's elected callback
+(CLOCK_MONOTONIC, comparable across processes). Contenders:
+  ours/<backend>   this project's driver (memory is in-process only, so it is skipped here)
+  kazoo-recipe     kazoo's own Election recipe (raw kazoo, the figure to beat)
+  tooz-zookeeper   tooz's coordinator on the same ZooKeeper (polls run_watchers())
+
+Usage: python benchmarks/handover.py [--trials 30] [--zookeeper HOST:PORT] [--etcd HOST:PORT]
+       [--embedded DIR]. Without --zookeeper a private ZooKeeper is started (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+# ---- candidate process ---------------------------------------------------------------------
+
+def candidate(kind: str, target: str, name: str, member: str) -> None:
+    """Runs in a child: campaign; print 'elected <t>' when elected; on a 'resign' line print
+    'resigning <t>' and resign; on 'rejoin' campaign again (at the back of the line)."""
+    import threading
+
+    elected = threading.Event()
+
+    def report(word: str) -> None:
+        print(f"{word} {time.perf_counter():.9f}", flush=True)
+
+    if kind == "ours":
+        import coordination
+
+        coord = coordination.connect(target, member, session_timeout=4)
+        election = coord.election(name)
+
+        def on_elected(_lead: object) -> None:
+            report("elected")
+        print("ready", flush=True)
+        election.campaign(on_elected=on_elected)
+        for line in sys.stdin:
+            if line.strip() == "resign":
+                report("resigning")
+                election.resign()
+            elif line.strip() == "rejoin":
+                election.campaign(on_elected=on_elected)
+        coord.close()
+    elif kind == "kazoo-recipe":
+        from kazoo.client import KazooClient
+
+        client = KazooClient(hosts=target, timeout=4)
+        client.start()
+        go, rejoin = threading.Event(), threading.Event()
+        rejoin.set()
+
+        def lead() -> None:
+            report("elected")
+            go.wait()
+            go.clear()
+            report("resigning")
+
+        def loop() -> None:
+            while rejoin.wait():
+                rejoin.clear()
+                client.Election(f"/bench-kazoo/{name}", member).run(lead)
+        print("ready", flush=True)
+        threading.Thread(target=loop, daemon=True).start()
+        for line in sys.stdin:
+            if line.strip() == "resign":
+                go.set()
+            elif line.strip() == "rejoin":
+                rejoin.set()
+        elected.set()
+    elif kind == "tooz-zookeeper":
+        from tooz import coordination as tooz_coordination
+
+        coord = tooz_coordination.get_coordinator(f"kazoo://{target}?timeout=4", member.encode())
+        coord.start(start_heart=True)
+        group = name.encode()
+        try:
+            coord.create_group(group).get()
+        except tooz_coordination.GroupAlreadyExist:
+            pass
+        coord.join_group(group).get()
+        resign, rejoin = threading.Event(), threading.Event()
+
+        def on_elected(_event: object) -> None:
+            report("elected")
+        print("ready", flush=True)
+        coord.watch_elected_as_leader(group, on_elected)
+
+        def reader() -> None:
+            for line in sys.stdin:
+                if line.strip() == "resign":
+                    resign.set()
+                elif line.strip() == "rejoin":
+                    rejoin.set()
+        threading.Thread(target=reader, daemon=True).start()
+        while True:
+            coord.run_watchers()  # tooz delivers callbacks only here: it polls
+            if resign.is_set():
+                resign.clear()
+                report("resigning")
+                coord.unwatch_elected_as_leader(group, on_elected)
+                coord.stand_down_group_leader(group)
+            if rejoin.is_set():
+                rejoin.clear()
+                coord.watch_elected_as_leader(group, on_elected)
+            time.sleep(0.01)
+
+
+# ---- orchestration -----------------------------------------------------------------------
+
+def run_contender(kind: str, target: str, trials: int) -> list[float]:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    procs = []
+    try:
+        for i in range(3):
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--candidate", kind, target, name, f"m{i}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            )
+            procs.append(proc)
+            assert proc.stdout.readline().strip() == "ready", f"{kind}: candidate failed"
+        lines: queue.Queue[tuple[subprocess.Popen, str]] = queue.Queue()
+
+        def pump(proc: subprocess.Popen) -> None:
+            for text in proc.stdout:
+                lines.put((proc, text.strip()))
+        for proc in procs:
+            threading.Thread(target=pump, args=(proc,), daemon=True).start()
+
+        def next_line(timeout: float = 15.0) -> tuple[subprocess.Popen, str]:
+            try:
+                return lines.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"{kind}: no candidate reported within {timeout} s") from None
+
+        leader, line = next_line()
+        assert line.startswith("elected"), line
+        samples = []
+        for _ in range(trials):
+            leader.stdin.write("resign\n")
+            leader.stdin.flush()
+            start = end = None
+            successor = None
+            while start is None or end is None:
+                proc, line = next_line()
+                word, stamp = line.split()
+                if word == "resigning":
+                    start = float(stamp)
+                elif word == "elected" and proc is not leader:
+                    end, successor = float(stamp), proc
+            samples.append((end - start) * 1000)
+            leader.stdin.write("rejoin\n")
+            leader.stdin.flush()
+            leader = successor
+        return samples
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--zookeeper", help="HOST:PORT of a running ZooKeeper")
+    parser.add_argument("--etcd", help="HOST:PORT of a running etcd (adds ours/etcd3)")
+    parser.add_argument("--embedded", help="directory for the embedded driver (adds ours/embedded)")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        zk = args.zookeeper
+        if not zk:
+            from tests.servers.zookeeper import ZooKeeperServer
+
+            server = stack.enter_context(ZooKeeperServer())
+            server.start()
+            zk = server.hosts
+        contenders = [("ours", f"zookeeper://{zk}/bench", "ours/zookeeper"),
+                      ("kazoo-recipe", zk, "kazoo-recipe")]
+        if args.etcd:
+            contenders.append(("ours", f"etcd3://{args.etcd}/bench", "ours/etcd3"))
+        embedded = args.embedded or stack.enter_context(tempfile.TemporaryDirectory())
+        import coordination
+
+        if "embedded" in coordination.installed_backends():
+            contenders.append(("ours", f"embedded://{embedded}", "ours/embedded"))
+        try:
+            import tooz  # noqa: F401
+
+            contenders.append(("tooz-zookeeper", zk, "tooz-zookeeper"))
+        except ImportError:
+            print("(tooz not installed: pip install tooz to compare with it)")
+        results = {}
+        for kind, target, label in contenders:
+            results[label] = run_contender(kind, target, args.trials)
+    base = statistics.median(results["kazoo-recipe"])
+    print(f"\nGraceful handover, {args.trials} trials, 3 candidate processes, "
+          f"{os.cpu_count()} cores; time from the leader's resign call to the successor's "
+          "elected callback (CLOCK_MONOTONIC across processes).")
+    print(f"{'contender':<18} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'p50 / kazoo':>12}")
+    for label, samples in results.items():
+        p50 = statistics.median(samples)
+        print(f"{label:<18} {p50:8.2f} {percentile(samples, 95):8.2f} {max(samples):8.2f} "
+              f"{p50 / base:12.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--candidate":
+        candidate(*sys.argv[2:6])
+    else:
+        main()
