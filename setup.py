@@ -1,5 +1,7 @@
 """Packaging: the coordination core, its drivers (entry points) and the Ryu integration."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 ETCD = ["etcd3>=0.12", "protobuf>=3.20,<=3.20.3", "etcd3gw>=2.4"]
@@ -12,7 +14,7 @@ setup(
     version="0.1.0",
     description="Elections with fencing terms and a shared topology store for multi-controller "
     "Ryu / os-ken deployments, over ZooKeeper, etcd v3 or an embedded store",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["coordination*", "backends*", "ryu_integration*"]),
