@@ -31,6 +31,7 @@ setup(
         "coordination.backends": [
             "memory = backends.memory:MemoryCoordinator",
             "zookeeper = backends.zookeeper:ZooKeeperCoordinator",
+            "embedded = backends.embedded:EmbeddedCoordinator",
         ],
         "console_scripts": [
             "coordctl = coordination.cli:main",
