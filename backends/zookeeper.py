@@ -72,6 +72,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_PORT = 2181
 DEFAULT_PREFIX = "/coordination"
 _TRANSIENT = (ConnectionLoss, KazooOperationTimeout)
+_RETRIED = (ConnectionLoss,)  # a call that hit its deadline is not retried: it waited enough
 _RANK_DIGITS = len(str(MAX_PRIORITY))
 
 
@@ -92,6 +93,48 @@ def _make_handler(kind: str) -> Any:
 
         return SequentialThreadingHandler()
     raise ConfigurationError(f"option handler={kind!r}: use auto, threading or eventlet")
+
+
+class _BoundedResult:
+    def __init__(self, result: Any, timeout: float, timeout_error: type[BaseException]) -> None:
+        self._result = result
+        self._timeout = timeout
+        self._timeout_error = timeout_error
+
+    def get(self) -> Any:
+        try:
+            return self._result.get(timeout=self._timeout)
+        except self._timeout_error:
+            raise KazooOperationTimeout(f"no answer within {self._timeout} s") from None
+
+
+class BoundedClient:
+    """kazoo with a deadline on every call.
+
+    kazoo queues requests while it reconnects and its blocking methods wait without limit, so a
+    plain `client.get()` during an outage hangs whoever called it (an app asking `leader()`,
+    the driver's worker). Here every call gives up after `operation_timeout` with kazoo's
+    OperationTimeoutError, which the driver reports as `coordination.OperationTimeoutError`.
+    """
+
+    _CALLS = frozenset({"get", "get_children", "exists", "create", "set", "delete", "sync",
+                        "ensure_path"})
+
+    def __init__(self, client: KazooClient, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._CALLS:
+            start = getattr(self.client, f"{name}_async")
+            return lambda *args, **kwargs: self._bounded(start(*args, **kwargs)).get()
+        if name.endswith("_async") and name[:-6] in self._CALLS:
+            start = getattr(self.client, name)
+            return lambda *args, **kwargs: self._bounded(start(*args, **kwargs))
+        return getattr(self.client, name)
+
+    def _bounded(self, result: Any) -> _BoundedResult:
+        return _BoundedResult(result, self.timeout, self.client.handler.timeout_exception)
 
 
 def candidate_prefix(member_id: str, priority: int) -> str:
@@ -138,8 +181,8 @@ class ZooKeeperElection(Election):
         self._prepared = False
 
     @property
-    def _zk(self) -> KazooClient:
-        return self.coordinator.client
+    def _zk(self) -> BoundedClient:
+        return self.coordinator.zk
 
     def _run(self, func: Callable[..., Any], *args: Any) -> Any:
         return self.coordinator.worker.call(func, *args, timeout=self.coordinator.op_timeout * 3)
@@ -413,8 +456,8 @@ class ZooKeeperRecordStore(RecordStoreDriver):
         self._ready = False
 
     @property
-    def client(self) -> KazooClient:
-        return self.coordinator.client
+    def client(self) -> BoundedClient:
+        return self.coordinator.zk
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -526,12 +569,16 @@ class ZooKeeperCoordinator(Coordinator):
         if auth and ":" not in auth:
             raise ConfigurationError("option auth must be 'user:password'")
         self._auth = auth
+        # elections run on `worker`, topology watches on `watch_worker`, and session state on
+        # `session_worker`, so a state change is never queued behind a call waiting out an
+        # outage (a leader must hear SUSPENDED at once, to hold)
         self.worker = SerialExecutor(f"zk-driver[{member_id}]")
         self.watch_worker = SerialExecutor(f"zk-watches[{member_id}]")
+        self.session_worker = SerialExecutor(f"zk-session[{member_id}]")
         self._session_id: int | None = None
         self._suspended_at: int = 0
         self._records: ZooKeeperRecordStore | None = None
-        self._retry = retrying(options["retry_attempts"], options["retry_max_delay"], _TRANSIENT,
+        self._retry = retrying(options["retry_attempts"], options["retry_max_delay"], _RETRIED,
                                "zookeeper operation")
         acl = None
         if auth:
@@ -551,6 +598,7 @@ class ZooKeeperCoordinator(Coordinator):
                                         sleep_func=handler.sleep_func),
             command_retry=KazooRetry(max_tries=0, sleep_func=handler.sleep_func),
         )
+        self.zk = BoundedClient(self.client, self.op_timeout)
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -586,14 +634,15 @@ class ZooKeeperCoordinator(Coordinator):
             self.client.start(timeout=float(self.options["connect_timeout"]))
         except (KazooTimeoutError, KazooException, OSError, ValueError) as exc:
             self._shutdown_client()
-            self.worker.stop(0)
-            self.watch_worker.stop(0)
+            for executor in (self.worker, self.watch_worker, self.session_worker):
+                executor.stop(0)
             raise BackendConnectionError(
                 f"could not connect to zookeeper at {self.hosts} within "
                 f"{self.options['connect_timeout']} s: {exc}") from None
         self.client.add_listener(self._on_kazoo_state)
         try:
-            self.worker.call(self.translate(self._new_session), timeout=self.op_timeout * 3)
+            self.session_worker.call(self.translate(self._new_session),
+                                     timeout=self.op_timeout * 3)
         except BaseException:
             self._shutdown_client()
             raise
@@ -612,21 +661,21 @@ class ZooKeeperCoordinator(Coordinator):
             self.worker.call(self._unregister, timeout=self.op_timeout)
         except Exception:
             LOG.debug("removing membership on close failed", exc_info=True)
-        self.worker.stop()
-        self.watch_worker.stop()
+        for executor in (self.session_worker, self.worker, self.watch_worker):
+            executor.stop()
         self._shutdown_client()
 
     # ---- session policy -------------------------------------------------------------------
 
     def _on_kazoo_state(self, state: str) -> None:
-        # kazoo's thread: never block here (kazoo #381/#426); hand over to our worker.
-        self.worker.submit(self._apply_state, state)
+        # kazoo's thread: never block here (kazoo #381/#426); hand over to our own thread.
+        self.session_worker.submit(self._apply_state, state)
 
     def _apply_state(self, state: str) -> None:
         if state == KazooState.SUSPENDED:
             self._suspended_at += 1
             self._set_session_state(SessionState.SUSPENDED)
-            timer = threading.Timer(self.session_timeout, self.worker.submit,
+            timer = threading.Timer(self.session_timeout, self.session_worker.submit,
                                     (self._suspension_expired, self._suspended_at))
             timer.daemon = True
             timer.start()
@@ -678,28 +727,28 @@ class ZooKeeperCoordinator(Coordinator):
         """Create our ephemeral member znode, replacing one a dead predecessor left."""
         data = json.dumps(self.info.to_dict()).encode()
         path = self._member_path()
-        self.client.ensure_path(f"{self.prefix}/members")
+        self.zk.ensure_path(f"{self.prefix}/members")
         for _ in range(3):
             try:
-                self.client.create(path, data, ephemeral=True)
+                self.zk.create(path, data, ephemeral=True)
                 return
             except NodeExistsError:
                 try:
-                    _, stat = self.client.get(path)
+                    _, stat = self.zk.get(path)
                     if stat.ephemeralOwner == self.client.client_id[0]:
                         return
                     LOG.warning("member id %r was registered by another session; taking it over",
                                 self.member_id)
-                    self.client.delete(path, stat.version)
+                    self.zk.delete(path, stat.version)
                 except (NoNodeError, BadVersionError):
                     continue
         raise CoordinationError(f"could not register member {self.member_id!r}")
 
     def _unregister(self) -> None:
         try:
-            _, stat = self.client.get(self._member_path())
+            _, stat = self.zk.get(self._member_path())
             if stat.ephemeralOwner == (self.client.client_id or (None,))[0]:
-                self.client.delete(self._member_path(), stat.version)
+                self.zk.delete(self._member_path(), stat.version)
         except KazooException:
             pass
 
@@ -709,11 +758,11 @@ class ZooKeeperCoordinator(Coordinator):
         def op() -> dict[str, MemberInfo]:
             base = f"{self.prefix}/members"
             try:
-                self.client.sync(base)
-                names = self.client.get_children(base)
+                self.zk.sync(base)
+                names = self.zk.get_children(base)
             except NoNodeError:
                 return {}
-            fetches = {n: self.client.get_async(f"{base}/{n}") for n in names}
+            fetches = {n: self.zk.get_async(f"{base}/{n}") for n in names}
             out = {}
             for name, fetch in sorted(fetches.items()):
                 try:
@@ -734,7 +783,7 @@ class ZooKeeperCoordinator(Coordinator):
     def _driver_election_names(self) -> list[str]:
         def op() -> list[str]:
             try:
-                return sorted(self.client.get_children(f"{self.prefix}/elections"))
+                return sorted(self.zk.get_children(f"{self.prefix}/elections"))
             except NoNodeError:
                 return []
 

@@ -120,6 +120,12 @@ class Election(ABC):
         if first:
             self._driver_observe()
 
+    def remove_leader_listener(self, listener: LeaderListener) -> None:
+        """Stop calling `listener` (no error if it was not registered)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
     # ---- for drivers ----------------------------------------------------------------------
 
     def _elected(self, term: int) -> None:

@@ -93,3 +93,39 @@ def test_eventlet_process_uses_the_eventlet_handler(zookeeper: ZooKeeperServer) 
                          timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["SequentialEventletHandler", "ok"]
+
+
+def test_partitioned_leader_hears_suspended_and_lost_during_the_partition(
+    zookeeper: ZooKeeperServer,
+) -> None:
+    """A leader cut off without a TCP reset must learn SUSPENDED (hold) and then LOST (step
+    down) while the partition lasts, even with elections busy on the driver's thread, and
+    reads must give up within operation_timeout instead of hanging."""
+    from coordination import OperationTimeoutError, SessionState
+    from tests.servers.proxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", zookeeper.port)
+    url = f"zookeeper://{proxy.address}/{_ns()}"
+    try:
+        with coordination.connect(url, "a", session_timeout=3, operation_timeout=1,
+                                  watchdog_interval=0.2) as a:
+            states, revoked, elected = Recorder("states"), Recorder("revoked"), Recorder()
+            a.add_session_listener(states)
+            for i in range(5):
+                a.election(f"e{i}").campaign(on_elected=elected, on_revoked=revoked)
+            elected.wait_count(5, WAIT)
+            proxy.blackhole()
+            states.wait_for(lambda items: SessionState.SUSPENDED in items, WAIT)
+            start = time.monotonic()
+            with pytest.raises(OperationTimeoutError):
+                a.election("e0").leader()
+            assert time.monotonic() - start < 3
+            states.wait_for(lambda items: SessionState.LOST in items, WAIT)
+            revoked.wait_count(5, WAIT)  # every leadership dropped while still partitioned
+            assert proxy.state.name == "BLACKHOLE"
+            proxy.restore()
+            states.wait_for(lambda items: items[-1] is SessionState.CONNECTED, WAIT)
+            elected.wait_count(10, WAIT)  # candidacies re-entered with a new session
+            assert min(x.term for x in elected.items[5:]) > max(x.term for x in elected.items[:5])
+    finally:
+        proxy.close()
