@@ -4,7 +4,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-ETCD = ["etcd3>=0.12", "protobuf>=3.20,<=3.20.3", "etcd3gw>=2.4"]
+ETCD = ["python3-etcd3>=0.13,<0.14", "protobuf>=5.29", "grpcio>=1.66", "requests>=2.31"]
 RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3"]
 OS_KEN = ["os-ken>=4.2", "networkx>=3"]
 TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5"]
@@ -32,6 +32,7 @@ setup(
             "memory = backends.memory:MemoryCoordinator",
             "zookeeper = backends.zookeeper:ZooKeeperCoordinator",
             "embedded = backends.embedded:EmbeddedCoordinator",
+            "etcd3 = backends.etcd:EtcdCoordinator",
         ],
         "console_scripts": [
             "coordctl = coordination.cli:main",

@@ -1,0 +1,198 @@
+"""The topology record store on etcd: one key per record under `<prefix>/topology/`.
+
+Versions are mod revisions; every conditional write is a txn comparing the key's
+create_revision (create) or mod_revision (update, delete). A watch reads the whole prefix at
+revision R, hands that over as the snapshot, then watches from R + 1, so no change can fall
+between the two; if R + 1 has been compacted by the time the stream (re)starts, it takes a new
+snapshot and delivers it with `resync=True` instead of skipping anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from coordination.errors import CoordinationError
+from coordination.store import (
+    RawChange,
+    RawEvent,
+    RawSnapshot,
+    RecordExistsError,
+    RecordStoreDriver,
+    Versioned,
+    VersionMismatchError,
+    WatchHandle,
+)
+
+from ._etcd_client import (
+    Backoff,
+    Compare,
+    Delete,
+    EtcdClientError,
+    Get,
+    Put,
+    WatchEvent,
+    prefix_end,
+)
+from ._etcd_client import (
+    WatchHandle as ClientWatch,
+)
+
+if TYPE_CHECKING:
+    from .etcd import EtcdCoordinator
+
+LOG = logging.getLogger(__name__)
+
+
+class EtcdRecordStore(RecordStoreDriver):
+    """`RecordStoreDriver` over etcd keys (see the module docstring)."""
+
+    def __init__(self, coordinator: EtcdCoordinator) -> None:
+        self.coordinator = coordinator
+        self.root = f"{coordinator.prefix}/topology/".encode()
+        self.watches: set[EtcdTopologyWatch] = set()
+
+    def key(self, path: str) -> bytes:
+        return self.root + path.encode()
+
+    def path(self, key: bytes) -> str:
+        return key[len(self.root):].decode("utf-8", "replace")
+
+    def get(self, path: str) -> Versioned | None:
+        def op() -> Versioned | None:
+            kvs = self.coordinator.range(self.key(path)).kvs
+            return Versioned(kvs[0].value, kvs[0].mod_revision) if kvs else None
+
+        return self.coordinator.call(op, f"get {path}")
+
+    def create(self, path: str, value: bytes) -> None:
+        def op() -> None:
+            key = self.key(path)
+            if not self.coordinator.txn([Compare.create(key, "==", 0)], [Put(key, value)]).succeeded:
+                raise RecordExistsError(path)
+
+        self.coordinator.call(op, f"create {path}")
+
+    def update(self, path: str, value: bytes, version: int) -> None:
+        def op() -> None:
+            key = self.key(path)
+            compares = [Compare.create(key, ">", 0), Compare.mod(key, "==", version)]
+            if not self.coordinator.txn(compares, [Put(key, value)]).succeeded:
+                raise VersionMismatchError(path)
+
+        self.coordinator.call(op, f"update {path}")
+
+    def remove(self, path: str, version: int | None = None) -> bool:
+        def op() -> bool:
+            key = self.key(path)
+            if version is None:
+                result = self.coordinator.txn([], [Delete(key)])
+                return bool(getattr(result.responses[0], "deleted", 0))
+            result = self.coordinator.txn([Compare.mod(key, "==", version)], [Delete(key)],
+                                          [Get(key, keys_only=True)])
+            if result.succeeded:
+                return bool(getattr(result.responses[0], "deleted", 0))
+            if not result.range(0).kvs:
+                return False
+            raise VersionMismatchError(path)
+
+        return self.coordinator.call(op, f"delete {path}")
+
+    def list(self, prefix: str = "") -> dict[str, Versioned]:
+        def op() -> dict[str, Versioned]:
+            start = self.key(prefix)
+            kvs = self.coordinator.range(start, prefix_end(start)).kvs
+            return {self.path(kv.key): Versioned(kv.value, kv.mod_revision) for kv in kvs}
+
+        return self.coordinator.call(op, "list topology")
+
+    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+        watch = EtcdTopologyWatch(self, sink)
+        self.watches.add(watch)
+        watch.submit(watch.resync, False)
+        return watch
+
+
+class EtcdTopologyWatch(WatchHandle):
+    """Snapshot at R, then the change stream from R + 1; a fresh snapshot after compaction.
+
+    Every step, and every call of the sink, runs on the coordinator's watch worker (one thread),
+    never on the transport's reader thread.
+    """
+
+    def __init__(self, store: EtcdRecordStore, sink: Callable[[RawEvent], None]) -> None:
+        self._store = store
+        self._sink = sink
+        self._stream: ClientWatch | None = None
+        self._gen = 0
+        self._backoff = Backoff(0.1, 2.0)
+        self._timer: threading.Timer | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._store.watches.discard(self)
+        self._gen += 1
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def submit(self, func: Callable[..., None], *args: object) -> None:
+        if not self.cancelled:
+            self._store.coordinator.watch_worker.submit(func, *args)
+
+    def resync(self, resync: bool) -> None:
+        """Read everything at one revision, deliver it, and stream changes from just after."""
+        if self.cancelled:
+            return
+        store, co = self._store, self._store.coordinator
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+        self._gen += 1
+        gen = self._gen
+        try:
+            snapshot = co.call(lambda: co.range(store.root, prefix_end(store.root)), "snapshot")
+        except CoordinationError as exc:
+            self._retry_later(f"snapshot failed ({exc})", resync)
+            return
+        items = {store.path(kv.key): kv.value for kv in snapshot.kvs}
+        self._sink(RawSnapshot(items, resync=resync))
+        try:
+            self._stream = co.client.watch(
+                store.root, prefix_end(store.root), snapshot.revision + 1,
+                on_events=lambda events: self.submit(self._on_events, gen, events),
+                on_compacted=lambda rev: self.submit(self._on_compacted, gen, rev),
+                on_failed=lambda err: self.submit(self._on_failed, gen, err),
+            )
+        except EtcdClientError as exc:  # the client is closing
+            LOG.debug("topology watch not started: %s", exc)
+
+    def _retry_later(self, why: str, resync: bool = True) -> None:
+        delay = self._backoff.next()
+        LOG.warning("topology watch: %s; resynchronising in %.2f s", why, delay)
+        self._timer = threading.Timer(delay, self.submit, (self.resync, resync))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _on_events(self, gen: int, events: list[WatchEvent]) -> None:
+        if gen != self._gen or self.cancelled:
+            return
+        self._backoff.reset()
+        for event in events:
+            value = event.kv.value if event.type == "put" else None
+            self._sink(RawChange(self._store.path(event.kv.key), value))
+
+    def _on_compacted(self, gen: int, revision: int) -> None:
+        if gen == self._gen and not self.cancelled:
+            LOG.warning("topology watch: revision compacted (now %d); resynchronising", revision)
+            self.resync(True)
+
+    def _on_failed(self, gen: int, error: EtcdClientError) -> None:
+        if gen == self._gen and not self.cancelled:
+            self._stream = None
+            self._retry_later(f"the watch failed ({error})")

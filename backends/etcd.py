@@ -1,0 +1,395 @@
+"""etcd v3 driver: `etcd3://h1:2379,h2:2379/prefix?lease_ttl=4`.
+
+Layout under the prefix (default `/coordination`):
+    members/<member>                              on the member's lease, JSON MemberInfo
+    elections/<name>/candidates/<rank>/<lease>    on the member's lease (see _etcd_election)
+    elections/<name>/leader                       no lease, JSON {member_id, candidate, ...}
+    topology/<kind>/<key>                         no lease, JSON record (see _etcd_store)
+
+Session: one lease per coordinator, kept alive by a thread of ours every TTL/3. A keep-alive
+that fails (every endpoint tried) makes the session SUSPENDED; a TTL without any answered
+keep-alive, or etcd saying the lease is gone, makes it LOST: we revoke the old lease if we can,
+grant a new one, re-register and report CONNECTED, and the core re-campaigns. Session changes
+are applied on that keep-alive thread at once (never on a transport thread, and never queued
+behind an election step that may be waiting for etcd); the election work they trigger is
+queued on the driver's worker thread.
+
+Transports (`?transport=auto|grpc|gateway`): gRPC through python-etcd3's stubs in a normal
+threaded process; etcd's JSON grpc-gateway over `requests` in an eventlet-patched process
+(ryu-manager), where gRPC streams hang. `auto` picks by `eventlet.patcher.is_monkey_patched`.
+The logic is written once against `_etcd_client.EtcdClient`; see docs/etcd.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
+
+from coordination.api import Coordinator
+from coordination.dispatch import SerialExecutor
+from coordination.election import Election
+from coordination.errors import (
+    BackendConnectionError,
+    ConfigurationError,
+    CoordinationError,
+)
+from coordination.options import Option
+from coordination.retry import retrying
+from coordination.store import RecordStoreDriver
+from coordination.types import MemberInfo, SessionState
+from coordination.urls import BackendURL
+
+from ._etcd_client import (
+    ClientConfig,
+    Compare,
+    EtcdAuthFailed,
+    EtcdClient,
+    EtcdClientError,
+    EtcdUnavailable,
+    Op,
+    Put,
+    RangeResult,
+    TxnResult,
+    prefix_end,
+)
+from ._etcd_election import EtcdElection
+from ._etcd_store import EtcdRecordStore
+
+LOG = logging.getLogger(__name__)
+DEFAULT_PORT = 2379
+DEFAULT_PREFIX = "/coordination"
+TRANSPORTS = ("auto", "grpc", "gateway")
+T = TypeVar("T")
+
+
+def eventlet_patched() -> bool:
+    """True in a process whose threading eventlet has monkey-patched (e.g. ryu-manager)."""
+    eventlet = sys.modules.get("eventlet")
+    patcher = getattr(eventlet, "patcher", None)
+    return bool(patcher) and bool(patcher.is_monkey_patched("thread"))
+
+
+def choose_transport(requested: str) -> str:
+    """The transport to use: as requested, or for `auto` the one that works in this process."""
+    if requested not in TRANSPORTS:
+        raise ConfigurationError(
+            f"option transport={requested!r}: use one of {', '.join(TRANSPORTS)}")
+    if requested == "auto":
+        return "gateway" if eventlet_patched() else "grpc"
+    if requested == "grpc" and eventlet_patched():
+        LOG.warning("transport=grpc in an eventlet-patched process: gRPC streams (watches, "
+                    "keep-alive) are known to hang there; prefer transport=gateway")
+    return requested
+
+
+def make_client(transport: str, config: ClientConfig) -> EtcdClient:
+    """Build the client for `transport` ("grpc" or "gateway")."""
+    if transport == "grpc":
+        try:
+            from ._etcd_grpc import GrpcClient
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the etcd gRPC transport needs python3-etcd3 and grpcio ({exc}); install "
+                "sdn-coordination[etcd], or use ?transport=gateway") from None
+        return GrpcClient(config)
+    try:
+        from ._etcd_gateway import GatewayClient
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the etcd gateway transport needs requests ({exc}); install sdn-coordination[etcd]"
+        ) from None
+    return GatewayClient(config)
+
+
+class EtcdCoordinator(Coordinator):
+    """A member's lease-backed session with etcd. See the module docstring."""
+
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "lease_ttl": Option(float, None, "seconds the member's lease outlives its last "
+                            "keep-alive (default: session_timeout); rounded up to whole seconds",
+                            1.0),
+        "transport": Option(str, "auto", "auto (gateway when eventlet-patched, else grpc), "
+                            "grpc or gateway"),
+        "tls": Option(bool, False, "talk TLS to etcd (implied by ca_cert)"),
+        "ca_cert": Option(str, "", "CA bundle that signed the etcd server certificates"),
+        "cert_cert": Option(str, "", "client certificate (for --client-cert-auth)"),
+        "cert_key": Option(str, "", "client certificate's private key"),
+        "user": Option(str, "", "etcd user (also from the URL: etcd3://user:pw@host)"),
+        "password": Option(str, "", "etcd password"),
+    }
+
+    def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
+        super().__init__(url, member_id, options)
+        try:
+            self._configure(url, member_id, options)
+        except BaseException:
+            self._callbacks.stop(0)
+            raise
+
+    def _configure(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
+        if not url.hosts:
+            raise ConfigurationError(f"{url}: an etcd3 URL needs at least one host")
+        if bool(options["cert_cert"]) != bool(options["cert_key"]):
+            raise ConfigurationError("options cert_cert and cert_key go together")
+        for name in ("ca_cert", "cert_cert", "cert_key"):
+            if options[name] and not os.access(options[name], os.R_OK):
+                raise ConfigurationError(f"option {name}={options[name]!r}: no readable file there")
+        self.prefix = url.path or DEFAULT_PREFIX
+        self.op_timeout = float(options["operation_timeout"])
+        self.ttl = max(1, math.ceil(options["lease_ttl"] or options["session_timeout"]))
+        self.transport = choose_transport(str(options["transport"]).lower())
+        attempts = int(options["retry_attempts"])
+        #: each try of an operation gets a share of operation_timeout, so that the retries of
+        #: one call stay bounded by roughly operation_timeout in all
+        self.attempt_timeout = max(0.5, self.op_timeout / attempts)
+        self.config = ClientConfig(
+            endpoints=tuple((host, port or DEFAULT_PORT) for host, port in url.hosts),
+            tls=bool(options["tls"]),
+            ca_cert=options["ca_cert"] or None,
+            cert_cert=options["cert_cert"] or None,
+            cert_key=options["cert_key"] or None,
+            user=options["user"] or url.username or None,
+            password=options["password"] or url.password or None,
+            timeout=self.attempt_timeout,
+        )
+        self.client: EtcdClient = make_client(self.transport, self.config)
+        self.worker = SerialExecutor(f"etcd-driver[{member_id}]")
+        self.watch_worker = SerialExecutor(f"etcd-watches[{member_id}]")
+        self._retry = retrying(attempts, options["retry_max_delay"], (EtcdUnavailable,),
+                               "etcd operation")
+        self.lease_id: int | None = None
+        self.granted_ttl = self.ttl
+        self._last_ok = 0.0
+        self._stop = threading.Event()
+        self._keepalive: threading.Thread | None = None
+        self._records: EtcdRecordStore | None = None
+
+    # ---- store access (worker thread or callers' threads) -----------------------------------
+
+    def translate(self, func: Callable[..., T], what: str = "etcd operation"
+                  ) -> Callable[..., T]:
+        """Wrap `func` so nothing but the project's own errors leaves it."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return func(*args, **kwargs)
+            except CoordinationError:
+                raise
+            except Exception as exc:  # a transport bug must still not leak library types
+                LOG.exception("unexpected failure in the etcd driver (%s)", what)
+                raise CoordinationError(f"{what}: etcd driver failure: {exc!r}") from exc
+
+        return wrapper
+
+    def call(self, func: Callable[[], T], what: str) -> T:
+        """Run a store operation (`what`, for messages) with the project's error types."""
+        return self.translate(func, what)()
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op],
+            failure: Sequence[Op] = ()) -> TxnResult:
+        """A txn with bounded retries of transient failures (all our txns are safe to repeat:
+        conditional, or idempotent)."""
+        return self._retry(self.client.txn)(compares, success, failure, self.attempt_timeout)
+
+    def range(self, key: bytes, range_end: bytes | None = None, keys_only: bool = False
+              ) -> RangeResult:
+        """A linearizable read with bounded retries."""
+        return self._retry(lambda: self.client.range(key, range_end, keys_only=keys_only,
+                                                      timeout=self.attempt_timeout))()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _driver_start(self) -> None:
+        try:
+            self.client.connect(float(self.options["connect_timeout"]))
+            self.translate(self._new_session, "register")()
+        except BaseException as exc:
+            self._shutdown()
+            if isinstance(exc, EtcdAuthFailed):
+                who = (f"refused user {self.config.user!r}" if self.config.user else
+                       "requires authentication: give user and password (options or URL)")
+                raise BackendConnectionError(
+                    f"etcd at {self.config.endpoint_names()} {who}: {exc}") from None
+            if isinstance(exc, EtcdClientError):
+                raise BackendConnectionError(
+                    f"could not connect to etcd at {self.config.endpoint_names()} "
+                    f"({self.transport} transport): {exc}") from None
+            raise
+        self._keepalive = threading.Thread(target=self._keepalive_loop,
+                                           name=f"etcd-keepalive[{self.member_id}]", daemon=True)
+        self._keepalive.start()
+
+    def _driver_stop(self) -> None:
+        self._stop.set()
+        if self._keepalive is not None and self._keepalive is not threading.current_thread():
+            self._keepalive.join(self.op_timeout)
+        for watch in list(self._records.watches if self._records else ()):
+            watch.cancel()
+        for election in list(self._elections.values()):
+            if isinstance(election, EtcdElection):
+                self.worker.submit(election.close_watches)
+        lease, self.lease_id = self.lease_id, None
+        if lease is not None:
+            try:  # deletes our member key (and any candidate key left) at once
+                self.client.lease_revoke(lease, timeout=self.op_timeout)
+            except EtcdClientError as exc:
+                LOG.info("member %s: lease revoke on close failed (%s); it expires in %d s",
+                         self.member_id, exc, self.granted_ttl)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.worker.stop()
+        self.watch_worker.stop()
+        self.client.close()
+
+    # ---- session --------------------------------------------------------------------------
+
+    def _member_key(self) -> bytes:
+        return f"{self.prefix}/members/{quote(self.member_id, safe='')}".encode()
+
+    def _new_session(self) -> None:
+        """Grant a lease, register on it, report CONNECTED (at start, or on the keep-alive
+        thread after a loss)."""
+        sent = time.monotonic()
+        lease, granted = self._retry(self.client.lease_grant)(self.ttl, self.attempt_timeout)
+        try:
+            if self._stop.is_set():
+                raise CoordinationError("the coordinator is closing")
+            data = json.dumps(self.info.to_dict()).encode()
+            self.txn([], [Put(self._member_key(), data, lease)])
+        except BaseException:
+            self._revoke_quietly(lease)
+            raise
+        self.lease_id, self.granted_ttl, self._last_ok = lease, granted, sent
+        LOG.info("member %s: etcd lease %x (ttl %d s) via %s", self.member_id, lease, granted,
+                 self.transport)
+        self._set_session_state(SessionState.CONNECTED)
+
+    def _revoke_quietly(self, lease: int) -> None:
+        try:
+            self.client.lease_revoke(lease, timeout=self.attempt_timeout)
+        except EtcdClientError as exc:
+            LOG.debug("revoking lease %x failed: %s", lease, exc)
+
+    def _keepalive_loop(self) -> None:
+        """Keep the lease alive; decide SUSPENDED / LOST / CONNECTED from the answers.
+
+        The lease cannot expire on the server before (last answered keep-alive's send time +
+        TTL), so that instant is our deadline: we declare LOST there, not later (no keep-alive
+        call is allowed to run past it), so a partitioned leader stops leading before etcd
+        can elect its successor.
+        """
+        while not self._stop.is_set():
+            lease = self.lease_id
+            if lease is None:
+                if self._stop.wait(min(0.25, self.granted_ttl / 8)):
+                    return
+                self._renew()
+                continue
+            deadline = self._last_ok + self.granted_ttl
+            healthy = self.session_state is SessionState.CONNECTED
+            interval = self.granted_ttl / 3 if healthy else min(0.25, self.granted_ttl / 8)
+            if self._stop.wait(max(0.0, min(interval, deadline - time.monotonic()))):
+                return
+            if time.monotonic() >= deadline:
+                self._lose(lease, f"no keep-alive answered for {self.granted_ttl} s")
+                continue
+            sent = time.monotonic()
+            budget = min(self.granted_ttl / 3, self.op_timeout, deadline - sent)
+            try:
+                remaining = self.client.lease_keepalive(lease, timeout=max(0.05, budget))
+            except EtcdClientError as exc:
+                if time.monotonic() < deadline:
+                    if self.session_state is SessionState.CONNECTED:
+                        LOG.warning("member %s: lease keep-alive failed (%s)", self.member_id, exc)
+                    self._report(lease, SessionState.SUSPENDED)
+                continue  # at the deadline, the next pass declares LOST
+            if remaining <= 0:
+                self._lose(lease, "etcd says the lease has expired or was revoked")
+                continue
+            self._last_ok = sent
+            if self.session_state is not SessionState.CONNECTED:
+                self._report(lease, SessionState.CONNECTED)
+
+    def _report(self, lease: int, state: SessionState) -> None:
+        """Report a state of lease `lease` (keep-alive thread); stale reports are dropped."""
+        if lease == self.lease_id and not self._stop.is_set():
+            self._set_session_state(state)
+
+    def _lose(self, lease: int, why: str) -> None:
+        """The lease is gone (or can no longer be vouched for): LOST, then a new session."""
+        LOG.warning("member %s: session lost: %s", self.member_id, why)
+        self.lease_id = None
+        if not self._stop.is_set():
+            self._set_session_state(SessionState.LOST)
+        self._revoke_quietly(lease)  # if it still lives, its stale keys go now
+        self._renew()
+
+    def _renew(self) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            self.translate(self._new_session, "new session")()
+        except CoordinationError as exc:
+            LOG.warning("member %s: no new etcd session yet (%s); retrying", self.member_id, exc)
+
+    def on_session_thread(self) -> bool:
+        """True on the keep-alive thread, which applies session changes (never blocks on the
+        worker: election steps it triggers are queued there)."""
+        return threading.current_thread() is self._keepalive
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def _driver_members(self) -> dict[str, MemberInfo]:
+        def op() -> dict[str, MemberInfo]:
+            base = f"{self.prefix}/members/".encode()
+            out = {}
+            for kv in self.range(base, prefix_end(base)).kvs:
+                try:
+                    info = MemberInfo.from_dict(json.loads(kv.value))
+                except (ValueError, KeyError, TypeError) as exc:
+                    LOG.error("skipping malformed member record %r: %s", kv.key, exc)
+                    continue
+                out[info.member_id] = info
+            return out
+
+        return self.call(op, "list members")
+
+    def _driver_election(self, name: str) -> Election:
+        return EtcdElection(self, name)
+
+    def _driver_election_names(self) -> list[str]:
+        def op() -> list[str]:
+            base = f"{self.prefix}/elections/".encode()
+            names = set()
+            for kv in self.range(base, prefix_end(base), keys_only=True).kvs:
+                names.add(kv.key[len(base):].split(b"/", 1)[0].decode("utf-8", "replace"))
+            return sorted(names)
+
+        return self.call(op, "list elections")
+
+    def _driver_record_store(self) -> RecordStoreDriver:
+        if self._records is None:
+            self._records = EtcdRecordStore(self)
+        return self._records
+
+    # ---- for tests and operators ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Transport, current endpoint, lease id and TTL (diagnostics)."""
+        return {"transport": self.transport,
+                "endpoint": self.client.name_of(self.client.current_endpoint),
+                "lease_id": self.lease_id, "lease_ttl": self.granted_ttl,
+                "session": self.session_state.value}
+
+
+__all__ = ["EtcdCoordinator", "choose_transport", "eventlet_patched", "make_client"]
