@@ -36,6 +36,7 @@ setup(
         ],
         "console_scripts": [
             "coordctl = coordination.cli:main",
+            "coord-manager = ryu_integration.manager:main",
         ],
     },
 )

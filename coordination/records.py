@@ -107,7 +107,8 @@ class Switch(_Record):
 
 @dataclass(frozen=True)
 class Link(_Record):
-    """A unidirectional link seen by the master of `src_dpid`."""
+    """A unidirectional link `src -> dst`, written by the master of `dst_dpid`: LLDP sent out
+    of `src` arrives as a packet-in from `dst`, which only `dst`'s master receives."""
 
     KIND: ClassVar[str] = "link"
     src_dpid: int = 0
@@ -128,7 +129,7 @@ class Link(_Record):
 
     @property
     def domain(self) -> int:
-        return self.src_dpid
+        return self.dst_dpid
 
 
 @dataclass(frozen=True)

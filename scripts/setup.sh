@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(default-jre-headless zookeeper etcd-server etcd-client openvswitch-switch
               netcat-openbsd python3-venv python3-dev iproute2 util-linux)
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-test,etcd,os-ken}
+EXTRAS=${EXTRAS:-test,etcd,os-ken,ryu}
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -27,8 +27,13 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $("$PYTHON" -V)"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
+fi
+# Ryu 4.34 builds only with setuptools<68, which pip applies to its isolated build through
+# --build-constraint (pip >= 25.3; PIP_CONSTRAINT no longer reaches the build environment).
+if ! "$VENV/bin/pip" install --help 2>/dev/null | grep -q -- --build-constraint; then
+  "$VENV/bin/pip" install -q --upgrade "pip>=25.3"
 fi
 echo "setup: installing the project into $VENV with extras [$EXTRAS]"
-"$VENV/bin/pip" install -q -e ".[$EXTRAS]"
+"$VENV/bin/pip" install -q --build-constraint constraints/ryu-build.txt -e ".[$EXTRAS]"
+"$VENV/bin/pip" check >/dev/null || { "$VENV/bin/pip" check; exit 1; }
 echo "setup: done"

@@ -1,0 +1,241 @@
+"""`coord-manager`: ryu-manager's command line, for Ryu 4.34 or os-ken, with a graceful stop.
+
+    coord-manager [--framework ryu|os-ken] [ryu-manager options...] APP [APP...]
+
+A ryu-manager user switches by changing only the command name: the same options
+(`--config-file`, `--ofp-tcp-listen-port`, `--observe-links`, `--verbose`, `--log-file`, ...)
+and app modules (dotted names or .py paths) are accepted. The mastership app is always loaded.
+
+What it adds:
+- Framework choice (`--framework`, else `$COORD_FRAMEWORK`, else ryu if installed, else os-ken;
+  see `compat`). os-ken ships no manager at all; this is one, mirroring ryu-manager.
+- Ryu 4.34 on Python 3.11 / current eventlet: the `eventlet.wsgi.ALREADY_HANDLED` fix is applied
+  before `ryu.cmd.manager` is imported.
+- App modules are imported *before* the command line is parsed, so options they register with
+  `register_cli_opts` are accepted (ryu-manager imports them after parsing). A `.py` path is
+  imported once and handed on by module name, because a second import would register its
+  options again and fail.
+- SIGTERM and SIGINT: the shutdown hooks (`lifecycle`) run first, so the mastership app resigns
+  every election while its OpenFlow connections are still up and successors take over at once;
+  then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
+  awaited. A second signal exits immediately.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from . import frameworks
+
+FRAMEWORK_FLAG = "--framework"
+#: Always loaded: an app that only calls `is_master()` would otherwise never program anything.
+MASTERSHIP_APP = "ryu_integration.mastership"
+#: Seconds the shutdown hooks may take before the process exits anyway.
+SHUTDOWN_TIMEOUT = 5.0
+#: The CLI options ryu-manager registers itself (os-ken has no manager to register them).
+_MANAGER_OPTS = ("app-lists", "app", "pid-file", "enable-debugger", "user-flags")
+
+
+def pop_framework(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Remove `--framework X` / `--framework=X` from `argv`; return (X or None, the rest)."""
+    rest: list[str] = []
+    framework = None
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if arg == FRAMEWORK_FLAG:
+            if i + 1 >= len(items):
+                raise SystemExit(f"{FRAMEWORK_FLAG} needs a value: ryu or os-ken")
+            framework = items[i + 1]
+            i += 2
+            continue
+        if arg.startswith(FRAMEWORK_FLAG + "="):
+            framework = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return framework, rest
+
+
+def _flag_names(conf: Any) -> tuple[set[str], set[str]]:
+    """(options that take no value, options that take one) among `conf`'s CLI options."""
+    flags = {"-h", "--help", "--version"}
+    valued: set[str] = set()
+    for opt, group in conf._all_cli_opts():
+        prefix = f"{group.name}-" if group is not None else ""
+        names = [opt.name] + [d.name for d in getattr(opt, "deprecated_opts", []) if d.name]
+        for name in names:
+            long = f"--{prefix}{name}".replace("_", "-")
+            if getattr(opt, "positional", False):
+                continue
+            if type(opt).__name__ == "BoolOpt":
+                flags.update({long, f"--{prefix}no{name}".replace("_", "-")})
+            else:
+                valued.add(long)
+            if getattr(opt, "short", None):
+                (flags if type(opt).__name__ == "BoolOpt" else valued).add(f"-{opt.short}")
+    return flags, valued
+
+
+def find_apps(args: Sequence[str], conf: Any) -> list[tuple[int | None, str]]:
+    """The app modules named on the command line: positional arguments and `--app-lists`
+    values, as (index in args or None for --app-lists entries, name)."""
+    flags, valued = _flag_names(conf)
+    apps: list[tuple[int | None, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            apps += [(j, a) for j, a in enumerate(args[i + 1:], i + 1)]
+            break
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if name == "--app-lists":
+                value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+                apps += [(None, a) for a in value.split(",") if a]
+            if not eq and name not in flags and (name in valued or name.startswith("--")):
+                i += 1  # the option's value
+            i += 1
+            continue
+        apps += [(i, a) for a in arg.split(",") if a]
+        i += 1
+    return apps
+
+
+def import_apps(args: list[str], conf: Any, import_module: Any) -> list[str]:
+    """Import every app module named in `args` (so its CLI options exist before parsing) and
+    replace `.py` paths by the module name they were imported under. Returns new args."""
+    out = list(args)
+    for index, name in find_apps(args, conf):
+        module = import_module(name)
+        if index is not None and os.path.exists(name) and module.__name__ != name:
+            out[index] = ",".join(module.__name__ if part == name else part
+                                  for part in out[index].split(","))
+    return out
+
+
+def _install_signal_handlers(hub: Any) -> None:
+    """SIGTERM/SIGINT -> run the shutdown hooks on a hub thread, then exit."""
+    from . import lifecycle
+
+    state = {"stopping": False}
+
+    def finish(signum: int) -> None:
+        try:
+            logging.getLogger(__name__).info("coord-manager: signal %d, shutting down", signum)
+            lifecycle.run_all(SHUTDOWN_TIMEOUT)
+        finally:
+            logging.shutdown()
+            os._exit(0)
+
+    def handler(signum: int, _frame: Any) -> None:
+        if state["stopping"]:
+            os._exit(128 + signum)
+        state["stopping"] = True
+        # Never block inside a signal handler (under eventlet it runs inside the hub): a hub
+        # thread does the work, and SIGALRM (default action: terminate) guarantees the exit if
+        # that thread is stuck. No timer thread: under eventlet it would be a green one.
+        signal.alarm(int(SHUTDOWN_TIMEOUT) + 2)
+        hub.spawn(finish, signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run_ryu(args: list[str]) -> int:
+    from . import compat
+
+    ryu_manager = compat.framework_module("cmd.manager")  # registers ryu-manager's CLI options
+    utils = compat.framework_module("utils")
+    args = _import_apps_checked(args, compat.cfg.CONF, utils.import_module, compat)
+    _install_signal_handlers(compat.hub)
+    ryu_manager.main(args=args, prog="coord-manager")
+    return 0
+
+
+def _run_os_ken(args: list[str]) -> int:
+    from . import compat
+
+    cfg, hub = compat.cfg, compat.hub
+    conf = cfg.CONF
+    log = compat.framework_module("log")
+    log.early_init_log(logging.DEBUG)
+    for module in ("flags", "controller.controller", "topology.switches"):
+        compat.framework_module(module)  # their CLI options, as ryu-manager gets them
+    registered = {opt.name for opt, _ in conf._all_cli_opts()}
+    if "app" not in registered:
+        conf.register_cli_opts([
+            cfg.ListOpt("app-lists", default=[], help="application module name to run"),
+            cfg.MultiStrOpt("app", positional=True, default=[],
+                            help="application module name to run"),
+            cfg.StrOpt("pid-file", default=None, help="pid file name"),
+            cfg.BoolOpt("enable-debugger", default=False,
+                        help="don't patch the standard library"),
+            cfg.StrOpt("user-flags", default=None,
+                       help="additional flags file for user applications"),
+        ])
+    utils = compat.framework_module("utils")
+    args = _import_apps_checked(args, conf, utils.import_module, compat)
+    conf(args=args, prog="coord-manager", project="os_ken",
+         version=f"coord-manager ({compat.version()})")
+    log.init_log()
+    if conf.pid_file:
+        with open(conf.pid_file, "w") as fh:
+            fh.write(str(os.getpid()))
+    apps = list(conf.app_lists) + list(conf.app) or [f"{compat.PACKAGE}.controller.ofp_handler"]
+    _install_signal_handlers(hub)
+    compat.app_manager.AppManager.run_apps(apps)
+    return 0
+
+
+def _check_frameworks(compat: Any) -> None:
+    other = compat.other_framework_loaded()
+    if other is not None:
+        raise SystemExit(
+            f"coord-manager: running {compat.FRAMEWORK}, but an app imported {other}; "
+            f"run with --framework {other} (or make the app use one framework)")
+
+
+def _import_apps_checked(args: list[str], conf: Any, import_module: Any, compat: Any) -> list[str]:
+    """`import_apps` plus the mastership app, turning "this app is for the other framework"
+    into a clear message even when importing it failed half way (Ryu does not import without
+    its eventlet fix)."""
+    if MASTERSHIP_APP not in {name for _, name in find_apps(args, conf)}:
+        args = [*args, MASTERSHIP_APP]  # coord-manager always coordinates
+    try:
+        args = import_apps(args, conf, import_module)
+    except Exception:
+        _check_frameworks(compat)
+        raise
+    _check_frameworks(compat)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `coord-manager`."""
+    framework, args = pop_framework(sys.argv[1:] if argv is None else argv)
+    try:
+        chosen = frameworks.choose(framework)
+    except frameworks.FrameworkError as exc:
+        raise SystemExit(f"coord-manager: {exc}") from None
+    os.environ[frameworks.ENV_VAR] = chosen
+    if frameworks.wants_eventlet(chosen) and "--enable-debugger" not in args:
+        # Ryu 4.34 cannot run without eventlet; its import-time deprecation notice is noise.
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        import eventlet
+
+        eventlet.monkey_patch()  # before anything creates threads or locks
+    if chosen == frameworks.RYU:
+        return _run_ryu(args)
+    return _run_os_ken(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,543 @@
+"""The mastership app: per-switch elections in the coordination store -> OpenFlow 1.3 roles.
+
+Thin glue around `mastership_fsm.MastershipFSM` (one per connected datapath): it turns Ryu events
+and coordination callbacks into FSM inputs, and performs the actions the FSM returns.
+
+Threads. Every FSM input runs on this app's own event loop, so the FSMs need no locks:
+- Ryu events (state changes, role replies, errors) arrive there already;
+- coordination callbacks (elected/revoked, leader changes, session state) arrive on the
+  coordinator's callback thread (a real OS thread under os-ken's native hub, a green thread under
+  Ryu's eventlet) and are re-posted to the loop as private events with `send_event`, whose queue
+  is safe for either kind of thread;
+- store I/O never runs on the loop. A serial worker does campaigns, resigns and Mastership
+  records (so a campaign, the record and the resign that follows stay in order); a second one
+  does leader reads (coalesced per switch), which may block while the store is unreachable
+  without holding up a resign. Results are posted back to the loop, so a slow or unreachable
+  store never delays a ROLE_REPLY;
+- a ticker thread posts a timer event every `TICK` seconds (role request timeouts, backoff,
+  periodic re-assert).
+
+Other apps: listen for `EventMastershipChanged`, or call `is_master(dpid)`, or decorate a handler
+with `@only_master` / send with `send_if_master(datapath, msg)`.
+
+Logs: every role request, reply, refusal and mastership change is logged at INFO with the wall
+clock (`t=<unix seconds>`), in `key=value` form, so failover can be measured from the logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, ClassVar
+
+import coordination
+from coordination.dispatch import SerialExecutor
+
+from . import config, lifecycle
+from .compat import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    EventBase,
+    RyuApp,
+    app_manager,
+    cfg,
+    hub,
+    ofp_event,
+    ofproto_v1_3,
+    register_service,
+    set_ev_cls,
+)
+from .mastership_fsm import (
+    Action,
+    Campaign,
+    MastershipChanged,
+    MastershipFSM,
+    ReadLeader,
+    Resign,
+    Role,
+    SendRoleRequest,
+    Session,
+)
+
+LOG = logging.getLogger("ryu_integration.mastership")
+#: Seconds between timer ticks fed to every FSM.
+TICK = 0.1
+#: Seconds a graceful stop may spend resigning and closing the coordinator.
+STOP_TIMEOUT = 5.0
+
+register_service("ryu_integration.mastership")
+config.register(cfg.CONF)
+
+_OFP = ofproto_v1_3
+_ROLE_CODES = {Role.MASTER: _OFP.OFPCR_ROLE_MASTER, Role.SLAVE: _OFP.OFPCR_ROLE_SLAVE,
+               Role.EQUAL: _OFP.OFPCR_ROLE_EQUAL}
+_ROLES = {code: role for role, code in _ROLE_CODES.items()}
+_SESSIONS = {coordination.SessionState.CONNECTED: Session.CONNECTED,
+             coordination.SessionState.SUSPENDED: Session.SUSPENDED,
+             coordination.SessionState.LOST: Session.LOST}
+
+
+def election_name(dpid: int) -> str:
+    """The election of one datapath: `dpid-<16 hex digits>`."""
+    return f"dpid-{dpid:016x}"
+
+
+# ---- public events -------------------------------------------------------------------------
+
+
+class EventMastershipChanged(EventBase):
+    """This controller's role on a switch changed.
+
+    `role`: "master", "slave", "equal" (connected, no role confirmed) or "none" (disconnected).
+    `datapath`: the switch's connection (None once disconnected).
+    `term`: the generation_id the role was confirmed under. `may_program`: true only while the
+    switch has confirmed us MASTER under our current term and the session allows it; send
+    FLOW_MOD/PACKET_OUT/GROUP_MOD only then. On a change to true, re-sync the switch's state
+    (ONOS-3509): whatever the previous master did may be gone or half done.
+    """
+
+    def __init__(self, dpid: int, role: str, term: int, may_program: bool, reason: str = "",
+                 datapath: Any = None) -> None:
+        super().__init__()
+        self.dpid = dpid
+        self.datapath = datapath
+        self.role = role
+        self.term = term
+        self.may_program = may_program
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return (f"EventMastershipChanged(dpid={self.dpid:016x}, role={self.role}, "
+                f"term={self.term}, may_program={self.may_program})")
+
+
+class _Input(EventBase):
+    """Private: something for an FSM, posted to the app's own event loop."""
+
+    def __init__(self, kind: str, dpid: int | None = None, epoch: int | None = None,
+                 **data: Any) -> None:
+        super().__init__()
+        self.kind = kind
+        self.dpid = dpid
+        self.epoch = epoch
+        self.data = data
+
+
+# ---- the app -------------------------------------------------------------------------------
+
+_instance: Mastership | None = None
+
+
+class Mastership(RyuApp):
+    """Elects one master controller per switch and makes the switch enforce it."""
+
+    OFP_VERSIONS: ClassVar[list[int]] = [_OFP.OFP_VERSION]
+    _EVENTS: ClassVar[list[type]] = [EventMastershipChanged]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        global _instance
+        _instance = self
+        self.settings = config.load(self.CONF)
+        self.member_id = self.settings.member_id
+        self.coord: coordination.Coordinator | None = None
+        self._fsms: dict[int, MastershipFSM] = {}
+        self._datapaths: dict[int, Any] = {}
+        self._epochs = itertools.count(1)
+        self._observed: set[int] = set()
+        self._session = Session.CONNECTED
+        #: dpid -> term for switches we may program now (read from any thread).
+        self._masters: dict[int, int] = {}
+        #: dpid -> term of the Mastership record we published.
+        self._published: dict[int, int] = {}
+        self._worker: SerialExecutor | None = None
+        self._reader: SerialExecutor | None = None
+        #: dpid -> whether another read was asked for while one is in flight.
+        self._reads: dict[int, bool] = {}
+        self._running = False
+        self._stopped = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Any:
+        """Connect to the backend (fail fast, naming the URL), then start the event loop."""
+        s = self.settings
+        url = coordination.parse_url(s.backend_url)
+        LOG.info("mastership: member %s connecting to %s", self.member_id, url)
+        if url.scheme == "memory":
+            LOG.warning("mastership: %s keeps elections inside this process; every controller "
+                        "using it elects itself. Use it for ONE controller only; several need a "
+                        "shared backend (embedded://, zookeeper://, etcd3://).", url)
+        try:
+            self.coord = coordination.connect(s.backend_url, self.member_id,
+                                              **s.connect_options())
+        except coordination.CoordinationError as exc:
+            LOG.error("mastership: cannot start: %s", exc)
+            raise
+        self._session = _SESSIONS[self.coord.session_state]
+        self.coord.add_session_listener(self._on_session)
+        self._worker = SerialExecutor(f"mastership-store[{self.member_id}]")
+        self._reader = SerialExecutor(f"mastership-reads[{self.member_id}]")
+        self._running = True
+        # last: resigning closes the coordinator other apps may still flush through
+        lifecycle.register("mastership", self.shutdown, stage=lifecycle.CLOSE)
+        thread = super().start()
+        self.threads.append(hub.spawn(self._ticker))
+        LOG.info("READY member=%s framework=%s priority=%d backend=%s t=%.6f", self.member_id,
+                 _framework(), s.priority, coordination.parse_url(s.backend_url), time.time())
+        return thread
+
+    def stop(self) -> None:
+        """App close (AppManager.uninstantiate): resign everything first, then stop threads."""
+        self.shutdown(time.monotonic() + STOP_TIMEOUT)
+        super().stop()
+
+    def close(self) -> None:
+        self.shutdown(time.monotonic() + STOP_TIMEOUT)
+
+    def shutdown(self, deadline: float) -> None:
+        """Resign every election (so successors take over now), withdraw our Mastership
+        records, close the coordinator. Idempotent; callable from any thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._running = False
+        lifecycle.unregister(self.shutdown)
+        self._masters.clear()
+        started = time.time()
+        worker, coord = self._worker, self.coord
+        if coord is None or worker is None:
+            return
+        published = dict(self._published)
+        future = worker.submit(self._store_shutdown, coord, published)
+        try:
+            future.result(max(0.1, deadline - time.monotonic()))
+        except Exception:
+            LOG.warning("mastership: shutdown did not finish cleanly", exc_info=True)
+        worker.stop(max(0.1, deadline - time.monotonic()))
+        if self._reader is not None:
+            self._reader.stop(0)
+        LOG.info("SHUTDOWN member=%s resigned_all t=%.6f took=%.3fs", self.member_id, time.time(),
+                 time.time() - started)
+
+    def _store_shutdown(self, coord: coordination.Coordinator, published: dict[int, int]) -> None:
+        for dpid, term in published.items():
+            self._withdraw(coord, dpid, term)
+        coord.close()  # resigns every election
+
+    # ---- queries for other apps (any thread) ---------------------------------------------
+
+    def is_master(self, dpid: int) -> bool:
+        """True if this controller may program `dpid` now (see `EventMastershipChanged`)."""
+        return dpid in self._masters
+
+    def term_of(self, dpid: int) -> int | None:
+        """Our confirmed term for `dpid` while we may program it, else None."""
+        return self._masters.get(dpid)
+
+    def roles(self) -> dict[int, tuple[str, int, bool]]:
+        """dpid -> (role, term, may_program) for every connected switch (a snapshot)."""
+        return {dpid: (f.role.value, f.term, f.may_program) for dpid, f in list(self._fsms.items())}
+
+    # ---- Ryu events --------------------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev: Any) -> None:
+        dp = ev.datapath
+        dpid = dp.id
+        if dpid is None:
+            return  # died before the features reply: never was a candidate
+        now = time.monotonic()
+        if ev.state == MAIN_DISPATCHER:
+            old = self._fsms.get(dpid)
+            if old is not None and self._datapaths.get(dpid) is not dp:
+                self._run(old, old.switch_down(now))  # a reconnect that overtook DEAD
+                del self._fsms[dpid]
+            if dpid in self._fsms:
+                return
+            fsm = MastershipFSM(dpid, self.member_id, self.settings.timing,
+                                session=self._session, epoch=next(self._epochs))
+            self._fsms[dpid] = fsm
+            self._datapaths[dpid] = dp
+            LOG.info("SWITCH_UP dpid=%016x member=%s t=%.6f", dpid, self.member_id, time.time())
+            self._run(fsm, fsm.switch_up(now))
+        elif ev.state == DEAD_DISPATCHER:
+            if self._datapaths.get(dpid) is not dp:
+                return  # an old connection of a switch that has already reconnected
+            fsm = self._fsms.pop(dpid)
+            del self._datapaths[dpid]
+            LOG.info("SWITCH_DOWN dpid=%016x member=%s t=%.6f", dpid, self.member_id, time.time())
+            self._run(fsm, fsm.switch_down(now))
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _role_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        fsm = self._fsm_for(msg.datapath)
+        if fsm is None:
+            return
+        role = _ROLES.get(msg.role, Role.EQUAL)
+        LOG.info("ROLE_REPLY dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f",
+                 fsm.dpid, self.member_id, role.value, msg.generation_id, msg.xid, time.time())
+        self._run(fsm, fsm.role_reply(msg.xid, role, msg.generation_id, time.monotonic()))
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev: Any) -> None:
+        msg = ev.msg
+        fsm = self._fsm_for(msg.datapath)
+        if fsm is None:
+            return
+        now = time.monotonic()
+        if msg.type == _OFP.OFPET_ROLE_REQUEST_FAILED:
+            stale = msg.code == _OFP.OFPRRFC_STALE
+            LOG.warning("ROLE_REFUSED dpid=%016x member=%s code=%s xid=%#x t=%.6f", fsm.dpid,
+                        self.member_id, "STALE" if stale else msg.code, msg.xid, time.time())
+            self._run(fsm, fsm.role_error(msg.xid, stale, now))
+        elif msg.type == _OFP.OFPET_BAD_REQUEST and msg.code == _OFP.OFPBRC_IS_SLAVE:
+            LOG.info("IS_SLAVE dpid=%016x member=%s xid=%#x t=%.6f", fsm.dpid, self.member_id,
+                     msg.xid, time.time())
+            self._run(fsm, fsm.not_master_error(now))
+
+    def _fsm_for(self, dp: Any) -> MastershipFSM | None:
+        dpid = getattr(dp, "id", None)
+        if dpid is None or self._datapaths.get(dpid) is not dp:
+            return None
+        return self._fsms.get(dpid)
+
+    # ---- coordination callbacks (callback thread) -> private events (event loop) ----------
+
+    def _post(self, item: _Input) -> None:
+        if self._running:
+            self.send_event(self.name, item)
+
+    def _on_session(self, state: coordination.SessionState) -> None:
+        self._post(_Input("session", state=_SESSIONS[state]))
+
+    def _on_elected(self, dpid: int, epoch: int, leadership: coordination.Leadership) -> None:
+        self._post(_Input("elected", dpid, epoch, term=leadership.term))
+
+    def _on_revoked(self, dpid: int, epoch: int, leadership: coordination.Leadership) -> None:
+        self._post(_Input("revoked", dpid, epoch, term=leadership.term))
+
+    def _on_leader(self, dpid: int, leadership: coordination.Leadership | None) -> None:
+        self._post(_Input("leader", dpid, None, leadership=leadership))
+
+    def _ticker(self) -> None:
+        while self._running:
+            hub.sleep(TICK)
+            self._post(_Input("tick"))
+
+    @set_ev_cls(_Input)
+    def _input(self, ev: _Input) -> None:
+        now = time.monotonic()
+        if ev.kind == "tick":
+            for fsm in list(self._fsms.values()):
+                self._run(fsm, fsm.tick(now))
+            return
+        if ev.kind == "session":
+            self._session = ev.data["state"]
+            LOG.info("SESSION member=%s state=%s t=%.6f", self.member_id, self._session.value,
+                     time.time())
+            for fsm in list(self._fsms.values()):
+                self._run(fsm, fsm.session_changed(self._session, now))
+            return
+        fsm = self._fsms.get(ev.dpid) if ev.dpid is not None else None
+        if ev.kind == "leader_read" and self._reads.pop(ev.dpid, False) and fsm is not None:
+            self._request_read(fsm.dpid, fsm.epoch)  # asked again while this one was in flight
+        if fsm is None or (ev.epoch is not None and ev.epoch != fsm.epoch):
+            return  # for a connection that is gone
+        if ev.kind == "elected":
+            LOG.info("ELECTED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
+                     ev.data["term"], time.time())
+            self._run(fsm, fsm.elected(ev.data["term"], now))
+        elif ev.kind == "revoked":
+            LOG.info("REVOKED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
+                     ev.data["term"], time.time())
+            self._run(fsm, fsm.revoked(ev.data["term"], now))
+        elif ev.kind == "leader_read" and ev.data["failed"]:
+            self._run(fsm, fsm.leader_read_failed(now))
+        elif ev.kind in ("leader", "leader_read"):
+            lead = ev.data["leadership"]
+            self._run(fsm, fsm.leader_seen(lead and lead.member_id, lead and lead.term, now))
+        elif ev.kind == "deposed":
+            self._run(fsm, fsm.deposed(ev.data["term"], now))
+
+    # ---- performing actions ------------------------------------------------------------------
+
+    def _run(self, fsm: MastershipFSM, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendRoleRequest):
+                self._send_role_request(action)
+            elif isinstance(action, MastershipChanged):
+                self._changed(fsm, action)
+            elif isinstance(action, Campaign):
+                self._store(self._campaign, action.dpid, fsm.epoch)
+            elif isinstance(action, Resign):
+                self._store(self._resign, action.dpid, self._published.pop(action.dpid, None))
+            elif isinstance(action, ReadLeader):
+                self._request_read(action.dpid, fsm.epoch)
+
+    def _send_role_request(self, action: SendRoleRequest) -> None:
+        dp = self._datapaths.get(action.dpid)
+        if dp is None:
+            return
+        parser = dp.ofproto_parser
+        request = parser.OFPRoleRequest(dp, _ROLE_CODES[action.role], action.generation_id)
+        request.set_xid(action.xid)
+        LOG.info("ROLE_REQUEST dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f "
+                 "reason=%r", action.dpid, self.member_id, action.role.value, action.generation_id,
+                 action.xid, time.time(), action.reason)
+        dp.send_msg(request)
+
+    def _changed(self, fsm: MastershipFSM, change: MastershipChanged) -> None:
+        if change.may_program:
+            self._masters[change.dpid] = change.term
+        else:
+            self._masters.pop(change.dpid, None)
+        LOG.info("MASTERSHIP dpid=%016x member=%s role=%s term=%d may_program=%s t=%.6f "
+                 "reason=%r", change.dpid, self.member_id, change.role.value, change.term,
+                 str(change.may_program).lower(), time.time(), change.reason)
+        if change.may_program and self.settings.publish_mastership:
+            self._published[change.dpid] = change.term
+            self._store(self._publish, change.dpid, fsm.epoch, change.term)
+        elif change.role is not Role.MASTER and change.dpid in self._published:
+            # Demoted (not merely holding): the record no longer tells the truth.
+            term = self._published.pop(change.dpid)
+            self._store(lambda: self.coord and self._withdraw(self.coord, change.dpid, term))
+        self.send_event_to_observers(EventMastershipChanged(
+            change.dpid, change.role.value, change.term, change.may_program, change.reason,
+            self._datapaths.get(change.dpid)))
+
+    # ---- store work (serial worker thread) -----------------------------------------------
+
+    def _store(self, func: Callable[..., None], *args: Any) -> Future[Any] | None:
+        if self._worker is None or not self._running:
+            return None
+        return self._worker.submit(func, *args)
+
+    def _request_read(self, dpid: int, epoch: int) -> None:
+        """Read the leader of `dpid` (event loop only). One read in flight per switch; asks made
+        meanwhile are folded into one more read after it."""
+        if dpid in self._reads:
+            self._reads[dpid] = True
+            return
+        if self._reader is None or not self._running:
+            return
+        self._reads[dpid] = False
+        self._reader.submit(self._read_leader, dpid, epoch)
+
+    def _campaign(self, dpid: int, epoch: int) -> None:
+        assert self.coord is not None
+        election = self.coord.election(election_name(dpid))
+        if dpid not in self._observed:
+            self._observed.add(dpid)
+            election.add_leader_listener(functools.partial(self._on_leader, dpid))
+        try:
+            election.campaign(
+                self.settings.priority,
+                on_elected=functools.partial(self._on_elected, dpid, epoch),
+                on_revoked=functools.partial(self._on_revoked, dpid, epoch),
+            )
+        except coordination.CoordinationError as exc:
+            # Unreachable store: the coordinator re-enters the candidacy when a session is up.
+            LOG.warning("mastership: campaign for %016x failed: %s", dpid, exc)
+
+    def _resign(self, dpid: int, published_term: int | None) -> None:
+        assert self.coord is not None
+        try:
+            self.coord.election(election_name(dpid)).resign()
+        except coordination.CoordinationError as exc:
+            LOG.warning("mastership: resign for %016x failed: %s", dpid, exc)
+        if published_term is not None:
+            self._withdraw(self.coord, dpid, published_term)
+
+    def _read_leader(self, dpid: int, epoch: int) -> None:
+        assert self.coord is not None
+        try:
+            lead = self.coord.election(election_name(dpid)).leader()
+        except coordination.CoordinationError as exc:
+            LOG.info("mastership: reading the leader of %016x failed: %s", dpid, exc)
+            self._post(_Input("leader_read", dpid, epoch, failed=True))
+            return
+        self._post(_Input("leader_read", dpid, epoch, leadership=lead, failed=False))
+
+    def _publish(self, dpid: int, epoch: int, term: int) -> None:
+        assert self.coord is not None
+        record = coordination.Mastership(owner=self.member_id, term=term, dpid=dpid)
+        try:
+            self.coord.topology.put(record)
+        except coordination.StaleTermError as exc:
+            LOG.warning("mastership: %016x deposed: %s", dpid, exc)
+            self._post(_Input("deposed", dpid, epoch, term=term))
+        except coordination.CoordinationError as exc:
+            LOG.warning("mastership: publishing mastership of %016x failed: %s", dpid, exc)
+
+    def _withdraw(self, coord: coordination.Coordinator, dpid: int, term: int) -> None:
+        """Delete our Mastership record unless a successor has already replaced it."""
+        try:
+            key = f"{dpid:016x}"
+            current = coord.topology.get("mastership", key)
+            if current is not None and current.owner == self.member_id:
+                coord.topology.delete("mastership", key, term=term, domain=dpid)
+        except coordination.CoordinationError as exc:
+            LOG.info("mastership: withdrawing the mastership record of %016x: %s", dpid, exc)
+
+
+def _framework() -> str:
+    from .compat import FRAMEWORK
+
+    return FRAMEWORK
+
+
+# ---- the guard -----------------------------------------------------------------------------
+
+
+def coordinator() -> coordination.Coordinator | None:
+    """The coordinator of this process's mastership app (None until it has connected), for
+    other apps that share its session: one member, one session, per controller."""
+    app = instance()
+    return app.coord if app is not None else None
+
+
+def instance() -> Mastership | None:
+    """The running mastership app of this process, if any."""
+    return _instance or app_manager.lookup_service_brick("Mastership")
+
+
+def is_master(dpid: int) -> bool:
+    """True if this controller may program `dpid` now. False with no mastership app running."""
+    app = instance()
+    return app is not None and app.is_master(dpid)
+
+
+def _datapath_of(ev: Any) -> Any:
+    msg = getattr(ev, "msg", None)
+    found = getattr(msg, "datapath", None) or getattr(ev, "datapath", None)
+    return found or getattr(ev, "dp", None)
+
+
+def only_master(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Decorator for an event handler `(self, ev)`: run it only if we may program the event's
+    datapath (from `ev.msg.datapath`, `ev.datapath` or `ev.dp`). Order with `@set_ev_cls` does
+    not matter."""
+
+    @functools.wraps(handler)
+    def guarded(self: Any, ev: Any) -> Any:
+        dp = _datapath_of(ev)
+        if dp is None or dp.id is None or not is_master(dp.id):
+            return None
+        return handler(self, ev)
+
+    return guarded
+
+
+def send_if_master(datapath: Any, msg: Any) -> bool:
+    """Send `msg` only if we may program `datapath`; returns whether it was sent."""
+    if datapath.id is None or not is_master(datapath.id):
+        return False
+    datapath.send_msg(msg)
+    return True
