@@ -1,0 +1,113 @@
+"""Grace-period garbage collection of switches nobody owns: pure decisions, no I/O.
+
+A switch's records (its `Switch`, its `Mastership`, every link with an end on it, the hosts on
+it) outlive its master on purpose: after a crash the successor adopts them, so failover shows no
+gap. But when *no* controller takes the switch over (it was unplugged, or every controller lost
+it), they would live forever. `Janitor.plan()` finds such switches and, once one has stayed
+unowned for `grace_period` seconds, deletes its records.
+
+"Owned" means: the switch's `Mastership` record exists and its owner is a live member (the
+mastership app withdraws the record when it resigns, and a crashed owner drops out of the member
+list when its session expires). With `publish_mastership = false` there are no Mastership records;
+then a switch counts as owned while the owner of its `Switch` record is a live member.
+
+Every delete is fenced with the term of the record as the janitor saw it, so a record that a new
+master re-published meanwhile (under a newer term) is never removed. Exactly one controller runs
+the janitor at a time (the leader of the `topology-janitor` election); running it on several
+would only cost duplicate reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from coordination.records import Host, Link, Mastership, Record, Switch
+
+from .topology_publisher import Delete
+
+#: `Janitor(ownership=...)`: how to tell that a switch is owned.
+BY_MASTERSHIP = "mastership"
+BY_SWITCH_OWNER = "switch-owner"
+
+
+class StoredDomains(Protocol):
+    """What the janitor reads from the view (`TopologyView` implements it)."""
+
+    def domains(self) -> set[int]: ...
+
+    def switch(self, dpid: int) -> Switch | None: ...
+
+    def mastership(self, dpid: int) -> Mastership | None: ...
+
+    def links_at(self, dpid: int) -> list[Link]: ...
+
+    def hosts_on(self, dpid: int) -> list[Host]: ...
+
+
+class Janitor:
+    """Tracks since when each switch is unowned; `plan()` returns the deletes that are due."""
+
+    def __init__(self, grace_period: float, ownership: str = BY_MASTERSHIP) -> None:
+        if grace_period < 0:
+            raise ValueError(f"grace_period must be >= 0, got {grace_period!r}")
+        if ownership not in (BY_MASTERSHIP, BY_SWITCH_OWNER):
+            raise ValueError(f"ownership must be {BY_MASTERSHIP!r} or {BY_SWITCH_OWNER!r}")
+        self.grace_period = grace_period
+        self.ownership = ownership
+        self._unowned_since: dict[int, float] = {}
+
+    def owned(self, stored: StoredDomains, dpid: int, live: set[str]) -> bool:
+        if self.ownership == BY_MASTERSHIP:
+            record: Record | None = stored.mastership(dpid)
+        else:
+            record = stored.switch(dpid)
+        return record is not None and record.owner in live
+
+    def plan(self, stored: StoredDomains, live: Iterable[str], now: float) -> list[Delete]:
+        """Deletes for every switch unowned for at least the grace period (retried at every
+        call until the records are gone)."""
+        live_set = set(live)
+        domains = stored.domains()
+        for dpid in list(self._unowned_since):
+            if dpid not in domains:
+                del self._unowned_since[dpid]
+        out: list[Delete] = []
+        for dpid in sorted(domains):
+            if self.owned(stored, dpid, live_set):
+                self._unowned_since.pop(dpid, None)
+                continue
+            since = self._unowned_since.setdefault(dpid, now)
+            if now - since >= self.grace_period:
+                out.extend(self._deletes(stored, dpid))
+        return out
+
+    def ownership_written(self, record: Record) -> None:
+        """The store reported a write of `record`. A master just wrote its ownership record
+        (`Mastership`, or `Switch` in switch-owner mode), so the switch was owned at that
+        moment, even if it is unowned again by the next pass: its grace period starts over.
+        (Passes alone would miss an ownership shorter than the time between two of them.)"""
+        kind = Mastership if self.ownership == BY_MASTERSHIP else Switch
+        if isinstance(record, kind):
+            self._unowned_since.pop(record.dpid, None)
+
+    def unowned(self) -> dict[int, float]:
+        """dpid -> since when (monotonic) it has been unowned."""
+        return dict(self._unowned_since)
+
+    def next_deadline(self) -> float | None:
+        """When the next switch's grace period ends."""
+        if not self._unowned_since:
+            return None
+        return min(self._unowned_since.values()) + self.grace_period
+
+    @staticmethod
+    def _deletes(stored: StoredDomains, dpid: int) -> list[Delete]:
+        records: list[Record] = []
+        for record in (stored.switch(dpid), stored.mastership(dpid)):
+            if record is not None:
+                records.append(record)
+        records.extend(stored.links_at(dpid))
+        records.extend(stored.hosts_on(dpid))
+        reason = "switch unowned for the grace period"
+        return [Delete(record, record.term, dpid, reason) for record in records]

@@ -1,0 +1,184 @@
+"""The global view: store events in, visible changes out (no Ryu, no store)."""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from coordination.records import Host, Link, Mastership, Port, Switch, record_path
+from coordination.topology import Change, Snapshot
+from ryu_integration.topology_view import (
+    HostAdded,
+    HostMoved,
+    HostRemoved,
+    HostUpdated,
+    LinkAdded,
+    LinkRemoved,
+    MasterChanged,
+    PortAdded,
+    PortModified,
+    PortRemoved,
+    SwitchAdded,
+    SwitchUpdated,
+    TopologyView,
+    describe,
+)
+
+
+def sw(dpid: int, *ports: int, down: tuple[int, ...] = (), owner: str = "c1", term: int = 5,
+       address: str = "127.0.0.1:1") -> Switch:
+    return Switch(owner=owner, term=term, dpid=dpid, address=address,
+                  ports=tuple(Port(p, f"p{p}", up=p not in down) for p in ports))
+
+
+def ln(s: int, sp: int, d: int, dp: int, owner: str = "c1", term: int = 5) -> Link:
+    return Link(owner=owner, term=term, src_dpid=s, src_port=sp, dst_dpid=d, dst_port=dp)
+
+
+def host(mac: str, dpid: int, port: int, *ips: str, owner: str = "c1", term: int = 5) -> Host:
+    return Host(owner=owner, term=term, mac=mac, ips=ips, dpid=dpid, port_no=port)
+
+
+def put(view: TopologyView, record, previous=None):
+    kind, _, key = record_path(record).partition("/")
+    return view.apply(Change("put", kind, key, record, previous))
+
+
+def delete(view: TopologyView, record):
+    kind, _, key = record_path(record).partition("/")
+    return view.apply(Change("delete", kind, key, None, record))
+
+
+def kinds(changes) -> list[str]:
+    return [type(c).__name__ for c in changes]
+
+
+def test_snapshot_builds_the_view_and_emits_additions_in_order() -> None:
+    view = TopologyView()
+    records = (ln(1, 1, 2, 1), sw(1, 1, 2), sw(2, 1), host("00:00:00:00:00:0a", 1, 2, "10.0.0.1"),
+               Mastership(owner="c1", term=5, dpid=1))
+    changes = view.apply(Snapshot(records))
+    assert kinds(changes) == ["SwitchAdded", "SwitchAdded", "LinkAdded", "HostAdded",
+                              "MasterChanged"]
+    topo = view.topology()
+    assert set(topo.switches) == {1, 2}
+    assert [(lk.src_dpid, lk.dst_dpid) for lk in topo.links] == [(1, 2)]
+    assert set(topo.hosts) == {"00:00:00:00:00:0a"}
+    assert topo.master_of(1) == "c1" and topo.master_of(2) is None
+
+
+def test_link_is_visible_only_with_both_ports_present_and_up() -> None:
+    view = TopologyView()
+    assert put(view, ln(1, 1, 2, 1)) == []  # no switches yet: hidden
+    assert view.topology().hidden_links and not view.topology().links
+    assert put(view, sw(1, 1)) == [SwitchAdded(sw(1, 1))]
+    changes = put(view, sw(2, 1))
+    assert kinds(changes) == ["SwitchAdded", "LinkAdded"]
+    # the port goes down: the link disappears before the port changes
+    changes = put(view, sw(2, 1, down=(1,)), sw(2, 1))
+    assert kinds(changes) == ["LinkRemoved", "PortModified"]
+    changes = put(view, sw(2, 1), sw(2, 1, down=(1,)))
+    assert kinds(changes) == ["PortModified", "LinkAdded"]
+    # the port is deleted
+    changes = put(view, sw(2), sw(2, 1))
+    assert kinds(changes) == ["LinkRemoved", "PortRemoved"]
+    assert isinstance(changes[1], PortRemoved) and changes[1].port.port_no == 1
+
+
+def test_switch_removal_removes_its_links_and_hosts_first() -> None:
+    view = TopologyView()
+    view.apply(Snapshot((sw(1, 1, 2), sw(2, 1), ln(1, 1, 2, 1), ln(2, 1, 1, 1),
+                         host("00:00:00:00:00:0b", 1, 2))))
+    changes = delete(view, sw(1, 1, 2))
+    assert kinds(changes) == ["HostRemoved", "LinkRemoved", "LinkRemoved", "SwitchRemoved"]
+    # the records are still there, hidden: the switch coming back shows them again
+    changes = put(view, sw(1, 1, 2))
+    assert kinds(changes) == ["SwitchAdded", "LinkAdded", "LinkAdded", "HostAdded"]
+
+
+def test_owner_or_term_changes_alone_are_silent() -> None:
+    view = TopologyView()
+    view.apply(Snapshot((sw(1, 1), sw(2, 1), ln(1, 1, 2, 1), host("00:00:00:00:00:0c", 1, 1))))
+    assert put(view, sw(1, 1, owner="c2", term=9), sw(1, 1)) == []
+    assert put(view, ln(1, 1, 2, 1, owner="c2", term=9), ln(1, 1, 2, 1)) == []
+    assert put(view, host("00:00:00:00:00:0c", 1, 1, owner="c2", term=9)) == []
+    topo = view.topology()
+    assert topo.switches[1].owner == "c2" and topo.links[0].term == 9
+
+
+def test_ports_added_modified_removed_and_address() -> None:
+    view = TopologyView()
+    put(view, sw(1, 1, 2))
+    changes = put(view, sw(1, 2, 3, down=(2,), address="127.0.0.1:2"))
+    assert changes == [
+        PortRemoved(1, Port(1, "p1")),
+        PortModified(1, Port(2, "p2", up=False), Port(2, "p2")),
+        PortAdded(1, Port(3, "p3")),
+        SwitchUpdated(sw(1, 2, 3, down=(2,), address="127.0.0.1:2"), sw(1, 1, 2)),
+    ]
+
+
+def test_hosts_added_moved_updated_removed() -> None:
+    view = TopologyView()
+    view.apply(Snapshot((sw(1, 1, 2), sw(2, 1))))
+    mac = "00:00:00:00:00:01"
+    assert put(view, host(mac, 1, 2)) == [HostAdded(host(mac, 1, 2))]
+    assert put(view, host(mac, 1, 2, "10.0.0.1")) == [
+        HostUpdated(host(mac, 1, 2, "10.0.0.1"), host(mac, 1, 2))]
+    assert put(view, host(mac, 2, 1, "10.0.0.1")) == [
+        HostMoved(host(mac, 2, 1, "10.0.0.1"), host(mac, 1, 2, "10.0.0.1"))]
+    # a host on a port that does not exist is hidden
+    assert put(view, host(mac, 2, 7)) == [HostRemoved(host(mac, 2, 1, "10.0.0.1"))]
+    assert view.topology().hosts == {}
+    assert delete(view, host(mac, 2, 7)) == []
+
+
+def test_mastership_changes() -> None:
+    view = TopologyView()
+    m1, m2 = Mastership(owner="c1", term=3, dpid=1), Mastership(owner="c2", term=8, dpid=1)
+    assert put(view, m1) == [MasterChanged(1, m1, None)]
+    assert put(view, m2) == [MasterChanged(1, m2, m1)]
+    assert delete(view, m2) == [MasterChanged(1, None, m2)]
+
+
+def test_resync_snapshot_emits_only_the_difference() -> None:
+    view = TopologyView()
+    view.apply(Snapshot((sw(1, 1), sw(2, 1), ln(1, 1, 2, 1))))
+    changes = view.apply(Snapshot((sw(1, 1), sw(2, 1), ln(2, 1, 1, 1), sw(3)), resync=True))
+    assert changes == [LinkRemoved(ln(1, 1, 2, 1)), SwitchAdded(sw(3)), LinkAdded(ln(2, 1, 1, 1))]
+    assert view.resyncs == 1 and view.snapshots == 2
+
+
+def test_graph_for_path_computation() -> None:
+    view = TopologyView()
+    records = [sw(d, 1, 2, 3) for d in (1, 2, 3)]
+    records += [ln(1, 1, 2, 1), ln(2, 1, 1, 1), ln(2, 2, 3, 1), ln(3, 1, 2, 2),
+                ln(1, 2, 2, 3), host("00:00:00:00:00:0d", 3, 3)]
+    view.apply(Snapshot(tuple(records)))
+    g = view.topology().graph()
+    assert nx.shortest_path(g, 1, 3) == [1, 2, 3]
+    assert g.edges[1, 2]["src_port"] == 1 and g.edges[1, 2]["links"] == [(1, 1), (2, 3)]
+    gh = view.topology().graph(hosts=True)
+    assert nx.shortest_path(gh, 1, "00:00:00:00:00:0d") == [1, 2, 3, "00:00:00:00:00:0d"]
+    assert gh.edges[3, "00:00:00:00:00:0d"]["port"] == 3
+
+
+def test_to_dict_is_json_ready_and_accessors() -> None:
+    import json
+
+    view = TopologyView()
+    view.apply(Snapshot((sw(1, 1), sw(2, 1), ln(1, 1, 2, 1), ln(2, 1, 1, 1),
+                         host("00:00:00:00:00:0e", 1, 1))))
+    data = json.loads(json.dumps(view.topology().to_dict()))
+    assert [s["dpid"] for s in data["switches"]] == [1, 2]
+    assert len(data["links"]) == 2 and data["hosts"][0]["mac"] == "00:00:00:00:00:0e"
+    assert [lk.key for lk in view.links_to(2)] == [ln(1, 1, 2, 1).key]
+    assert len(view.links_at(1)) == 2
+    assert view.link_ports() == {(1, 1), (2, 1)}
+    assert view.domains() == {1, 2}
+    assert len(view) == 5
+    assert view.host("00:00:00:00:00:0E") is not None
+
+
+def test_describe_is_short() -> None:
+    assert describe(LinkAdded(ln(1, 1, 2, 1))) == f"LinkAdded {ln(1, 1, 2, 1).key}"
+    assert describe(MasterChanged(1, None, None)).startswith("MasterChanged 0000000000000001")
