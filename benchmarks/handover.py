@@ -8,7 +8,8 @@ resigns and we time from just before its resign call to the successor's elected 
   tooz-zookeeper   tooz's coordinator on the same ZooKeeper (polls run_watchers())
 
 Usage: python benchmarks/handover.py [--trials 30] [--zookeeper HOST:PORT] [--etcd HOST:PORT]
-       [--embedded DIR]. Without --zookeeper a private ZooKeeper is started (Debian package).
+       [--embedded DIR]. Without --zookeeper / --etcd, private servers are started (Debian
+       packages zookeeper, etcd-server) and stopped afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -198,8 +200,15 @@ def main() -> None:
             zk = server.hosts
         contenders = [("ours", f"zookeeper://{zk}/bench", "ours/zookeeper"),
                       ("kazoo-recipe", zk, "kazoo-recipe")]
-        if args.etcd:
-            contenders.append(("ours", f"etcd3://{args.etcd}/bench", "ours/etcd3"))
+        etcd = args.etcd
+        if not etcd and shutil.which("etcd"):
+            from tests.servers.etcd import EtcdServer
+
+            etcd_server = stack.enter_context(EtcdServer())
+            etcd_server.start()
+            etcd = etcd_server.endpoint
+        if etcd:
+            contenders.append(("ours", f"etcd3://{etcd}/bench", "ours/etcd3"))
         embedded = args.embedded or stack.enter_context(tempfile.TemporaryDirectory())
         import coordination
 
