@@ -53,6 +53,8 @@ class LearningSwitch(RyuApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mac_to_port: dict[int, dict[str, int]] = {}
+        #: (dpid, barrier xid) -> term of a resync waiting for the switch to confirm it
+        self._resyncs: dict[tuple[int, int], int] = {}
         options = self.CONF.learning_switch
         self.idle_timeout = options.flow_idle_timeout
         self.trace = options.trace
@@ -82,8 +84,20 @@ class LearningSwitch(RyuApp):
             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
         actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
         self._add_flow(dp, 0, parser.OFPMatch(), actions)
-        self.logger.info("LEARNING_SWITCH dpid=%016x member=%s resynced term=%d t=%.6f",
-                         ev.dpid, self._member(), ev.term, time.time())
+        # The resync is in effect only once the switch has applied both flow-mods: a packet
+        # handled between the delete and the add is dropped (fail-mode secure). A barrier
+        # tells us when; until its reply, traffic may still meet the old flows.
+        barrier = parser.OFPBarrierRequest(dp)
+        if send_if_master(dp, barrier):
+            self._resyncs[(ev.dpid, barrier.xid)] = ev.term
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev: Any) -> None:
+        dpid = ev.msg.datapath.id
+        term = self._resyncs.pop((dpid, ev.msg.xid), None)
+        if term is not None:
+            self.logger.info("LEARNING_SWITCH dpid=%016x member=%s resynced term=%d t=%.6f",
+                             dpid, self._member(), term, time.time())
 
     # ---- the switch ------------------------------------------------------------------------
 
