@@ -20,12 +20,12 @@ import logging
 import os
 import re
 import stat
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from coordination.errors import BadURLError, ConfigurationError, OperationTimeoutError
+from coordination.runtime import eventlet_patched
 from coordination.urls import BackendURL
 
 LOG = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def wait_for_lock(fd: int, on_acquired: Callable[[int], None], name: str) -> Cal
 
 
 def _blocking_flock(fd: int) -> None:
-    eventlet = sys.modules.get("eventlet")
-    if eventlet is not None and eventlet.patcher.is_monkey_patched("thread"):
+    if eventlet_patched():
         from eventlet import tpool
 
         tpool.execute(fcntl.flock, fd, fcntl.LOCK_EX)

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from coordination.errors import (
 )
 from coordination.options import Option
 from coordination.retry import retrying
+from coordination.runtime import eventlet_patched
 from coordination.store import RecordStoreDriver
 from coordination.types import MemberInfo, SessionState
 from coordination.urls import BackendURL
@@ -68,13 +68,6 @@ DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "/coordination"
 TRANSPORTS = ("auto", "grpc", "gateway")
 T = TypeVar("T")
-
-
-def eventlet_patched() -> bool:
-    """True in a process whose threading eventlet has monkey-patched (e.g. ryu-manager)."""
-    eventlet = sys.modules.get("eventlet")
-    patcher = getattr(eventlet, "patcher", None)
-    return bool(patcher) and bool(patcher.is_monkey_patched("thread"))
 
 
 def choose_transport(requested: str) -> str:
@@ -392,4 +385,4 @@ class EtcdCoordinator(Coordinator):
                 "session": self.session_state.value}
 
 
-__all__ = ["EtcdCoordinator", "choose_transport", "eventlet_patched", "make_client"]
+__all__ = ["EtcdCoordinator", "choose_transport", "make_client"]

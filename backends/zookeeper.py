@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -55,6 +54,7 @@ from coordination.errors import (
 )
 from coordination.options import Option
 from coordination.retry import retrying
+from coordination.runtime import eventlet_patched
 from coordination.store import (
     RawChange,
     RawEvent,
@@ -76,14 +76,9 @@ _RETRIED = (ConnectionLoss,)  # a call that hit its deadline is not retried: it 
 _RANK_DIGITS = len(str(MAX_PRIORITY))
 
 
-def _eventlet_patched() -> bool:
-    eventlet = sys.modules.get("eventlet")
-    return bool(eventlet) and eventlet.patcher.is_monkey_patched("thread")
-
-
 def _make_handler(kind: str) -> Any:
     if kind == "auto":
-        kind = "eventlet" if _eventlet_patched() else "threading"
+        kind = "eventlet" if eventlet_patched() else "threading"
     if kind == "eventlet":
         from kazoo.handlers.eventlet import SequentialEventletHandler
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -314,3 +314,72 @@ def clean_env(
     if extra:
         env.update(extra)
     return env
+
+
+class ServerGroup:
+    """What a 3-member ZooKeeper ensemble and etcd cluster share: member-wise stop, kill and
+    restart, the leader wait, and ownership of the temp dir. Subclasses set `members`,
+    `base_dir` and `_owns_dir`, and implement `start`, `stop`, `wait_serving`,
+    `start_member` and `leader_index`."""
+
+    members: list
+    base_dir: Path
+    _owns_dir: bool
+    #: Default seconds `restart` waits for the group to serve again.
+    restart_timeout = 30.0
+
+    def start(self, timeout: float = 30.0) -> float:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def wait_serving(self, timeout: float = 30.0) -> float:
+        raise NotImplementedError
+
+    def leader_index(self) -> int | None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL every member."""
+        for member in self.members:
+            member.kill()
+
+    def restart(self, timeout: float | None = None) -> float:
+        """Stop all members, start them again on the same ports/data; returns seconds to serving."""
+        self.stop()
+        t0 = time.monotonic()
+        for member in self.members:
+            member.launch()
+        self.wait_serving(timeout or self.restart_timeout)
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        """Stop everything and remove the temp dir if this object created it."""
+        self.stop()
+        if self._owns_dir:
+            remove_temp_dir(self.base_dir)
+
+    def stop_member(self, i: int, timeout: float = 10.0) -> int | None:
+        """Gracefully stop member ``i`` and wait for its PID; returns its exit status."""
+        return self.members[i].stop(timeout)
+
+    def kill_member(self, i: int) -> int | None:
+        """SIGKILL member ``i`` and wait for its PID to be gone."""
+        return self.members[i].kill()
+
+    def wait_leader(self, timeout: float = 30.0) -> int:
+        """Wait (bounded) until the running members serve with one leader; return its index."""
+        self.wait_serving(timeout)
+        idx = self.leader_index()
+        if idx is None:
+            raise ServerStartTimeout(f"{type(self).__name__}: the leader vanished right after "
+                                     "the group settled")
+        return idx
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

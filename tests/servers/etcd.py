@@ -26,7 +26,7 @@ from ._process import (
     LOOPBACK,
     ManagedProcess,
     ServerError,
-    ServerStartTimeout,
+    ServerGroup,
     clean_env,
     free_ports,
     make_temp_dir,
@@ -588,7 +588,7 @@ def _b64(text: str) -> str:
 
 
 # -- a cluster --------------------------------------------------------------------------------
-class EtcdCluster:
+class EtcdCluster(ServerGroup):
     """A ``size``-member (default 3) etcd cluster on loopback (heartbeat 100 ms, election 1 s)."""
 
     def __init__(
@@ -699,34 +699,6 @@ class EtcdCluster:
         for i in order:
             self.members[i].stop(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL every member."""
-        for m in self.members:
-            m.kill()
-
-    def restart(self, timeout: float = 30.0) -> float:
-        """Stop all and start again on the same ports/data; returns seconds to serving."""
-        self.stop()
-        t0 = time.monotonic()
-        for m in self.members:
-            m.launch()
-        self.wait_serving(timeout)
-        return time.monotonic() - t0
-
-    def close(self) -> None:
-        """Stop all members and remove the temp dir if this object created it."""
-        self.stop()
-        if self._owns_dir:
-            remove_temp_dir(self.base_dir)
-
-    def stop_member(self, i: int, timeout: float = 10.0) -> int | None:
-        """Gracefully stop member ``i`` (etcd hands leadership over first); waits for the PID."""
-        return self.members[i].stop(timeout)
-
-    def kill_member(self, i: int) -> int | None:
-        """SIGKILL member ``i`` and wait for the PID to be gone."""
-        return self.members[i].kill()
-
     def start_member(self, i: int, timeout: float = 30.0, wait: bool = True) -> float:
         """Start member ``i`` again (same ports/data; any old process is stopped first)."""
         m = self.members[i]
@@ -749,21 +721,6 @@ class EtcdCluster:
             if str(st.get("leader")) == str(st["header"]["member_id"]):
                 return i
         return None
-
-    def wait_leader(self, timeout: float = 30.0) -> int:
-        """Wait (bounded) until the running members serve with one leader; return its index."""
-        self.wait_serving(timeout)
-        idx = self.leader_index()
-        if idx is None:
-            raise ServerStartTimeout("etcd leader vanished right after the cluster settled")
-        return idx
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<EtcdCluster {self.endpoints}>"

@@ -20,7 +20,7 @@ from ._process import (
     LOOPBACK,
     ManagedProcess,
     ServerError,
-    ServerStartTimeout,
+    ServerGroup,
     free_ports,
     make_temp_dir,
     remove_temp_dir,
@@ -262,12 +262,14 @@ class ZooKeeperServer:
         return f"<ZooKeeperServer {self.hosts} pid={self.pid} running={self.running}>"
 
 
-class ZooKeeperEnsemble:
+class ZooKeeperEnsemble(ServerGroup):
     """A ``size``-node (default 3) ZooKeeper quorum on loopback, one JVM per member.
 
     ``members[i]`` is a :class:`ZooKeeperServer` (myid ``i + 1``). Members can be stopped,
     killed and started again individually with the same ports and data.
     """
+
+    restart_timeout = 60.0
 
     def __init__(
         self,
@@ -369,34 +371,6 @@ class ZooKeeperEnsemble:
         for member in self.members:
             member.stop(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL every member."""
-        for member in self.members:
-            member.kill()
-
-    def restart(self, timeout: float = 60.0) -> float:
-        """Stop all members, start them again on the same ports/data; returns seconds to serving."""
-        self.stop()
-        t0 = time.monotonic()
-        for member in self.members:
-            member.launch()
-        self.wait_serving(timeout)
-        return time.monotonic() - t0
-
-    def close(self) -> None:
-        """Stop everything and remove the temp dir if this object created it."""
-        self.stop()
-        if self._owns_dir:
-            remove_temp_dir(self.base_dir)
-
-    def stop_member(self, i: int, timeout: float = 10.0) -> int | None:
-        """Gracefully stop member ``i``; returns its exit status."""
-        return self.members[i].stop(timeout)
-
-    def kill_member(self, i: int) -> int | None:
-        """SIGKILL member ``i``."""
-        return self.members[i].kill()
-
     def start_member(self, i: int, timeout: float = 30.0, wait: bool = True) -> float:
         """Start member ``i`` again (same ports/data); by default wait until it serves."""
         t0 = time.monotonic()
@@ -411,21 +385,6 @@ class ZooKeeperEnsemble:
             if member.running and member.mode() == "leader":
                 return i
         return None
-
-    def wait_leader(self, timeout: float = 30.0) -> int:
-        """Wait (bounded) for a serving leader among running members; return its index."""
-        self.wait_serving(timeout)
-        idx = self.leader_index()
-        if idx is None:
-            raise ServerStartTimeout("leader vanished right after the ensemble settled")
-        return idx
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<ZooKeeperEnsemble {self.hosts}>"
