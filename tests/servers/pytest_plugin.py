@@ -16,7 +16,6 @@ tests/conftest.py (pytest accepts ``pytest_plugins`` only in a top-level conftes
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.requirements import require_tool
 
 from .etcd import EtcdCluster, EtcdServer
 from .ovs import OVS_TOOLS, SCHEMA_CANDIDATES, OvsInstance
@@ -48,28 +49,6 @@ __all__ = [
 
 #: (what, seconds) of every server start done by these fixtures, shown in the terminal summary.
 STARTUP_TIMES: list[tuple[str, float]] = []
-
-
-def in_ci() -> bool:
-    """True when the environment variable CI is ``true`` (as GitHub Actions and others set)."""
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def require_tool(name: str, package: str) -> str:
-    """Return the path of binary/file ``name``; if missing skip the test (fail under CI=true).
-
-    ``name`` is a command looked up on PATH (and the sbin dirs) or an absolute file path.
-    """
-    if os.path.isabs(name):
-        found = name if os.path.exists(name) else None
-    else:
-        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
-    if found:
-        return found
-    reason = f"{name} not found: install the Debian package '{package}'"
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: missing tools are an error, not a skip)", pytrace=False)
-    pytest.skip(reason)
 
 
 def _require_zookeeper() -> None:
