@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--zookeeper", help="HOST:PORT of a running ZooKeeper")
     parser.add_argument("--etcd", help="HOST:PORT of a running etcd (adds ours/etcd3)")
     parser.add_argument("--embedded", help="directory for the embedded driver (adds ours/embedded)")
+    parser.add_argument("--only", help="comma-separated contender labels to run "
+                        "(default: all; kazoo-recipe is always run, it is the baseline)")
     args = parser.parse_args()
     with ExitStack() as stack:
         zk = args.zookeeper
@@ -220,6 +222,9 @@ def main() -> None:
             contenders.append(("tooz-zookeeper", zk, "tooz-zookeeper"))
         except ImportError:
             print("(tooz not installed: pip install tooz to compare with it)")
+        if args.only:
+            wanted = set(args.only.split(",")) | {"kazoo-recipe"}
+            contenders = [c for c in contenders if c[2] in wanted]
         results = {}
         for kind, target, label in contenders:
             results[label] = run_contender(kind, target, args.trials)
