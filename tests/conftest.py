@@ -17,7 +17,10 @@ def _backend_of(nodeid: str) -> str | None:
     if not nodeid.startswith("tests/conformance/"):
         return None
     parts = nodeid.split("::")
-    return parts[1].removeprefix("Test") if len(parts) > 2 else parts[0]
+    if len(parts) > 2:
+        return parts[1].removeprefix("Test")
+    module = parts[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+    return f"{module} (module tests)"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
