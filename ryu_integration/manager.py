@@ -232,9 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         import eventlet
 
         eventlet.monkey_patch()  # before anything creates threads or locks
-    if chosen == frameworks.RYU:
-        return _run_ryu(args)
-    return _run_os_ken(args)
+    from coordination import CoordinationError
+
+    try:
+        if chosen == frameworks.RYU:
+            return _run_ryu(args)
+        return _run_os_ken(args)
+    except CoordinationError as exc:
+        # a bad backend_url, an unreachable server, refused credentials: say it in one line
+        print(f"coord-manager: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

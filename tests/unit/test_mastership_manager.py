@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 from oslo_config import cfg
 
 from ryu_integration import frameworks, lifecycle
 from ryu_integration.manager import find_apps, import_apps, pop_framework
+from tests.requirements import missing
 
 
 def ryu_like_conf() -> cfg.ConfigOpts:
@@ -129,3 +134,22 @@ def test_an_app_of_the_other_framework_is_named():
     stub = types.SimpleNamespace(other_framework_loaded=lambda: "ryu", FRAMEWORK="os-ken")
     with pytest.raises(SystemExit, match="--framework ryu"):
         _import_apps_checked(["app"], ryu_like_conf(), lambda n: types.ModuleType(n), stub)
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("nosuch://x", "no coordination backend named 'nosuch'"),
+    ("embedded://somehost/dir", "names a host ('somehost')"),
+])
+def test_a_bad_backend_is_one_clear_line_and_exit_2(tmp_path, url: str, fragment: str) -> None:
+    if not frameworks.installed(frameworks.OS_KEN):
+        missing("os-ken is not installed (pip install -e '.[os-ken]')")
+    exe = shutil.which("coord-manager", path=str(Path(sys.executable).parent))
+    conf = tmp_path / "ryu.conf"
+    conf.write_text(f"[coordination]\nbackend_url = {url}\n")
+    out = subprocess.run([exe, "--framework", "os-ken", "--config-file", str(conf),
+                          "--ofp-tcp-listen-port", "0", "ryu_integration.mastership"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("coord-manager: error:") and fragment in last
