@@ -96,7 +96,9 @@ def test_every_controller_sees_the_whole_network(cluster) -> None:
         wait_for(lambda n=node: n.links() == want, what=f"{node.coord.member_id} links")
     topo = c3.runtime.topology()  # the standby: it discovered nothing itself
     assert set(topo.switches) == {1, 2} and topo.master_of(1) == "c1"
-    assert {type(c).__name__ for c in c3.changes} >= {"SwitchAdded", "LinkAdded"}
+    # the view is updated before its changes are handed to the app: wait for those too
+    wait_for(lambda: {type(c).__name__ for c in c3.changes} >= {"SwitchAdded", "LinkAdded"},
+             what="c3's SwitchAdded and LinkAdded changes")
     # one write per record, and none again while nothing changes
     puts = c1.runtime.stats["puts"]
     c1.runtime.link_added((2, 1, 1, 1))
