@@ -10,6 +10,7 @@ the controllers' own timestamped lines are the only precise clock for failover.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -325,3 +326,17 @@ def wait_settled(controllers: list[Controller], dpids: Iterable[int],
 
     return wait_until(check, timeout, f"one master and slaves for {len(dpids)} switches",
                       controllers)
+
+
+def print_measurements(config: Any, title: str, measured: list[tuple[str, float]]) -> None:
+    """Write a module's measured times (from the controllers' logs) to the terminal, past
+    pytest's output capture, so every run shows its figures."""
+    plugins = config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if not measured or reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line("")
+        reporter.write_sep("-", title)
+        for what, seconds in measured:
+            reporter.write_line(f"{what:<72} {seconds * 1000:8.1f} ms")

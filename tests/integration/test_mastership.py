@@ -8,7 +8,6 @@ are measured from those timestamps and printed (run with -s to see them).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -24,6 +23,7 @@ from tests.servers._process import free_ports
 from .ryu_helpers import (
     FRAMEWORKS,
     Controller,
+    print_measurements,
     require_framework,
     settled,
     wait_settled,
@@ -167,17 +167,9 @@ def _record(what: str, seconds: float) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_measurements(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Print every failover time measured in this module, after its last test."""
+    """Print every time measured in this module, after its last test."""
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if not MEASURED or reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_sep("-", "mastership failover times (from the controllers' logs)")
-        for what, seconds in MEASURED:
-            reporter.write_line(f"{what:<72} {seconds * 1000:8.1f} ms")
+    print_measurements(request.config, "mastership failover times (from the controllers' logs)", MEASURED)
 
 
 def _master_record(c: Controller, dpid: int, since: int = 0) -> Any:

@@ -15,7 +15,6 @@ Waits are bounded and event-driven (re-checked on every log line of any controll
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -31,7 +30,14 @@ import coordination
 from tests.servers._process import free_ports
 from tests.servers.ovs import _atom
 
-from .ryu_helpers import FRAMEWORKS, Controller, require_framework, wait_settled, wait_until
+from .ryu_helpers import (
+    FRAMEWORKS,
+    Controller,
+    print_measurements,
+    require_framework,
+    wait_settled,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -197,16 +203,9 @@ def controllers(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_measurements(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print every time measured in this module, after its last test."""
     yield
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if not MEASURED or reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_sep("-", "topology sync times (from the controllers' logs)")
-        for what, seconds in MEASURED:
-            reporter.write_line(f"{what:<72} {seconds * 1000:8.1f} ms")
+    print_measurements(request.config, "topology sync times (from the controllers' logs)", MEASURED)
 
 
 def _record(what: str, seconds: float) -> None:

@@ -16,6 +16,7 @@ tests/conftest.py (pytest accepts ``pytest_plugins`` only in a top-level conftes
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -91,29 +92,35 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{what:<28} {seconds:6.2f} s")
 
 
+
+@contextlib.contextmanager
+def _running(server: Any, what: str) -> Iterator[Any]:
+    """Start `server` (timing it for the summary), and close it whatever happens."""
+    try:
+        _timed(what, server.start)
+        yield server
+    finally:
+        server.close()
+
 # -- ZooKeeper --------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
     """A standalone ZooKeeper (tickTime 500 ms: sessions down to 1 s) shared by the session."""
     _require_zookeeper()
-    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"))
-    try:
-        _timed("zookeeper (single)", server.start)
+    with _running(
+        ZooKeeperServer(tmp_path_factory.mktemp("zookeeper")), "zookeeper (single)"
+    ) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
 def zookeeper_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperEnsemble]:
     """A 3-node ZooKeeper quorum on loopback, shared by one test module."""
     _require_zookeeper()
-    ensemble = ZooKeeperEnsemble(tmp_path_factory.mktemp("zk-ensemble"))
-    try:
-        _timed("zookeeper (3-node ensemble)", ensemble.start)
+    with _running(
+        ZooKeeperEnsemble(tmp_path_factory.mktemp("zk-ensemble")), "zookeeper (3-node ensemble)"
+    ) as ensemble:
         yield ensemble
-    finally:
-        ensemble.close()
 
 
 @pytest.fixture
@@ -140,24 +147,18 @@ def zookeeper_factory(tmp_path: Path) -> Iterator[Callable[..., ZooKeeperServer]
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     """A single-member etcd (plain http, no auth) shared by the session."""
     _require_etcd()
-    server = EtcdServer(tmp_path_factory.mktemp("etcd"))
-    try:
-        _timed("etcd (single)", server.start)
+    with _running(EtcdServer(tmp_path_factory.mktemp("etcd")), "etcd (single)") as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
 def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """A 3-member etcd cluster (heartbeat 100 ms, election timeout 1 s), shared by one module."""
     _require_etcd()
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd-cluster"))
-    try:
-        _timed("etcd (3-member cluster)", cluster.start)
+    with _running(
+        EtcdCluster(tmp_path_factory.mktemp("etcd-cluster")), "etcd (3-member cluster)"
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture
