@@ -587,6 +587,14 @@ class EmbeddedCoordinator(Coordinator):
 
     # ---- core hooks -----------------------------------------------------------------------
 
+    def _driver_watchdog(self) -> None:
+        """Besides unsettled elections, check every campaign's candidacy still exists: the
+        store is a local file that a hand or a wipe can change behind the session's back, and
+        these are local reads, not server round trips."""
+        super()._driver_watchdog()
+        for election in list(self._elections.values()):
+            election._on_watchdog()
+
     def _driver_members(self) -> dict[str, MemberInfo]:
         return self.read(lambda db: db.members())
 

@@ -7,7 +7,7 @@
 
 from .api import Coordinator
 from .connect import connect
-from .election import MAX_PRIORITY, Election
+from .election import MAX_PRIORITY, CampaignRequest, Election
 from .errors import (
     BackendConnectionError,
     BadURLError,
@@ -34,6 +34,7 @@ __all__ = [
     "BackendConnectionError",
     "BackendURL",
     "BadURLError",
+    "CampaignRequest",
     "Candidate",
     "Change",
     "ClosedError",

@@ -1,8 +1,11 @@
 """The coordinator: a session with the backend, its elections, members and topology store.
 
 `Coordinator` holds everything backend-neutral (session policy, listeners, the election
-registry, the watchdog, user-callback delivery); a driver subclasses it and implements the
-`_driver_*` hooks.
+registry, the watchdog, user-callback delivery, work on many elections at once); a driver
+subclasses it and implements the `_driver_*` hooks. The batch hooks (`_driver_join_many`,
+`_driver_leave_many`, `_driver_read_leaders`) default to one election at a time; a driver whose
+store can batch or pipeline overrides them, so a controller with thousands of switches pays one
+round trip per batch, not per switch.
 """
 
 from __future__ import annotations
@@ -12,16 +15,16 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self
 
 from .dispatch import SerialExecutor
-from .election import Election
-from .errors import ClosedError
+from .election import CampaignRequest, Election, check_priority
+from .errors import ClosedError, ConfigurationError, CoordinationError
 from .options import Option
 from .store import RecordStoreDriver
 from .topology import TopologyStore
-from .types import MemberInfo, SessionState
+from .types import Leadership, MemberInfo, SessionState
 from .urls import BackendURL
 
 LOG = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ class Coordinator(ABC):
         self._callbacks = SerialExecutor(f"coord-callbacks[{member_id}]")
         self._watchdog_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        #: elections a driver step could not settle; the watchdog looks at these only
+        self._unsettled_names: set[str] = set()
+        self._unsettled_lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -78,11 +84,10 @@ class Coordinator(ABC):
             return
         self._closed = True
         self._watchdog_stop.set()
-        for election in list(self._elections.values()):
-            try:
-                election.resign()
-            except Exception:  # closing must finish even if the store is unreachable
-                LOG.warning("resigning %s on close failed", election.name, exc_info=True)
+        try:
+            self._resign(list(self._elections.values()))
+        except Exception:  # closing must finish even if the store is unreachable
+            LOG.warning("resigning on close failed", exc_info=True)
         try:
             self._driver_stop()
         finally:
@@ -131,20 +136,50 @@ class Coordinator(ABC):
             for election in elections:
                 election._on_resumed()
         elif state is SessionState.CONNECTED:
-            for election in elections:
-                election._on_new_session()
+            self._on_new_session(elections)
         for listener in list(self._session_listeners):
             self._callbacks.submit(listener, state)
+
+    def _on_new_session(self, elections: list[Election]) -> None:
+        """Re-enter every campaign (in batches) and re-observe the rest."""
+        joins = [(e, e._campaign.priority) for e in elections if e._campaign is not None]
+        if joins:
+            try:
+                self._driver_join_many(joins)
+            except CoordinationError as exc:  # the watchdog tries again
+                LOG.warning("member %s: re-campaigning after a new session failed: %s",
+                            self.member_id, exc)
+                for election, _ in joins:
+                    election._unsettled()
+        for election in elections:
+            if election._campaign is None and election._listeners:
+                election._driver_observe()
+
+    # ---- watchdog -------------------------------------------------------------------------
+
+    def _mark_unsettled(self, name: str) -> None:
+        with self._unsettled_lock:
+            self._unsettled_names.add(name)
 
     def _watchdog_loop(self, interval: float) -> None:
         while not self._watchdog_stop.wait(interval):
             if self._state is not SessionState.CONNECTED:
                 continue
-            for election in list(self._elections.values()):
-                try:
-                    election._on_watchdog()
-                except Exception:
-                    LOG.warning("watchdog check of %s failed", election.name, exc_info=True)
+            try:
+                self._driver_watchdog()
+            except Exception:
+                LOG.warning("watchdog pass failed", exc_info=True)
+
+    def _driver_watchdog(self) -> None:
+        """One watchdog pass: re-evaluate the elections a driver step left unsettled (none in
+        the steady state, so the pass costs nothing however many elections there are). A driver
+        with a cheap whole-store check of its own may extend it."""
+        with self._unsettled_lock:
+            names, self._unsettled_names = self._unsettled_names, set()
+        for name in names:
+            election = self._elections.get(name)
+            if election is not None:
+                election._on_watchdog()
 
     # ---- members, elections, topology ----------------------------------------------------
 
@@ -161,6 +196,52 @@ class Coordinator(ABC):
             if election is None:
                 election = self._elections[name] = self._driver_election(name)
             return election
+
+    def campaign_many(self, requests: Iterable[CampaignRequest]) -> None:
+        """Campaign in many elections at once: `Election.campaign` for each request, with the
+        candidacies created in batches (one store round trip per batch where the driver can).
+
+        Every request is checked before anything changes (a bad priority, a duplicate, an
+        election already campaigned in: ConfigurationError, nothing joined). Returns once every
+        candidacy is in the store. A store error is raised after the campaigns are recorded:
+        as with `campaign`, they are re-entered when a new session is up.
+        """
+        self._check_open()
+        requests = list(requests)
+        seen: set[str] = set()
+        for request in requests:
+            check_priority(request.priority)
+            if request.election in seen:
+                raise ConfigurationError(f"election {request.election!r} requested twice")
+            seen.add(request.election)
+        elections = [self.election(r.election) for r in requests]
+        busy = [e.name for e in elections if e._campaign is not None]
+        if busy:
+            raise ConfigurationError(f"already campaigning in {busy[0]!r}; resign first")
+        for election, request in zip(elections, requests, strict=True):
+            election._begin_campaign(request)
+        if elections:
+            self._driver_join_many([(e, r.priority) for e, r in zip(elections, requests,
+                                                                    strict=True)])
+
+    def resign_many(self, names: Iterable[str]) -> None:
+        """Leave many elections at once (as `Election.resign` for each; unknown names and
+        elections not campaigned in are ignored). Successors take over at once."""
+        with self._elections_lock:
+            elections = [self._elections[n] for n in names if n in self._elections]
+        self._resign(elections)
+
+    def _resign(self, elections: list[Election]) -> None:
+        leaving = [e for e in elections if e._end_campaign()]
+        if leaving:
+            self._driver_leave_many(leaving)
+
+    def read_leaders(self, names: Iterable[str]) -> dict[str, Leadership | None]:
+        """The leader of each named election, as the store says now (`Election.leader` for
+        each, read in batches where the driver can)."""
+        self._check_open()
+        elections = [self.election(n) for n in dict.fromkeys(names)]
+        return self._driver_read_leaders(elections) if elections else {}
 
     def elections(self) -> list[str]:
         """Names of every election that has or had candidates in this namespace."""
@@ -196,3 +277,25 @@ class Coordinator(ABC):
 
     @abstractmethod
     def _driver_record_store(self) -> RecordStoreDriver: ...
+
+    # ---- batch hooks: override to batch or pipeline -----------------------------------------
+
+    def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
+        """Create a candidacy for each (election, priority); as `Election._driver_join`."""
+        for election, priority in joins:
+            election._driver_join(priority)
+
+    def _driver_leave_many(self, elections: list[Election]) -> None:
+        """Remove this member's candidacy from each election; as `Election._driver_leave`."""
+        errors = []
+        for election in elections:
+            try:
+                election._driver_leave()
+            except CoordinationError as exc:  # leave the others anyway
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _driver_read_leaders(self, elections: list[Election]) -> dict[str, Leadership | None]:
+        """The leader of each election; as `Election._driver_read_leader`."""
+        return {e.name: e._driver_read_leader() for e in elections}

@@ -1,9 +1,15 @@
 """Elections: the backend-neutral half (callbacks, bookkeeping, session policy).
 
-A driver subclasses `Election` and implements the five `_driver_*` hooks against its store. It
+A driver subclasses `Election` and implements the seven `_driver_*` hooks against its store. It
 reports outcomes with `_elected(term)` and `_revoked()`; this class makes sure terms only grow,
 that callbacks run on the coordinator's callback thread, and that a lost session revokes
-leadership and re-enters the candidacy once a new session is up.
+leadership and re-enters the candidacy once a new session is up. Work on many elections at once
+(`Coordinator.campaign_many`, `resign_many`, `read_leaders`) goes through the coordinator, whose
+batch hooks a driver may override to use one round trip per batch.
+
+A driver that could not finish a step (store unreachable, a list that kept moving) calls
+`_unsettled()`: the coordinator's watchdog re-evaluates only such elections, so its periodic cost
+does not grow with the number of elections.
 """
 
 from __future__ import annotations
@@ -39,6 +45,25 @@ class Campaign:
     on_revoked: LeadershipCallback | None
 
 
+@dataclass(frozen=True)
+class CampaignRequest:
+    """One entry of `Coordinator.campaign_many`: what `Election.campaign` takes, plus the name."""
+
+    election: str
+    priority: int = 0
+    on_elected: LeadershipCallback | None = None
+    on_revoked: LeadershipCallback | None = None
+
+
+def check_priority(priority: object) -> int:
+    """`priority` if it is a valid one, else ConfigurationError."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"priority must be an integer, got {priority!r}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(f"priority must be in 0..{MAX_PRIORITY}, got {priority}")
+    return priority
+
+
 class Election(ABC):
     """One election (e.g. per datapath). Obtain with `Coordinator.election(name)`."""
 
@@ -66,30 +91,34 @@ class Election(ABC):
     ) -> None:
         """Enter the election. Callbacks get the `Leadership` (with its term) when this member
         becomes leader and when it stops being leader for any reason (resign, preemption by a
-        higher-priority candidate, lost session)."""
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ConfigurationError(f"priority must be an integer, got {priority!r}")
-        if not 0 <= priority <= MAX_PRIORITY:
-            raise ConfigurationError(f"priority must be in 0..{MAX_PRIORITY}, got {priority}")
-        with self._lock:
-            if self._campaign is not None:
-                raise ConfigurationError(f"already campaigning in {self.name!r}; resign first")
-            self._campaign = Campaign(priority, on_elected, on_revoked)
-        self.coordinator._check_open()
-        self._driver_join(priority)
+        higher-priority candidate, lost session). Returns once the candidacy is in the store."""
+        self.coordinator.campaign_many(
+            [CampaignRequest(self.name, priority, on_elected, on_revoked)])
 
     def resign(self) -> None:
         """Leave the election (idempotent). A leader's successor is elected at once."""
+        self.coordinator.resign_many([self.name])
+
+    def _begin_campaign(self, request: CampaignRequest) -> None:
+        """Record the campaign (validated by the coordinator); the driver joins next."""
+        with self._lock:
+            if self._campaign is not None:
+                raise ConfigurationError(f"already campaigning in {self.name!r}; resign first")
+            self._campaign = Campaign(request.priority, request.on_elected, request.on_revoked)
+
+    def _end_campaign(self) -> bool:
+        """Drop the campaign and any leadership (firing on_revoked); True if there was one, so
+        the driver must remove the candidacy."""
         with self._lock:
             campaign, self._campaign = self._campaign, None
             leadership, self._leadership = self._leadership, None
         if campaign is None:
-            return
+            return False
         if leadership is not None:
             LOG.info("election %s: %s resigned, term %d", self.name, leadership.member_id,
                      leadership.term)
             self._fire(campaign.on_revoked, leadership)
-        self._driver_leave()
+        return True
 
     def leader(self) -> Leadership | None:
         """The current leader and its term, as the store says now; None if there is none."""
@@ -173,18 +202,15 @@ class Election(ABC):
         if callback is not None:
             self.coordinator._callbacks.submit(callback, leadership)
 
+    def _unsettled(self) -> None:
+        """A step could not finish: the watchdog re-evaluates this election at its next tick."""
+        self.coordinator._mark_unsettled(self.name)
+
     # ---- session policy (called by the coordinator) -----------------------------------------
 
     def _on_session_lost(self) -> None:
         self._revoked()
         self._driver_forget()
-
-    def _on_new_session(self) -> None:
-        campaign = self._campaign
-        if campaign is not None:
-            self._driver_join(campaign.priority)
-        elif self._listeners:
-            self._driver_observe()
 
     def _on_resumed(self) -> None:
         if self._campaign is not None or self._listeners:

@@ -1,0 +1,341 @@
+"""The ZooKeeper coordinator: one kazoo session, its state policy, membership, and the hooks
+that route election and topology work to `election` and `store`.
+
+Threads: elections run on `worker` (in batches, see `election.ElectionEngine`), topology watches
+on `watch_worker`, session state on `session_worker`, so a state change is never queued behind a
+call waiting out an outage (a leader must hear SUSPENDED at once, to hold). Nothing blocking ever
+runs on kazoo's own callback thread (kazoo #381/#426).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    AuthFailedError,
+    BadVersionError,
+    ConnectionLoss,
+    KazooException,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+from kazoo.retry import KazooRetry
+from kazoo.security import make_digest_acl
+
+from coordination.api import Coordinator
+from coordination.dispatch import SerialExecutor
+from coordination.election import Election
+from coordination.errors import (
+    BackendConnectionError,
+    ConfigurationError,
+    CoordinationError,
+    OperationTimeoutError,
+    SessionLostError,
+)
+from coordination.options import Option
+from coordination.retry import retrying
+from coordination.store import RecordStoreDriver
+from coordination.types import Leadership, MemberInfo, SessionState
+from coordination.urls import BackendURL
+
+from .client import MULTI_SIZE, TRANSIENT, BoundedClient, make_handler
+from .election import ElectionEngine, ZooKeeperElection
+from .store import ZooKeeperRecordStore
+
+LOG = logging.getLogger(__name__)
+DEFAULT_PORT = 2181
+DEFAULT_PREFIX = "/coordination"
+_RETRIED = (ConnectionLoss,)  # a call that hit its deadline is not retried: it waited enough
+
+
+class ZooKeeperCoordinator(Coordinator):
+    """A member's kazoo session. See the module docstring for the znode layout."""
+
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "auth": Option(str, "", "digest credentials 'user:password' (or 'digest:user:password'); "
+                       "znodes created get an ACL for that identity only"),
+        "handler": Option(str, "auto", "kazoo handler: auto (eventlet when monkey-patched), "
+                          "threading or eventlet"),
+    }
+
+    def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
+        super().__init__(url, member_id, options)
+        if not url.hosts:
+            raise ConfigurationError(f"{url}: a zookeeper URL needs at least one host")
+        self.prefix = url.path or DEFAULT_PREFIX
+        self.hosts = url.host_string(DEFAULT_PORT)
+        self.op_timeout = float(options["operation_timeout"])
+        self.session_timeout = float(options["session_timeout"])
+        auth = options.get("auth") or (
+            f"{url.username}:{url.password or ''}" if url.username else ""
+        )
+        auth = auth.removeprefix("digest:")
+        if auth and ":" not in auth:
+            raise ConfigurationError("option auth must be 'user:password'")
+        self._auth = auth
+        # elections run on `worker`, topology watches on `watch_worker`, and session state on
+        # `session_worker`, so a state change is never queued behind a call waiting out an
+        # outage (a leader must hear SUSPENDED at once, to hold)
+        self.worker = SerialExecutor(f"zk-driver[{member_id}]")
+        self.watch_worker = SerialExecutor(f"zk-watches[{member_id}]")
+        self.session_worker = SerialExecutor(f"zk-session[{member_id}]")
+        self._session_id: int | None = None
+        self._suspended_at: int = 0
+        self._records: ZooKeeperRecordStore | None = None
+        self._retry = retrying(options["retry_attempts"], options["retry_max_delay"], _RETRIED,
+                               "zookeeper operation")
+        acl = None
+        if auth:
+            user, _, password = auth.partition(":")
+            acl = [make_digest_acl(user, password, all=True)]
+        handler = make_handler(options["handler"])
+        self.client = KazooClient(
+            hosts=self.hosts,
+            timeout=self.session_timeout,
+            handler=handler,
+            auth_data=[("digest", auth)] if auth else None,
+            default_acl=acl,
+            # reconnect fast and forever (the session policy, not kazoo, decides what a long
+            # outage means); commands are retried by our own bounded tenacity policy
+            connection_retry=KazooRetry(max_tries=-1, delay=0.05, backoff=2,
+                                        max_delay=max(0.2, min(1.0, self.session_timeout / 4)),
+                                        sleep_func=handler.sleep_func),
+            command_retry=KazooRetry(max_tries=0, sleep_func=handler.sleep_func),
+        )
+        self.zk = BoundedClient(self.client, self.op_timeout)
+        self.engine = ElectionEngine(self)
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def translate_error(self, exc: BaseException) -> BaseException:
+        """The project's own error for a kazoo error (others are returned unchanged)."""
+        if isinstance(exc, CoordinationError):
+            return exc
+        if isinstance(exc, SessionExpiredError):
+            return SessionLostError(f"zookeeper session expired: {exc}")
+        if isinstance(exc, (NoAuthError, AuthFailedError)):
+            return CoordinationError(
+                f"zookeeper refused access under {self.prefix} ({type(exc).__name__}): "
+                "check the auth option and the znodes' ACLs")
+        if isinstance(exc, TRANSIENT):
+            return OperationTimeoutError(f"zookeeper at {self.hosts}: {exc!r}")
+        if isinstance(exc, KazooException):
+            return CoordinationError(f"zookeeper error: {exc!r}")
+        return exc
+
+    def translate(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap `func` so kazoo errors surface as the project's own."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except KazooException as exc:
+                raise self.translate_error(exc) from exc
+
+        return wrapper
+
+    def call(self, func: Callable[[], Any], what: str) -> Any:
+        """Run a store operation with bounded retries for transient errors."""
+        return self.translate(self._retry(func))()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _driver_start(self) -> None:
+        try:
+            self.client.start(timeout=float(self.options["connect_timeout"]))
+        except (KazooTimeoutError, KazooException, OSError, ValueError) as exc:
+            self._shutdown_client()
+            for executor in (self.worker, self.watch_worker, self.session_worker):
+                executor.stop(0)
+            raise BackendConnectionError(
+                f"could not connect to zookeeper at {self.hosts} within "
+                f"{self.options['connect_timeout']} s: {exc}") from None
+        self.client.add_listener(self._on_kazoo_state)
+        try:
+            self.session_worker.call(self.translate(self._new_session),
+                                     timeout=self.op_timeout * 3)
+        except BaseException:
+            self._shutdown_client()
+            raise
+
+    def _shutdown_client(self) -> None:
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:
+            LOG.debug("stopping the kazoo client failed", exc_info=True)
+
+    def _driver_stop(self) -> None:
+        for watch in list(self._records.watches if self._records else ()):
+            watch.cancel()
+        try:
+            self.worker.call(self._unregister, timeout=self.op_timeout)
+        except Exception:
+            LOG.debug("removing membership on close failed", exc_info=True)
+        for executor in (self.session_worker, self.worker, self.watch_worker):
+            executor.stop()
+        self._shutdown_client()
+
+    # ---- session policy -------------------------------------------------------------------
+
+    def _on_kazoo_state(self, state: str) -> None:
+        # kazoo's thread: never block here (kazoo #381/#426); hand over to our own thread.
+        self.session_worker.submit(self._apply_state, state)
+
+    def _apply_state(self, state: str) -> None:
+        if state == KazooState.SUSPENDED:
+            self._suspended_at += 1
+            self._set_session_state(SessionState.SUSPENDED)
+            timer = threading.Timer(self.session_timeout, self.session_worker.submit,
+                                    (self._suspension_expired, self._suspended_at))
+            timer.daemon = True
+            timer.start()
+        elif state == KazooState.LOST:
+            self._session_id = None
+            self._set_session_state(SessionState.LOST)
+        elif state == KazooState.CONNECTED:
+            session = self.client.client_id[0] if self.client.client_id else None
+            if session is not None and session == self._session_id \
+                    and self.session_state is SessionState.SUSPENDED:
+                self._set_session_state(SessionState.CONNECTED)
+                self._resync_watches()
+            else:
+                if self.session_state is not SessionState.LOST:
+                    self._set_session_state(SessionState.LOST)
+                self._guarded_new_session()
+
+    def _suspension_expired(self, generation: int) -> None:
+        """Suspended for a whole session timeout: the server has expired us, so act as LOST
+        now rather than when the connection returns (Curator's rule)."""
+        if generation == self._suspended_at and self.session_state is SessionState.SUSPENDED:
+            LOG.warning("member %s: suspended for %.1f s, treating the session as lost",
+                        self.member_id, self.session_timeout)
+            self._session_id = None
+            self._set_session_state(SessionState.LOST)
+
+    def _guarded_new_session(self) -> None:
+        try:
+            self._new_session()
+        except KazooException as exc:
+            LOG.warning("member %s: re-registering after reconnect failed (%s); retrying "
+                        "at the next connection event or watchdog tick", self.member_id, exc)
+
+    def _new_session(self) -> None:
+        self.engine.forget_directories()
+        self._register()
+        self._session_id = self.client.client_id[0]
+        self._set_session_state(SessionState.CONNECTED)
+        self._resync_watches()
+
+    def _resync_watches(self) -> None:
+        if self._records is not None:
+            for watch in list(self._records.watches):
+                watch.submit(watch.resync, True)
+
+    def _member_path(self) -> str:
+        return f"{self.prefix}/members/{quote(self.member_id, safe='')}"
+
+    def _register(self) -> None:
+        """Create our ephemeral member znode, replacing one a dead predecessor left."""
+        data = json.dumps(self.info.to_dict()).encode()
+        path = self._member_path()
+        self.zk.ensure_path(f"{self.prefix}/members")
+        for _ in range(3):
+            try:
+                self.zk.create(path, data, ephemeral=True)
+                return
+            except NodeExistsError:
+                try:
+                    _, stat = self.zk.get(path)
+                    if stat.ephemeralOwner == self.client.client_id[0]:
+                        return
+                    LOG.warning("member id %r was registered by another session; taking it over",
+                                self.member_id)
+                    self.zk.delete(path, stat.version)
+                except (NoNodeError, BadVersionError):
+                    continue
+        raise CoordinationError(f"could not register member {self.member_id!r}")
+
+    def _unregister(self) -> None:
+        try:
+            _, stat = self.zk.get(self._member_path())
+            if stat.ephemeralOwner == (self.client.client_id or (None,))[0]:
+                self.zk.delete(self._member_path(), stat.version)
+        except KazooException:
+            pass
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def _driver_members(self) -> dict[str, MemberInfo]:
+        def op() -> dict[str, MemberInfo]:
+            base = f"{self.prefix}/members"
+            try:
+                self.zk.sync(base)
+                names = self.zk.get_children(base)
+            except NoNodeError:
+                return {}
+            fetches = {n: self.zk.get_async(f"{base}/{n}") for n in names}
+            out = {}
+            for name, fetch in sorted(fetches.items()):
+                try:
+                    info = MemberInfo.from_dict(json.loads(fetch.get()[0]))
+                except NoNodeError:
+                    continue
+                except (ValueError, KeyError, TypeError) as exc:
+                    LOG.error("skipping malformed member record %s: %s", name, exc)
+                    continue
+                out[info.member_id] = info
+            return out
+
+        return self.call(op, "list members")
+
+    def _driver_election(self, name: str) -> Election:
+        return ZooKeeperElection(self, name)
+
+    def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
+        own = [(e, p) for e, p in joins if isinstance(e, ZooKeeperElection)]
+        on_driver_thread = self.session_worker.in_executor() or self.worker.in_executor()
+        future = self.engine.join(own, wait=not on_driver_thread)
+        if future is None:
+            return  # the session policy re-joining: the batch runs on its own
+        # each batch of MULTI_SIZE costs a few round trips, each bounded by the op timeout
+        timeout = self.op_timeout * 3 * max(1, math.ceil(len(own) / MULTI_SIZE))
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            raise OperationTimeoutError(
+                f"zookeeper at {self.hosts}: {len(own)} candidacies not created within "
+                f"{timeout:.0f} s") from None
+
+    def _driver_leave_many(self, elections: list[Election]) -> None:
+        own = [e for e in elections if isinstance(e, ZooKeeperElection)]
+        self.translate(self.engine.leave)(own)
+
+    def _driver_read_leaders(self, elections: list[Election]) -> dict[str, Leadership | None]:
+        own = [e for e in elections if isinstance(e, ZooKeeperElection)]
+        return self.translate(self.engine.read_leaders)(own)
+
+    def _driver_election_names(self) -> list[str]:
+        def op() -> list[str]:
+            try:
+                return sorted(self.zk.get_children(f"{self.prefix}/elections"))
+            except NoNodeError:
+                return []
+
+        return self.call(op, "list elections")
+
+    def _driver_record_store(self) -> RecordStoreDriver:
+        if self._records is None:
+            self._records = ZooKeeperRecordStore(self)
+        return self._records

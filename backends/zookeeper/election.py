@@ -1,0 +1,487 @@
+"""Elections on ZooKeeper, run in batches.
+
+Layout under `<prefix>/elections/<name>/`:
+    candidates/c-<rank>-<member>-<seq>   ephemeral sequential, one per campaigning member;
+                                         rank = MAX_PRIORITY - priority, so better sorts first
+    leader                               persistent, JSON {member_id, candidate, term}
+
+Order: rank (higher priority first), then ZooKeeper's sequence number (older first).
+
+Term: the candidates directory's pzxid in the state where the candidate is first, i.e. the zxid
+of the create or delete that made it first. The store assigns it, each state of the candidate
+list has exactly one first candidate, and every change of leader is a later state, so terms are
+unique and strictly increasing across leaders -- including when an older candidate returns after
+a high-priority one preempted it and left. It costs no write on the handover path: the new leader
+learns it from the read that tells it it is first. It then publishes {member, candidate, term}
+in the `leader` znode (CAS-guarded, never lowering the term) for `leader()` and listeners.
+
+Watches: every candidate holds one child watch on its election's candidate list. An election has
+one candidate per controller, so a change wakes a handful of members, never a herd.
+
+Batches: every step (create directories and candidacies, read candidate lists, publish leaders,
+observe for listeners) runs on the driver's worker thread over every election that needs it at
+that moment, as pipelined requests and ZooKeeper transactions (`multi`). A controller joining
+5,000 elections, or taking over 1,700 from a peer that died, pays a few round trips per batch,
+not per election. Watch callbacks only queue elections for the next batch (kazoo #381/#426).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+
+from coordination.election import MAX_PRIORITY, Election
+from coordination.types import Candidate, Leadership, SessionState
+
+from .client import TRANSIENT, BoundedClient, chunks
+
+if TYPE_CHECKING:
+    from .coordinator import ZooKeeperCoordinator
+
+LOG = logging.getLogger(__name__)
+_RANK_DIGITS = len(str(MAX_PRIORITY))
+#: Evaluation passes per batch before leftovers wait for their next watch or the watchdog.
+_PASSES = 10
+
+
+def candidate_prefix(member_id: str, priority: int) -> str:
+    """Name prefix of a candidate node; ZooKeeper appends a 10-digit sequence number."""
+    return f"c-{MAX_PRIORITY - priority:0{_RANK_DIGITS}d}-{quote(member_id, safe='')}-"
+
+
+def parse_candidate(name: str) -> tuple[tuple[int, int], str, int] | None:
+    """(sort key, member_id, priority) of a candidate node name, or None if it is not one."""
+    try:
+        rank = int(name[2:2 + _RANK_DIGITS])
+        seq = int(name[-10:])
+        member = unquote(name[3 + _RANK_DIGITS:-11])
+    except ValueError:
+        return None
+    if not name.startswith("c-") or not member:
+        return None
+    return (rank, seq), member, MAX_PRIORITY - rank
+
+
+def ranked(children: list[str]) -> list[tuple[str, str, int]]:
+    """(node, member, priority) of each candidate, best first; foreign names are ignored."""
+    out = []
+    for name in children:
+        parsed = parse_candidate(name)
+        if parsed is not None:
+            out.append((parsed[0], name, parsed[1], parsed[2]))
+    return [(node, member, priority) for _, node, member, priority in sorted(out)]
+
+
+def leader_doc(data: bytes) -> dict[str, Any]:
+    """The published leader record, or {} if it is empty or not one."""
+    try:
+        doc = json.loads(data) if data else {}
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) and isinstance(doc.get("term"), int) else {}
+
+
+def leader_of(doc: dict[str, Any], children: list[str]) -> Leadership | None:
+    """The published leader, if the candidacy it names is still first in line."""
+    first = ranked(children)
+    if first and doc.get("candidate") == first[0][0]:
+        return Leadership(str(doc.get("member_id")), int(doc["term"]))
+    return None
+
+
+class ZooKeeperElection(Election):
+    """One election: paths, this member's candidacy, and the step that settles it."""
+
+    coordinator: ZooKeeperCoordinator
+
+    def __init__(self, coordinator: ZooKeeperCoordinator, name: str) -> None:
+        super().__init__(coordinator, name)
+        self.base = f"{coordinator.prefix}/elections/{name}"
+        self.cands = f"{self.base}/candidates"
+        self.leader_path = f"{self.base}/leader"
+        #: our candidate node's name (guarded by `_lock`: the worker creates, callers resign)
+        self.node: str | None = None
+        #: left by a session we declared lost ourselves; deleted before the next join
+        self.stale_node: str | None = None
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def _driver_join(self, priority: int) -> None:
+        self.coordinator._driver_join_many([(self, priority)])
+
+    def _driver_leave(self) -> None:
+        self.coordinator._driver_leave_many([self])
+
+    def _driver_forget(self) -> None:
+        with self._lock:
+            if self.node is not None:
+                self.stale_node, self.node = self.node, None
+
+    def _driver_reevaluate(self) -> None:
+        self.coordinator.engine.evaluate(self)
+        if self._listeners:
+            self.coordinator.engine.observe(self)
+
+    def _driver_observe(self) -> None:
+        self.coordinator.engine.observe(self)
+
+    def _driver_read_leader(self) -> Leadership | None:
+        return self.coordinator._driver_read_leaders([self])[self.name]
+
+    def _driver_read_candidates(self) -> list[Candidate]:
+        def read() -> list[Candidate]:
+            zk = self.coordinator.zk
+            zk.sync(self.cands)  # another member may be served by a lagging follower
+            try:
+                children = zk.get_children(self.cands)
+            except NoNodeError:
+                return []
+            return [Candidate(member, priority) for _, member, priority in ranked(children)]
+
+        return self.coordinator.translate(read)()
+
+    # ---- kazoo's thread: queue only ---------------------------------------------------------
+
+    def on_list_watch(self, _event: Any) -> None:
+        self.coordinator.engine.evaluate(self)
+
+    def on_leader_watch(self, _event: Any) -> None:
+        self.coordinator.engine.observe(self)
+
+    # ---- worker thread ------------------------------------------------------------------------
+
+    def settle(self, children: list[str], pzxid: int) -> str | None:
+        """Act on our rank in this state of the candidate list. Returns "publish" (we just
+        became leader under `pzxid`), "rejoin" (our candidacy is gone but we campaign), or
+        None (nothing more to do until the list changes)."""
+        with self._lock:
+            campaign, node = self._campaign, self.node
+        if campaign is None:
+            return None
+        if node is None:
+            return "rejoin"
+        order = [name for name, _, _ in ranked(children)]
+        if node not in order:  # deleted by hand, or by a peer that declared us dead
+            self._revoked()
+            with self._lock:
+                if self.node == node:
+                    self.node = None
+            return "rejoin"
+        if order[0] != node:
+            self._revoked()
+            return None
+        if self.is_leader:
+            return None
+        self._elected(pzxid)
+        return "publish" if self.is_leader else None
+
+    def leader_payload(self, term: int) -> bytes:
+        return json.dumps({"member_id": self.coordinator.member_id, "candidate": self.node,
+                           "term": term}).encode()
+
+
+class ElectionEngine:
+    """Every election step of one member, in batches, on the driver's worker thread.
+
+    Requests (join, evaluate, observe) may come from any thread; they are queued and the worker
+    drains whatever is queued as one batch. Transient errors (connection gone) leave the batch's
+    elections to the session policy: they are re-evaluated when the session resumes, re-joined
+    when a new one starts, and marked unsettled for the watchdog meanwhile.
+    """
+
+    def __init__(self, coordinator: ZooKeeperCoordinator) -> None:
+        self.co = coordinator
+        self._lock = threading.Lock()
+        self._joins: list[tuple[list[tuple[ZooKeeperElection, int]], Future[None] | None]] = []
+        self._evaluate: dict[ZooKeeperElection, None] = {}
+        self._observe: dict[ZooKeeperElection, None] = {}
+        self._scheduled = False
+        #: election names whose directories are known to exist (worker thread only)
+        self._known: set[str] = set()
+        self._root_ready = False
+
+    @property
+    def zk(self) -> BoundedClient:
+        return self.co.zk
+
+    # ---- requests (any thread) ------------------------------------------------------------
+
+    def join(self, joins: list[tuple[ZooKeeperElection, int]], wait: bool) -> Future[None] | None:
+        """Queue candidacies to create; with `wait`, a future that completes once they exist."""
+        future: Future[None] | None = Future() if wait else None
+        with self._lock:
+            self._joins.append((list(joins), future))
+        self._schedule()
+        return future
+
+    def evaluate(self, election: ZooKeeperElection) -> None:
+        with self._lock:
+            self._evaluate[election] = None
+        self._schedule()
+
+    def observe(self, election: ZooKeeperElection) -> None:
+        with self._lock:
+            self._observe[election] = None
+        self._schedule()
+
+    def forget_directories(self) -> None:
+        """A new session: directories may have been removed meanwhile; look again."""
+        self.co.worker.submit(self._known.clear)
+
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.co.worker.submit(self._drain)
+
+    # ---- the batch (worker thread) ----------------------------------------------------------
+
+    def _drain(self) -> None:
+        with self._lock:
+            joins, self._joins = self._joins, []
+            evaluate, self._evaluate = list(self._evaluate), {}
+            observe, self._observe = list(self._observe), {}
+            self._scheduled = False
+        try:
+            joined = self._join_all(joins)
+            self._evaluate_all(list(dict.fromkeys(joined + evaluate)))
+            self._observe_all(observe)
+        except TRANSIENT + (KazooException,) as exc:
+            log = LOG.debug if isinstance(exc, TRANSIENT) else LOG.warning
+            log("member %s: election batch deferred: %s", self.co.member_id,
+                self.co.translate_error(exc))
+            for election in joined_or(joins) + evaluate + observe:
+                election._unsettled()
+
+    def _join_all(self, joins: list[tuple[list[tuple[ZooKeeperElection, int]],
+                                          Future[None] | None]]) -> list[ZooKeeperElection]:
+        wanted: dict[ZooKeeperElection, int] = {}
+        for batch, _ in joins:
+            for election, priority in batch:
+                wanted[election] = priority
+        try:
+            created = self.create_candidacies(wanted)
+        except Exception as exc:
+            error = self.co.translate_error(exc)
+            for _, future in joins:
+                if future is not None:
+                    future.set_exception(error)
+            if isinstance(exc, TRANSIENT + (KazooException,)):
+                raise
+            LOG.error("member %s: joining %d elections failed: %s", self.co.member_id,
+                      len(wanted), error)
+            return []
+        for _, future in joins:
+            if future is not None:
+                future.set_result(None)
+        return created
+
+    def create_candidacies(self, wanted: dict[ZooKeeperElection, int]) -> list[ZooKeeperElection]:
+        """Create a candidate node for every election that campaigns and has none; returns the
+        elections to evaluate."""
+        todo = []
+        stale = []
+        for election, priority in wanted.items():
+            with election._lock:
+                if election.stale_node:
+                    stale.append(f"{election.cands}/{election.stale_node}")
+                    election.stale_node = None
+                if election._campaign is not None and election.node is None:
+                    todo.append((election, priority))
+        if stale:
+            self._delete_paths(stale)
+        self.prepare([e for e, _ in todo])
+        paths: list[tuple[tuple[ZooKeeperElection, int], Any]] = []
+        for chunk in chunks(todo):
+            results = self.zk.multi(lambda t, chunk=chunk: [
+                t.create(f"{e.cands}/{candidate_prefix(self.co.member_id, p)}",
+                         ephemeral=True, sequence=True) for e, p in chunk])
+            if any(isinstance(r, Exception) for r in results):
+                # a directory vanished under us: make sure of each, then one by one
+                self._ensure_directories([e for e, _ in chunk])
+                results = [r for _, r in self.zk.pipelined(chunk, lambda item: self.zk.create_async(
+                    f"{item[0].cands}/{candidate_prefix(self.co.member_id, item[1])}",
+                    ephemeral=True, sequence=True))]
+            paths.extend(zip(chunk, results, strict=True))
+        orphans = []
+        created = []
+        for (election, _), result in paths:
+            if isinstance(result, Exception):
+                raise result
+            name = result.rsplit("/", 1)[1]
+            with election._lock:
+                if election._campaign is None or election.node is not None:
+                    orphans.append(result)  # resigned (or joined) while we created it
+                    continue
+                election.node = name
+            created.append(election)
+        if orphans:
+            self._delete_paths(orphans)
+        return created
+
+    def prepare(self, elections: list[ZooKeeperElection]) -> None:
+        """Make sure every election's directories and leader znode exist: one listing of the
+        elections directory, then transactions for the missing ones."""
+        missing = [e for e in elections if e.name not in self._known]
+        if not missing:
+            return
+        root = f"{self.co.prefix}/elections"
+        if not self._root_ready:
+            self.zk.ensure_path(root)
+            self._root_ready = True
+        self._known.update(self.zk.get_children(root))
+        missing = list({e.name: e for e in missing if e.name not in self._known}.values())
+        for chunk in chunks(missing, 60):
+            results = self.zk.multi(lambda t, chunk=chunk: [
+                op for e in chunk for op in (t.create(e.base), t.create(e.cands),
+                                             t.create(e.leader_path, b""))])
+            if any(isinstance(r, Exception) for r in results):  # another member raced us
+                self._ensure_directories(chunk)
+            self._known.update(e.name for e in chunk)
+
+    def _ensure_directories(self, elections: list[ZooKeeperElection]) -> None:
+        paths = [p for e in elections for p in (e.base, e.cands, e.leader_path)]
+        for _, result in self.zk.pipelined(paths, lambda p: self.zk.create_async(p, b"")):
+            if isinstance(result, Exception) and not isinstance(result, NodeExistsError):
+                raise result
+
+    def _delete_paths(self, paths: list[str]) -> None:
+        for _, result in self.zk.pipelined(paths, self.zk.delete_async):
+            if isinstance(result, Exception) and not isinstance(result, NoNodeError):
+                raise result
+
+    def _evaluate_all(self, elections: list[ZooKeeperElection]) -> None:
+        """Read each candidate list (arming its watch) and act on our rank; repeat for the
+        elections whose candidacy must be re-created."""
+        for _ in range(_PASSES):
+            if not elections:
+                return
+            publish: list[tuple[ZooKeeperElection, int]] = []
+            rejoin: dict[ZooKeeperElection, int] = {}
+            reads = self.zk.pipelined(elections, lambda e: self.zk.get_children_async(
+                e.cands, watch=e.on_list_watch, include_data=True))
+            for election, result in reads:
+                if isinstance(result, NoNodeError):
+                    children, pzxid = [], 0
+                elif isinstance(result, Exception):
+                    raise result
+                else:
+                    children, pzxid = result[0], result[1].pzxid
+                outcome = election.settle(children, pzxid)
+                if outcome == "publish":
+                    publish.append((election, pzxid))
+                elif outcome == "rejoin" and election._campaign is not None:
+                    rejoin[election] = election._campaign.priority
+            if publish:
+                self.publish(publish)
+            connected = self.co.session_state is SessionState.CONNECTED
+            elections = self.create_candidacies(rejoin) if rejoin and connected else []
+        for election in elections:
+            LOG.warning("election %s did not settle; the watchdog will retry", election.name)
+            election._unsettled()
+
+    def publish(self, leaders: list[tuple[ZooKeeperElection, int]]) -> None:
+        """Write each new leadership into its `leader` znode, unless a newer term is there:
+        pipelined reads, then transactions of version-checked writes."""
+        for _ in range(5):
+            if not leaders:
+                return
+            writes = []
+            reads = self.zk.pipelined(leaders, lambda item: self.zk.get_async(item[0].leader_path))
+            for (election, term), result in reads:
+                if isinstance(result, NoNodeError):
+                    version = -2  # vanished: re-create it
+                elif isinstance(result, Exception):
+                    raise result
+                elif leader_doc(result[0]).get("term", -1) >= term:
+                    continue
+                else:
+                    version = result[1].version
+                writes.append((election, term, version))
+            leaders = []
+            for chunk in chunks(writes):
+                results = self.zk.multi(lambda t, chunk=chunk: [
+                    t.create(e.leader_path, e.leader_payload(term)) if version == -2
+                    else t.set_data(e.leader_path, e.leader_payload(term), version)
+                    for e, term, version in chunk])
+                if any(isinstance(r, Exception) for r in results):
+                    leaders.extend((e, term) for e, term, _ in chunk)  # someone raced: re-read
+
+    def _observe_all(self, elections: list[ZooKeeperElection]) -> None:
+        """Tell listeners who leads each election, re-arming the watches that say when."""
+        self.prepare(elections)
+        items = [(e, kind) for e in elections for kind in ("doc", "list")]
+        results = dict(self.zk.pipelined(items, lambda item: (
+            self.zk.get_async(item[0].leader_path, watch=item[0].on_leader_watch)
+            if item[1] == "doc" else
+            self.zk.get_children_async(item[0].cands, watch=item[0].on_leader_watch))))
+        for election in elections:
+            doc, children = results[(election, "doc")], results[(election, "list")]
+            if isinstance(doc, Exception) or isinstance(children, Exception):
+                election._leader_seen(None)
+                continue
+            election._leader_seen(leader_of(leader_doc(doc[0]), children))
+
+    # ---- reads for callers (their own thread) ----------------------------------------------
+
+    def read_leaders(self, elections: list[ZooKeeperElection]) -> dict[str, Leadership | None]:
+        """Each election's leader. If a first candidate has not published yet (the moment
+        after a handover), wait for its write: pushed by a watch, bounded by the operation
+        timeout."""
+        self.zk.sync(f"{self.co.prefix}/elections")
+        changed = threading.Event()
+        deadline = time.monotonic() + self.co.op_timeout
+        out: dict[str, Leadership | None] = {}
+        pending = elections
+        for _ in range(3):
+            changed.clear()
+            items = [(e, kind) for e in pending for kind in ("doc", "list")]
+            results = dict(self.zk.pipelined(items, lambda item: (
+                self.zk.get_async(item[0].leader_path, watch=lambda _event: changed.set())
+                if item[1] == "doc" else self.zk.get_children_async(item[0].cands))))
+            unsettled = []
+            for election in pending:
+                doc, children = results[(election, "doc")], results[(election, "list")]
+                if isinstance(children, NoNodeError) or not isinstance(children, list):
+                    out[election.name] = None
+                    if not isinstance(children, NoNodeError):
+                        raise children
+                    continue
+                if isinstance(doc, Exception) and not isinstance(doc, NoNodeError):
+                    raise doc
+                lead = leader_of({} if isinstance(doc, Exception) else leader_doc(doc[0]),
+                                 children)
+                out[election.name] = lead
+                if lead is None and ranked(children):
+                    unsettled.append(election)
+            pending = unsettled
+            if not pending or not changed.wait(max(0.0, deadline - time.monotonic())):
+                break
+        return out
+
+    def leave(self, elections: list[ZooKeeperElection]) -> None:
+        """Delete our candidacies (caller's thread: a successor's wait starts with the
+        delete, so it is not queued behind the worker's batches)."""
+        paths = []
+        for election in elections:
+            with election._lock:
+                for node in (election.node, election.stale_node):
+                    if node:
+                        paths.append(f"{election.cands}/{node}")
+                election.node = election.stale_node = None
+        if paths:
+            self._delete_paths(paths)
+
+
+def joined_or(joins: list[tuple[list[tuple[ZooKeeperElection, int]], Any]]
+              ) -> list[ZooKeeperElection]:
+    """Every election named in a list of join requests."""
+    return [election for batch, _ in joins for election, _ in batch]
