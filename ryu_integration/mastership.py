@@ -9,13 +9,16 @@ Threads. Every FSM input runs on this app's own event loop, so the FSMs need no 
   coordinator's callback thread (a real OS thread under os-ken's native hub, a green thread under
   Ryu's eventlet) and are re-posted to the loop as private events with `send_event`, whose queue
   is safe for either kind of thread;
-- store I/O never runs on the loop. A serial worker does campaigns, resigns and Mastership
-  records (so a campaign, the record and the resign that follows stay in order); a second one
-  does leader reads (coalesced per switch), which may block while the store is unreachable
-  without holding up a resign. Results are posted back to the loop, so a slow or unreachable
-  store never delays a ROLE_REPLY;
-- a ticker thread posts a timer event every `TICK` seconds (role request timeouts, backoff,
-  periodic re-assert).
+- store I/O never runs on the loop. One worker does campaigns and resigns in the order they
+  were asked for, handing each run of consecutive campaigns (or resigns) to the coordinator as
+  one batch (`campaign_many` / `resign_many`): thousands of switches connecting at once cost a
+  few store round trips. A second does leader reads (coalesced per switch, read in batches with
+  `read_leaders`), which may block while the store is unreachable without holding up a resign.
+  A third writes Mastership records, so records never delay a campaign. Results are posted back
+  to the loop, so a slow or unreachable store never delays a ROLE_REPLY;
+- a ticker thread posts a timer event every `TICK` seconds; it runs only the state machines
+  whose next deadline has come (role request timeouts, backoff, periodic re-assert), kept in a
+  heap, so an idle network of thousands of switches costs nothing per tick.
 
 Other apps: listen for `EventMastershipChanged`, or call `is_master(dpid)`, or decorate a handler
 with `@only_master` / send with `send_if_master(datapath, msg)`.
@@ -27,15 +30,17 @@ clock (`t=<unix seconds>`), in `key=value` form, so failover can be measured fro
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import logging
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
 import coordination
-from coordination.dispatch import SerialExecutor
+from coordination.dispatch import BatchingExecutor, SerialExecutor
 
 from . import config, lifecycle
 from .compat import (
@@ -155,8 +160,13 @@ class Mastership(RyuApp):
         self._masters: dict[int, int] = {}
         #: dpid -> term of the Mastership record we published.
         self._published: dict[int, int] = {}
-        self._worker: SerialExecutor | None = None
-        self._reader: SerialExecutor | None = None
+        self._worker: BatchingExecutor | None = None
+        self._reader: BatchingExecutor | None = None
+        self._recorder: SerialExecutor | None = None
+        #: (deadline, dpid, epoch) of state machines that have a timer; `_due` holds the
+        #: current one per dpid (older heap entries are skipped when popped)
+        self._timers: list[tuple[float, int, int]] = []
+        self._due: dict[int, float] = {}
         #: dpid -> whether another read was asked for while one is in flight.
         self._reads: dict[int, bool] = {}
         self._running = False
@@ -181,8 +191,12 @@ class Mastership(RyuApp):
             raise
         self._session = _SESSIONS[self.coord.session_state]
         self.coord.add_session_listener(self._on_session)
-        self._worker = SerialExecutor(f"mastership-store[{self.member_id}]")
-        self._reader = SerialExecutor(f"mastership-reads[{self.member_id}]")
+        self._worker = BatchingExecutor(f"mastership-store[{self.member_id}]", {
+            "campaign": self._campaign_batch, "resign": self._resign_batch})
+        self._reader = BatchingExecutor(f"mastership-reads[{self.member_id}]",
+                                        {"read": self._read_batch})
+        self._recorder = SerialExecutor(f"mastership-records[{self.member_id}]")
+        raise_open_file_limit()
         self._running = True
         # last: resigning closes the coordinator other apps may still flush through
         lifecycle.register("mastership", self.shutdown, stage=lifecycle.CLOSE)
@@ -214,6 +228,8 @@ class Mastership(RyuApp):
         if coord is None or worker is None:
             return
         published = dict(self._published)
+        if self._recorder is not None:  # records first: they are withdrawn next
+            self._recorder.stop(max(0.1, deadline - time.monotonic()))
         future = worker.submit(self._store_shutdown, coord, published)
         try:
             future.result(max(0.1, deadline - time.monotonic()))
@@ -335,8 +351,7 @@ class Mastership(RyuApp):
     def _input(self, ev: _Input) -> None:
         now = time.monotonic()
         if ev.kind == "tick":
-            for fsm in list(self._fsms.values()):
-                self._run(fsm, fsm.tick(now))
+            self._tick(now)
             return
         if ev.kind == "session":
             self._session = ev.data["state"]
@@ -375,11 +390,34 @@ class Mastership(RyuApp):
             elif isinstance(action, MastershipChanged):
                 self._changed(fsm, action)
             elif isinstance(action, Campaign):
-                self._store(self._campaign, action.dpid, fsm.epoch)
+                if self._worker is not None and self._running:
+                    self._worker.put("campaign", (action.dpid, fsm.epoch))
             elif isinstance(action, Resign):
-                self._store(self._resign, action.dpid, self._published.pop(action.dpid, None))
+                self._resign(action.dpid)
             elif isinstance(action, ReadLeader):
                 self._request_read(action.dpid, fsm.epoch)
+        self._schedule(fsm)
+
+    def _schedule(self, fsm: MastershipFSM) -> None:
+        """Keep `fsm`'s next deadline in the timer heap."""
+        deadline = fsm.next_deadline()
+        if deadline is None or self._fsms.get(fsm.dpid) is not fsm:
+            if self._fsms.get(fsm.dpid) is fsm:
+                self._due.pop(fsm.dpid, None)
+            return
+        if self._due.get(fsm.dpid) != deadline:
+            self._due[fsm.dpid] = deadline
+            heapq.heappush(self._timers, (deadline, fsm.dpid, fsm.epoch))
+
+    def _tick(self, now: float) -> None:
+        """Run the state machines whose deadline has come (event loop only)."""
+        while self._timers and self._timers[0][0] <= now:
+            deadline, dpid, epoch = heapq.heappop(self._timers)
+            fsm = self._fsms.get(dpid)
+            if fsm is None or fsm.epoch != epoch or self._due.get(dpid) != deadline:
+                continue  # superseded
+            del self._due[dpid]
+            self._run(fsm, fsm.tick(now))
 
     def _send_role_request(self, action: SendRoleRequest) -> None:
         dp = self._datapaths.get(action.dpid)
@@ -403,21 +441,30 @@ class Mastership(RyuApp):
                  str(change.may_program).lower(), time.time(), change.reason)
         if change.may_program and self.settings.publish_mastership:
             self._published[change.dpid] = change.term
-            self._store(self._publish, change.dpid, fsm.epoch, change.term)
+            self._record(self._publish, change.dpid, fsm.epoch, change.term)
         elif change.role is not Role.MASTER and change.dpid in self._published:
             # Demoted (not merely holding): the record no longer tells the truth.
             term = self._published.pop(change.dpid)
-            self._store(lambda: self.coord and self._withdraw(self.coord, change.dpid, term))
+            self._record(lambda: self.coord and self._withdraw(self.coord, change.dpid, term))
         self.send_event_to_observers(EventMastershipChanged(
             change.dpid, change.role.value, change.term, change.may_program, change.reason,
             self._datapaths.get(change.dpid)))
 
     # ---- store work (serial worker thread) -----------------------------------------------
 
-    def _store(self, func: Callable[..., None], *args: Any) -> Future[Any] | None:
-        if self._worker is None or not self._running:
+    def _record(self, func: Callable[..., None], *args: Any) -> Future[Any] | None:
+        if self._recorder is None or not self._running:
             return None
-        return self._worker.submit(func, *args)
+        return self._recorder.submit(func, *args)
+
+    def _resign(self, dpid: int) -> None:
+        """Leave the election of `dpid` (in order with campaigns), withdraw our record."""
+        if self._worker is None or not self._running:
+            return
+        self._worker.put("resign", dpid)
+        term = self._published.pop(dpid, None)
+        if term is not None:
+            self._record(lambda: self.coord and self._withdraw(self.coord, dpid, term))
 
     def _request_read(self, dpid: int, epoch: int) -> None:
         """Read the leader of `dpid` (event loop only). One read in flight per switch; asks made
@@ -428,42 +475,55 @@ class Mastership(RyuApp):
         if self._reader is None or not self._running:
             return
         self._reads[dpid] = False
-        self._reader.submit(self._read_leader, dpid, epoch)
+        self._reader.put("read", (dpid, epoch))
 
-    def _campaign(self, dpid: int, epoch: int) -> None:
+    def _campaign_batch(self, items: list[tuple[int, int]]) -> None:
+        """Campaign for every (dpid, epoch) in one batch (the store worker)."""
         assert self.coord is not None
-        election = self.coord.election(election_name(dpid))
-        if dpid not in self._observed:
-            self._observed.add(dpid)
-            election.add_leader_listener(functools.partial(self._on_leader, dpid))
-        try:
-            election.campaign(
-                self.settings.priority,
+        latest = dict(items)  # a switch that reconnected within the batch: its newest epoch
+        requests = []
+        for dpid, epoch in latest.items():
+            election = self.coord.election(election_name(dpid))
+            if dpid not in self._observed:
+                self._observed.add(dpid)
+                election.add_leader_listener(functools.partial(self._on_leader, dpid))
+            if election.campaigning:
+                LOG.warning("mastership: already campaigning for %016x; not again", dpid)
+                continue
+            requests.append(coordination.CampaignRequest(
+                election.name, self.settings.priority,
                 on_elected=functools.partial(self._on_elected, dpid, epoch),
-                on_revoked=functools.partial(self._on_revoked, dpid, epoch),
-            )
+                on_revoked=functools.partial(self._on_revoked, dpid, epoch)))
+        try:
+            self.coord.campaign_many(requests)
         except coordination.CoordinationError as exc:
-            # Unreachable store: the coordinator re-enters the candidacy when a session is up.
-            LOG.warning("mastership: campaign for %016x failed: %s", dpid, exc)
+            # Unreachable store: the coordinator re-enters the candidacies when a session is up.
+            LOG.warning("mastership: campaigning for %d switch(es) failed: %s", len(requests),
+                        exc)
 
-    def _resign(self, dpid: int, published_term: int | None) -> None:
+    def _resign_batch(self, dpids: list[int]) -> None:
+        """Resign the elections of `dpids` in one batch (the store worker)."""
         assert self.coord is not None
         try:
-            self.coord.election(election_name(dpid)).resign()
+            self.coord.resign_many([election_name(dpid) for dpid in dpids])
         except coordination.CoordinationError as exc:
-            LOG.warning("mastership: resign for %016x failed: %s", dpid, exc)
-        if published_term is not None:
-            self._withdraw(self.coord, dpid, published_term)
+            LOG.warning("mastership: resigning %d switch(es) failed: %s", len(dpids), exc)
 
-    def _read_leader(self, dpid: int, epoch: int) -> None:
+    def _read_batch(self, items: list[tuple[int, int]]) -> None:
+        """Read the leaders of every (dpid, epoch) in one batch (the read worker)."""
         assert self.coord is not None
+        latest = dict(items)
         try:
-            lead = self.coord.election(election_name(dpid)).leader()
+            leaders = self.coord.read_leaders([election_name(dpid) for dpid in latest])
         except coordination.CoordinationError as exc:
-            LOG.info("mastership: reading the leader of %016x failed: %s", dpid, exc)
-            self._post(_Input("leader_read", dpid, epoch, failed=True))
+            LOG.info("mastership: reading the leaders of %d switch(es) failed: %s", len(latest),
+                     exc)
+            for dpid, epoch in latest.items():
+                self._post(_Input("leader_read", dpid, epoch, failed=True))
             return
-        self._post(_Input("leader_read", dpid, epoch, leadership=lead, failed=False))
+        for dpid, epoch in latest.items():
+            self._post(_Input("leader_read", dpid, epoch, failed=False,
+                              leadership=leaders.get(election_name(dpid))))
 
     def _publish(self, dpid: int, epoch: int, term: int) -> None:
         assert self.coord is not None
@@ -485,6 +545,17 @@ class Mastership(RyuApp):
                 coord.topology.delete("mastership", key, term=term, domain=dpid)
         except coordination.CoordinationError as exc:
             LOG.info("mastership: withdrawing the mastership record of %016x: %s", dpid, exc)
+
+
+def raise_open_file_limit() -> None:
+    """One socket per switch: lift the soft open-file limit to the hard one (a default soft
+    limit of 1,024 would refuse switches near a thousand)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            LOG.warning("mastership: cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 def _framework() -> str:

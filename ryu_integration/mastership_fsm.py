@@ -230,7 +230,12 @@ class MastershipFSM:
         return self.session is Session.SUSPENDED and not self.timing.hold_on_suspend
 
     def next_deadline(self) -> float | None:
-        """The earliest time `tick()` has something to do (for apps that schedule precisely)."""
+        """The earliest time `tick()` has something to do, so an app ticks only the machines
+        that are due (None: nothing until another input; 0.0: at the next tick)."""
+        if not self.connected:
+            return None
+        if self._unclaimed():
+            return 0.0
         times = [r.sent_at + self.timing.role_request_timeout
                  for r in self._requests.values() if not r.timed_out]
         for t in (self._retry_at, self._read_at):
@@ -421,11 +426,15 @@ class MastershipFSM:
             self._retry_at = None
             self._reassert = True
             out += self._sync(now, "retry after backoff")
-        if (self.desired() is None and self.role is Role.EQUAL and self._read_at is None
-                and not self._requests and self.session is Session.CONNECTED):
+        if self._unclaimed():
             # Nothing to claim yet: keep asking the store (never leave the switch EQUAL).
             self.leader_read_failed(now)
         return out
+
+    def _unclaimed(self) -> bool:
+        """Connected, EQUAL, nothing to claim and nothing scheduled to find out."""
+        return (self.desired() is None and self.role is Role.EQUAL and self._read_at is None
+                and not self._requests and self.session is Session.CONNECTED)
 
     # ---- internals ---------------------------------------------------------------------------
 
