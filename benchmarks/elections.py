@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -83,8 +84,9 @@ class Run:
         for text in proc.stdout:
             self.lines.put((index, text))
 
-    def _apply(self, deadline: float, done: callable) -> float | None:
+    def _apply(self, deadline: float, done: Callable[[], bool]) -> float | None:
         """Apply reported lines until `done()`; the time of the line that made it true."""
+        self.first: float | None = None
         while not done():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -99,6 +101,7 @@ class Run:
             word, election, stamp = parts[0], int(parts[1]), float(parts[2])
             if word == "e":
                 self.leader[election] = index
+                self.first = self.first or stamp
             elif word == "r" and self.leader.get(election) == index:
                 del self.leader[election]
             if done():
@@ -113,7 +116,7 @@ class Run:
         end = self._apply(t0 + self.timeout, lambda: len(self.leader) == self.count)
         return None if end is None else end - t0
 
-    def failover(self) -> tuple[float | None, int]:
+    def failover(self) -> tuple[float | None, float | None, int]:
         victim, led = Counter(self.leader.values()).most_common(1)[0]
         orphaned = {e for e, m in self.leader.items() if m == victim}
         t0 = time.monotonic()
@@ -122,12 +125,23 @@ class Run:
             del self.leader[e]
         end = self._apply(t0 + self.timeout,
                           lambda: all(self.leader.get(e, victim) != victim for e in orphaned))
-        return (None if end is None else end - t0), led
+        first = None if self.first is None else self.first - t0
+        return (None if end is None else end - t0), first, led
 
     def close(self) -> None:
         for proc in self.procs:
-            proc.kill()
-            proc.wait(10)
+            if proc.poll() is None:
+                try:
+                    proc.stdin.write("stop\n")
+                    proc.stdin.flush()
+                except OSError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def main() -> None:
@@ -171,16 +185,18 @@ def main() -> None:
                 run = Run(template % count, count, args.one_by_one, args.timeout)
                 try:
                     led = run.start()
-                    failover, moved = run.failover() if led is not None else (None, 0)
+                    failover, first, moved = (run.failover() if led is not None
+                                              else (None, None, 0))
                 finally:
                     run.close()
-                rows.append((backend, count, led, failover, moved))
+                rows.append((backend, count, led, first, failover, moved))
                 print(f"  {backend:<10} N={count:<6} all led {fmt(led, args.timeout)}  "
                       f"failover of {moved} {fmt(failover, args.timeout)}", flush=True)
-    print(f"\n{'backend':<10} {'N':>6} {'all led s':>12} {'failover s':>12} {'moved':>6}")
-    for backend, count, led, failover, moved in rows:
-        print(f"{backend:<10} {count:>6} {fmt(led, args.timeout):>12} "
-              f"{fmt(failover, args.timeout):>12} {moved:>6}")
+    print(f"\n{'backend':<10} {'N':>6} {'all led s':>10} {'moved':>6} {'first back s':>13} "
+          f"{'all back s':>11}")
+    for backend, count, led, first, failover, moved in rows:
+        print(f"{backend:<10} {count:>6} {fmt(led, args.timeout):>10} {moved:>6} "
+              f"{fmt(first, args.timeout):>13} {fmt(failover, args.timeout):>11}")
 
 
 def fmt(value: float | None, timeout: float) -> str:

@@ -22,8 +22,9 @@ from coordination.runtime import eventlet_patched
 T = TypeVar("T")
 #: Errors that mean "the connection is gone for now"; the step waits for the reconnect.
 TRANSIENT = (ConnectionLoss, KazooOperationTimeout)
-#: Requests in flight at once on the connection (ZooKeeper's own throttle is 1,000).
-PIPELINE_DEPTH = 500
+#: Requests in flight at once on the connection: enough to hide the round trip, few enough
+#: that a heartbeat queued behind them is answered well within the session timeout.
+PIPELINE_DEPTH = 200
 #: Operations per transaction: well under ZooKeeper's 1 MB request limit.
 MULTI_SIZE = 200
 
