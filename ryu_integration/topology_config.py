@@ -17,27 +17,30 @@ from .config import GROUP
 from .topology_janitor import BY_MASTERSHIP, BY_SWITCH_OWNER
 from .topology_runtime import DUMP_ENV, TopologySettings
 
+_DEFAULTS = TopologySettings()
+
 OPTS = [
-    cfg.FloatOpt("topology_batch_delay", default=0.05, min=0.0,
+    cfg.FloatOpt("topology_batch_delay", default=_DEFAULTS.batch_delay, min=0.0,
                  help="Seconds topology observations are collected before they are written as "
-                      "one batch; a link that flaps within it costs no store write."),
-    cfg.FloatOpt("topology_reconcile_window", default=10.0, min=0.0,
+                      "one batch; a link that flaps within it costs no store write. Whatever "
+                      "arrives while a batch is being written joins the next one."),
+    cfg.FloatOpt("topology_reconcile_window", default=_DEFAULTS.reconcile_window, min=0.0,
                  help="After a failover, seconds the new master keeps the links and hosts its "
                       "predecessor published, while its own discovery confirms them; the "
                       "unconfirmed are then deleted. Keep it above Ryu's link timeout (10 s)."),
-    cfg.FloatOpt("topology_grace_period", default=30.0, min=0.0,
+    cfg.FloatOpt("topology_grace_period", default=_DEFAULTS.grace_period, min=0.0,
                  help="Seconds a switch may stay without any owner (no live controller masters "
                       "it) before its records are removed from the store."),
-    cfg.BoolOpt("topology_janitor", default=True,
+    cfg.BoolOpt("topology_janitor", default=_DEFAULTS.janitor,
                 help="Take part in the election of the controller that removes records of "
                      "unowned switches after the grace period."),
-    cfg.FloatOpt("topology_resync_interval", default=30.0, min=0.1,
+    cfg.FloatOpt("topology_resync_interval", default=_DEFAULTS.resync_interval, min=0.1,
                  help="Seconds between full comparisons of what this master sees with the store "
                       "(self-repair; costs reads, writes only on differences)."),
     cfg.FloatOpt("topology_scan_interval", default=2.0, min=0.0,
                  help="Seconds between full reads of Ryu's own discovery state (catches host "
                       "addresses, which Ryu learns without raising events). 0: off."),
-    cfg.IntOpt("topology_max_backlog", default=10_000, min=1,
+    cfg.IntOpt("topology_max_backlog", default=_DEFAULTS.max_backlog, min=1,
                help="Store events applications may fall behind before they are resynchronised "
                     "from a snapshot of the view (logged)."),
     cfg.StrOpt("topology_dump_file", default=None,

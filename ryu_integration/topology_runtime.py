@@ -53,7 +53,7 @@ DUMP_ENV = "COORD_TOPOLOGY_DUMP"
 class TopologySettings:
     """Knobs of topology sync (the `[coordination] topology_*` options; seconds)."""
 
-    batch_delay: float = 0.05
+    batch_delay: float = 0.005
     reconcile_window: float = 10.0
     grace_period: float = 30.0
     janitor: bool = True
