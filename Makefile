@@ -28,5 +28,8 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(PYTEST) tests -q -rs --durations=10
 
+# The benchmarks, with what they compare against (tooz) installed; see docs/benchmarks.md.
 bench: setup
+	EXTRAS=test,etcd,os-ken,ryu,bench ./scripts/setup.sh
 	$(PY) benchmarks/handover.py
+	$(PY) benchmarks/elections.py --switches 1000,5000

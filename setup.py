@@ -7,7 +7,9 @@ from setuptools import find_packages, setup
 ETCD = ["python3-etcd3>=0.13,<0.14", "protobuf>=5.29", "grpcio>=1.66", "requests>=2.31"]
 RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3"]
 OS_KEN = ["os-ken>=4.2", "networkx>=3"]
-TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5"]
+TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "hypothesis>=6"]
+#: What `make bench` compares against and draws with.
+BENCH = ["tooz>=6", "matplotlib>=3.7"]
 
 setup(
     name="sdn-coordination",
@@ -25,6 +27,7 @@ setup(
         "ryu": RYU,
         "os-ken": OS_KEN,
         "test": TEST,
+        "bench": BENCH,
         "all": sorted(set(ETCD + OS_KEN + TEST)),
     },
     entry_points={
