@@ -9,6 +9,7 @@ back to back on the one connection, and ZooKeeper transactions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,31 @@ TRANSIENT = (ConnectionLoss, KazooOperationTimeout)
 PIPELINE_DEPTH = 200
 #: Operations per transaction: well under ZooKeeper's 1 MB request limit.
 MULTI_SIZE = 200
+
+
+class KazooLog(logging.LoggerAdapter):
+    """kazoo's own log lines, demoted to DEBUG (logger `backends.zookeeper.kazoo`).
+
+    kazoo logs a warning per failed reconnect attempt and tracebacks of dropped connections;
+    the driver reports what matters itself (session states, errors with their cause), and those
+    lines would bury it. The last problem kazoo reported is kept, so an error can name the
+    cause ("Connection refused") instead of kazoo's generic time-out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("backends.zookeeper.kazoo"), {})
+        self.last_problem = ""
+
+    #: kazoo's lines that say something happened, not why
+    _GENERIC = ("Transition to CONNECTING", "Failed connecting to Zookeeper")
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.WARNING and not str(msg).startswith(self._GENERIC):
+            try:
+                self.last_problem = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                self.last_problem = str(msg)
+        super().log(min(level, logging.DEBUG), msg, *args, **kwargs)
 
 
 def make_handler(kind: str) -> Any:

@@ -49,7 +49,7 @@ from coordination.store import RecordStoreDriver
 from coordination.types import Leadership, MemberInfo, SessionState
 from coordination.urls import BackendURL
 
-from .client import MULTI_SIZE, TRANSIENT, BoundedClient, make_handler
+from .client import MULTI_SIZE, TRANSIENT, BoundedClient, KazooLog, make_handler
 from .election import ElectionEngine, ZooKeeperElection
 from .store import ZooKeeperRecordStore
 
@@ -100,8 +100,10 @@ class ZooKeeperCoordinator(Coordinator):
             user, _, password = auth.partition(":")
             acl = [make_digest_acl(user, password, all=True)]
         handler = make_handler(options["handler"])
+        self._kazoo_log = KazooLog()
         self.client = KazooClient(
             hosts=self.hosts,
+            logger=self._kazoo_log,
             timeout=self.session_timeout,
             handler=handler,
             auth_data=[("digest", auth)] if auth else None,
@@ -152,15 +154,17 @@ class ZooKeeperCoordinator(Coordinator):
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _driver_start(self) -> None:
+        timeout_error = self.client.handler.timeout_exception  # differs per kazoo handler
         try:
             self.client.start(timeout=float(self.options["connect_timeout"]))
-        except (KazooTimeoutError, KazooException, OSError, ValueError) as exc:
+        except (timeout_error, KazooTimeoutError, KazooException, OSError, ValueError) as exc:
             self._shutdown_client()
             for executor in (self.worker, self.watch_worker, self.session_worker):
                 executor.stop(0)
+            cause = self._kazoo_log.last_problem or str(exc) or type(exc).__name__
             raise BackendConnectionError(
                 f"could not connect to zookeeper at {self.hosts} within "
-                f"{self.options['connect_timeout']} s: {exc}") from None
+                f"{self.options['connect_timeout']:g} s: {cause}") from None
         self.client.add_listener(self._on_kazoo_state)
         try:
             self.session_worker.call(self.translate(self._new_session),
