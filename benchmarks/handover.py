@@ -2,7 +2,8 @@
 
 For each contender, three candidate processes join one election; in every trial the leader
 resigns and we time from just before its resign call to the successor's elected callback
-(CLOCK_MONOTONIC, comparable across processes). Contenders:
+(CLOCK_MONOTONIC, comparable across processes); each trial starts 50 ms after the previous
+handover, so it measures a handover from a settled election, not a queue of writes. Contenders:
   ours/<backend>   this project's driver (memory is in-process only, so it is skipped here)
   kazoo-recipe     kazoo's own Election recipe (raw kazoo, the figure to beat)
   tooz-zookeeper   tooz's coordinator on the same ZooKeeper (polls run_watchers())
@@ -127,6 +128,10 @@ def candidate(kind: str, target: str, name: str, member: str) -> None:
 
 # ---- orchestration -----------------------------------------------------------------------
 
+#: Seconds between a handover and the next trial (see run_contender).
+SETTLE = 0.05
+
+
 def run_contender(kind: str, target: str, trials: int) -> list[float]:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     procs = []
@@ -171,6 +176,9 @@ def run_contender(kind: str, target: str, trials: int) -> list[float]:
             leader.stdin.write("rejoin\n")
             leader.stdin.flush()
             leader = successor
+            # a settled election, not a queue: the new leader's own writes (a published
+            # leader record, the rejoined candidacy) are done before it is asked to resign
+            time.sleep(SETTLE)
         return samples
     finally:
         for proc in procs:

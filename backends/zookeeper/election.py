@@ -15,8 +15,9 @@ a high-priority one preempted it and left. It costs no write on the handover pat
 learns it from the read that tells it it is first. It then publishes {member, candidate, term}
 in the `leader` znode (CAS-guarded, never lowering the term) for `leader()` and listeners.
 
-Watches: every candidate holds one child watch on its election's candidate list. An election has
-one candidate per controller, so a change wakes a handful of members, never a herd.
+Watches, none of them a herd: a follower watches only the candidate just before its own (a data
+watch); only the leader watches the candidate list (to notice preemption by a higher priority).
+A candidate joining at the back of the line wakes the leader alone.
 
 Batches: every step (create directories and candidacies, read candidate lists, publish leaders,
 observe for listeners) runs on the driver's worker thread over every election that needs it at
@@ -110,6 +111,10 @@ class ZooKeeperElection(Election):
         self.node: str | None = None
         #: left by a session we declared lost ourselves; deleted before the next join
         self.stale_node: str | None = None
+        #: read the candidate list with a watch next time (we lead, or are likely to)
+        self.watch_list = False
+        #: the predecessor whose deletion we wait for (a follower's one watch)
+        self.watching: str | None = None
 
     # ---- hooks ----------------------------------------------------------------------------
 
@@ -150,6 +155,16 @@ class ZooKeeperElection(Election):
     # ---- kazoo's thread: queue only ---------------------------------------------------------
 
     def on_list_watch(self, _event: Any) -> None:
+        # A leader re-reads (preemption?). A follower may still hold this one-shot watch from
+        # a read that armed it just in case; its predecessor's watch covers it, so it stays
+        # put, and so does a member that has resigned: no herd on a change of the list.
+        if self.is_leader or (self._campaign is not None and self.watching is None):
+            self.watch_list = True
+            self.coordinator.engine.evaluate(self)
+
+    def on_pred_watch(self, _event: Any) -> None:
+        self.watching = None
+        self.watch_list = True  # our predecessor went: we are likely to lead next
         self.coordinator.engine.evaluate(self)
 
     def on_leader_watch(self, _event: Any) -> None:
@@ -157,30 +172,32 @@ class ZooKeeperElection(Election):
 
     # ---- worker thread ------------------------------------------------------------------------
 
-    def settle(self, children: list[str], pzxid: int) -> str | None:
-        """Act on our rank in this state of the candidate list. Returns "publish" (we just
-        became leader under `pzxid`), "rejoin" (our candidacy is gone but we campaign), or
-        None (nothing more to do until the list changes)."""
+    def settle(self, children: list[str], pzxid: int) -> tuple[str | None, str | None]:
+        """Act on our rank in this state of the candidate list. Returns (what, predecessor):
+        "elected" (we just became leader under `pzxid`), "leading" (we still are), "following"
+        (the predecessor's node name comes with it), "rejoin" (our candidacy is gone but we
+        campaign), or None (we do not campaign)."""
         with self._lock:
             campaign, node = self._campaign, self.node
         if campaign is None:
-            return None
+            return None, None
         if node is None:
-            return "rejoin"
+            return "rejoin", None
         order = [name for name, _, _ in ranked(children)]
         if node not in order:  # deleted by hand, or by a peer that declared us dead
             self._revoked()
             with self._lock:
                 if self.node == node:
                     self.node = None
-            return "rejoin"
-        if order[0] != node:
+            return "rejoin", None
+        index = order.index(node)
+        if index > 0:
             self._revoked()
-            return None
+            return "following", order[index - 1]
         if self.is_leader:
-            return None
+            return "leading", None
         self._elected(pzxid)
-        return "publish" if self.is_leader else None
+        return ("elected" if self.is_leader else None), None
 
     def leader_payload(self, term: int) -> bytes:
         return json.dumps({"member_id": self.coordinator.member_id, "candidate": self.node,
@@ -368,15 +385,23 @@ class ElectionEngine:
                 raise result
 
     def _evaluate_all(self, elections: list[ZooKeeperElection]) -> None:
-        """Read each candidate list (arming its watch) and act on our rank; repeat for the
-        elections whose candidacy must be re-created."""
+        """Read each candidate list and act on our rank. A leader reads it with a watch (to
+        notice preemption by a higher priority); a follower watches only its predecessor, so a
+        candidate joining at the back of the line wakes nobody but the leader. Repeats for the
+        elections that must re-read with a watch, or re-create a vanished candidacy."""
         for _ in range(_PASSES):
             if not elections:
                 return
+            watched = {}
+            for election in elections:
+                watched[election], election.watch_list = election.watch_list, False
             publish: list[tuple[ZooKeeperElection, int]] = []
             rejoin: dict[ZooKeeperElection, int] = {}
-            reads = self.zk.pipelined(elections, lambda e: self.zk.get_children_async(
-                e.cands, watch=e.on_list_watch, include_data=True))
+            follow: list[tuple[ZooKeeperElection, str]] = []
+            again: list[ZooKeeperElection] = []
+            reads = self.zk.pipelined(elections, lambda e, watched=watched: (
+                self.zk.get_children_async(e.cands, include_data=True, watch=(
+                    e.on_list_watch if watched[e] or e.is_leader else None))))
             for election, result in reads:
                 if isinstance(result, NoNodeError):
                     children, pzxid = [], 0
@@ -384,15 +409,34 @@ class ElectionEngine:
                     raise result
                 else:
                     children, pzxid = result[0], result[1].pzxid
-                outcome = election.settle(children, pzxid)
-                if outcome == "publish":
+                outcome, predecessor = election.settle(children, pzxid)
+                if outcome != "following":
+                    election.watching = None
+                if outcome == "elected" and not watched[election]:
+                    election.watch_list = True  # read again, now with the watch
+                    again.append(election)
+                if outcome == "elected":
                     publish.append((election, pzxid))
+                elif outcome == "following" and predecessor is not None:
+                    election.watching = predecessor
+                    follow.append((election, predecessor))
                 elif outcome == "rejoin" and election._campaign is not None:
                     rejoin[election] = election._campaign.priority
             if publish:
                 self.publish(publish)
+            checks = self.zk.pipelined(follow, lambda item: self.zk.exists_async(
+                f"{item[0].cands}/{item[1]}", watch=item[0].on_pred_watch))
+            for (election, _), stat in checks:
+                if stat is None:  # the predecessor left before we watched it
+                    election.watching = None
+                    election.watch_list = True
+                    again.append(election)
+                elif isinstance(stat, Exception):
+                    raise stat
             connected = self.co.session_state is SessionState.CONNECTED
-            elections = self.create_candidacies(rejoin) if rejoin and connected else []
+            if rejoin and connected:
+                again.extend(self.create_candidacies(rejoin))
+            elections = list(dict.fromkeys(again))
         for election in elections:
             LOG.warning("election %s did not settle; the watchdog will retry", election.name)
             election._unsettled()
