@@ -1,0 +1,649 @@
+"""Mastership at scale: time until every switch has a confirmed master, failover after a crash,
+and what it costs the controllers and the store, for N emulated switches and 3 controllers.
+
+For each backend (--backends) and each N (--switches): three `coord-manager --framework os-ken
+... ryu_integration.mastership` processes on one coordination service (private ZooKeeper and
+etcd servers started here, sessions / leases of 2 s; or the embedded store in a temp dir), then
+`python -m ryu_integration.testing.fleet` with N switches, each connected to all three.
+  (a) all mastered: from the fleet's `fleet_start` record to the last switch's first ROLE_REPLY
+      granting MASTER, both timestamps taken by the fleet (its events file);
+  (b) failover: kill -9 of the controller mastering the most switches; from the signal to the
+      last of its switches granting MASTER to another controller with a newer generation_id;
+  (c) controller RSS (mean of the three, after (a)) and its growth per 1,000 switches; CPU
+      seconds of the three controllers during (a) per 1,000 switches (/proc/PID/status, stat);
+  (d) store operations per switch during (a): ZooKeeper `mntr` zk_packets_received, etcd
+      /metrics grpc_server_msg_received_total (and mvcc puts); none for the embedded store.
+Each phase is bounded by --timeout: a backend that does not converge is reported so.
+`--ovs 100` also measures (a) with 100 real Open vSwitch bridges, from the controllers' own
+MASTERSHIP log lines (their ROLE_REPLY-confirmed master), and the fleet at the same N the same
+way, to show the emulation tells the truth. Every process started here is stopped by PID.
+
+Usage: .venv/bin/python benchmarks/scale.py [--quick] [--backends zookeeper,etcd,embedded]
+       [--switches 100,1000,5000] [--timeout 120] [--ovs 100] [--json out.json] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ryu_integration.testing.fake_switch import is_newer
+from ryu_integration.testing.fleet import raise_nofile_limit
+from tests.integration.ryu_helpers import coord_manager_argv, parse_line, write_conf
+from tests.servers._process import LOOPBACK, ManagedProcess, free_ports
+
+BACKENDS = ("zookeeper", "etcd", "embedded")
+SESSION_TIMEOUT = 2  # seconds, ZooKeeper session / etcd lease
+CONTROLLERS = 3
+POLL = 0.05  # seconds between reads of growing log / events files (timestamps come from them)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- reading what the processes write ------------------------------------------------------
+
+
+class Follower:
+    """Reads a file that another process appends to, one complete line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in complete]
+
+
+@dataclass
+class FleetView:
+    """Who masters which switch, replayed from the fleet's events file."""
+
+    switches: int
+    started: float | None = None
+    masters: dict[int, tuple[str, int]] = field(default_factory=dict)
+    first_master: dict[int, float] = field(default_factory=dict)
+    all_mastered_at: float | None = None
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        kind = rec.get("kind")
+        if kind == "fleet_start":
+            self.started = rec["t"]
+            return
+        dpid, ctl = rec.get("dpid"), rec.get("controller")
+        current = self.masters.get(dpid)
+        self.connections += {"connect": 1, "disconnect": -1}.get(kind or "", 0)
+        if kind == "role" and rec["role"] == "master":
+            self.masters[dpid] = (ctl, rec["generation_id"])
+            self.first_master.setdefault(dpid, rec["t"])
+            self.grants.append(rec)
+            if self.all_mastered_at is None and len(self.first_master) == self.switches:
+                self.all_mastered_at = rec["t"]
+        elif kind in ("role", "demoted", "disconnect") and current and current[0] == ctl:
+            del self.masters[dpid]
+
+    def by_controller(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for dpid, (ctl, _) in self.masters.items():
+            out.setdefault(ctl, []).append(dpid)
+        return out
+
+
+def wait_until(check: Callable[[], Any], timeout: float, alive: Callable[[], str | None]) -> Any:
+    """Re-check (after reading new lines) until truthy or `timeout`; None on timeout. `alive`
+    returns why we cannot go on (a process died), which is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        problem = alive()
+        if problem:
+            raise RuntimeError(problem)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(POLL)
+
+
+def stop_process(proc: ManagedProcess, grace: float = 15.0, bound: float = 120.0) -> None:
+    """SIGTERM, then SIGKILL until the PID is reaped; bounded, never raises on a slow exit (a
+    process closing thousands of sockets on a loaded machine can take longer than one wait)."""
+    try:
+        proc.stop(grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + bound
+    while proc.running and time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.kill()
+    if proc.running:
+        print(f"warning: {proc.name} (pid {proc.pid}) still exiting after {bound:g} s",
+              file=sys.stderr)
+
+
+# ---- process metrics -----------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def zookeeper_counter(server: Any) -> dict[str, float]:
+    from tests.servers.zookeeper import four_letter
+
+    values = {}
+    for line in four_letter(server.host, server.port, "mntr").splitlines():
+        key, _, value = line.partition("\t")
+        if key in ("zk_packets_received", "zk_packets_sent"):
+            values[key] = float(value)
+    return values
+
+
+_METRIC = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? ([-+.\deE]+|NaN)$")
+
+
+def etcd_counter(server: Any) -> dict[str, float]:
+    with urllib.request.urlopen(f"{server.client_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    wanted = ("grpc_server_msg_received_total", "etcd_debugging_mvcc_put_total",
+              "etcd_debugging_mvcc_txn_total", "etcd_debugging_mvcc_range_total")
+    values: dict[str, float] = dict.fromkeys(wanted, 0.0)
+    for line in text.splitlines():
+        match = _METRIC.match(line)
+        if match and match.group(1) in values:
+            values[match.group(1)] += float(match.group(3))
+    return values
+
+
+# ---- the pieces of one run -----------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    name: str
+    url: Callable[[], str]  # a fresh namespace per run
+    counter: Callable[[], dict[str, float]] | None
+    headline: str | None  # which counter is "store ops"
+    options: dict[str, Any]
+
+
+class Controllers:
+    """Three coord-manager processes on one store; stopped by PID."""
+
+    def __init__(self, workdir: Path, backend: Backend) -> None:
+        self.workdir = workdir
+        self.ports = free_ports(CONTROLLERS)
+        self.procs: dict[str, ManagedProcess] = {}
+        self.logs: dict[str, Path] = {}
+        url = backend.url()
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for i, port in enumerate(self.ports):
+            target = f"tcp:{LOOPBACK}:{port}"
+            conf = write_conf(workdir / f"c{i}.conf", {"coordination": {
+                "backend_url": url, "member_id": f"c{i}:{port}", **backend.options}})
+            argv = [*coord_manager_argv(), "--framework", "os-ken", "--config-file", str(conf),
+                    "--ofp-listen-host", LOOPBACK, "--ofp-tcp-listen-port", str(port),
+                    "ryu_integration.mastership"]
+            self.logs[target] = workdir / f"c{i}.log"
+            self.procs[target] = ManagedProcess(f"c{i}", argv, cwd=workdir,
+                                                log_path=self.logs[target], env=env)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.procs)
+
+    def start(self, timeout: float) -> None:
+        for proc in self.procs.values():
+            proc.start()
+        followers = {t: Follower(p) for t, p in self.logs.items()}
+        ready: set[str] = set()
+
+        def all_ready() -> bool:
+            for target, follower in followers.items():
+                if any(line.startswith("READY ") for line in follower.lines()):
+                    ready.add(target)
+            return len(ready) == len(followers)
+
+        if not wait_until(all_ready, timeout, self.dead):
+            raise RuntimeError(f"controllers not READY after {timeout} s")
+
+    def dead(self) -> str | None:
+        for target, proc in self.procs.items():
+            if not proc.running and proc.returncode not in (None, -signal.SIGKILL):
+                return f"controller {target} exited ({proc.returncode}): {proc.log_tail(15)}"
+        return None
+
+    def running_pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.running and p.pid]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.request_stop()
+        for proc in self.procs.values():
+            stop_process(proc)
+
+    def confirmed_masters(self) -> dict[int, float]:
+        """{dpid: first t a controller logged MASTERSHIP may_program=true} from all the logs."""
+        first: dict[int, float] = {}
+        for path in self.logs.values():
+            for seq, line in enumerate(Follower(path).lines()):
+                rec = parse_line(line, seq)
+                if rec and rec.kind == "MASTERSHIP" and rec.get("may_program") == "true":
+                    first[rec.dpid] = min(first.get(rec.dpid, rec.t), rec.t)
+        return first
+
+
+def _fmt(seconds: float | None, timeout: float) -> str:
+    return f"not converged after {timeout:g} s" if seconds is None else f"{seconds:.2f} s"
+
+
+def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
+              compare_logs: bool) -> dict[str, Any]:
+    """One backend x N with the emulated fleet: phases (a) to (d)."""
+    result: dict[str, Any] = {"backend": backend.name, "switches": n, "switch": "fleet"}
+    controllers = Controllers(workdir, backend)
+    fleet: ManagedProcess | None = None
+    try:
+        controllers.start(timeout)
+        pids = dict(zip(controllers.targets, controllers.running_pids(), strict=True))
+        rss0 = {t: rss_mb(p) for t, p in pids.items()}
+        cpu0 = {t: cpu_seconds(p) for t, p in pids.items()}
+        store0 = backend.counter() if backend.counter else None
+        events = workdir / "fleet-events.jsonl"
+        argv = [sys.executable, "-m", "ryu_integration.testing.fleet", "--switches", str(n),
+                "--events", str(events)]
+        for target in controllers.targets:
+            argv += ["--controller", target]
+        fleet = ManagedProcess("fleet", argv, cwd=ROOT, log_path=workdir / "fleet.log",
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        fleet.start()
+        view, follower = FleetView(n), Follower(events)
+
+        def alive() -> str | None:
+            if fleet is not None and not fleet.running:
+                return f"the fleet exited ({fleet.returncode}): {fleet.log_tail(10)}"
+            return controllers.dead()
+
+        def replay() -> None:
+            for line in follower.lines():
+                if line:
+                    view.apply(json.loads(line))
+
+        # (a) every switch mastered
+        wait_until(lambda: (replay(), view.all_mastered_at)[1], timeout, alive)
+        converged = view.all_mastered_at is not None and view.started is not None
+        # (c), (d) at the end of (a), converged or not
+        rss1 = {t: rss_mb(p) for t, p in pids.items()}
+        cpu1 = {t: cpu_seconds(p) for t, p in pids.items()}
+        per_k = n / 1000
+        result["controller_rss_mb"] = statistics.mean(rss1.values())
+        result["rss_growth_mb_per_1k"] = statistics.mean(
+            (rss1[t] - rss0[t]) / per_k for t in pids)
+        result["controller_cpu_s_per_1k"] = sum(cpu1[t] - cpu0[t] for t in pids) / per_k
+        if fleet.pid:
+            result["fleet_cpu_s"] = cpu_seconds(fleet.pid)
+        if backend.counter and store0 is not None:
+            store1 = backend.counter()
+            delta = {k: store1.get(k, 0.0) - v for k, v in store0.items()}
+            result["store_counters_per_switch"] = {k: v / n for k, v in delta.items()}
+            result["store_ops_per_switch"] = delta.get(backend.headline or "", 0.0) / n
+        if not converged or view.started is None or view.all_mastered_at is None:
+            result["all_mastered_s"] = None
+            result["mastered_at_timeout"] = len(view.first_master)
+            result["connections_at_timeout"] = view.connections
+            return result
+        result["all_mastered_s"] = view.all_mastered_at - view.started
+        firsts = sorted(t - view.started for t in view.first_master.values())
+        result["first_master_p50_s"] = statistics.median(firsts)
+        # (b) kill -9 the busiest master
+        owned = view.by_controller()
+        victim = max(owned, key=lambda t: len(owned[t]))
+        old = {dpid: view.masters[dpid][1] for dpid in owned[victim]}
+        result["failover_switches"] = len(old)
+        result["masters_per_controller"] = sorted((len(v) for v in owned.values()), reverse=True)
+        kill_at = time.time()
+        controllers.procs[victim].kill()
+        taken: dict[int, float] = {}
+        seen = len(view.grants)
+
+        def failed_over() -> bool:
+            nonlocal seen
+            replay()
+            for rec in view.grants[seen:]:
+                dpid = rec["dpid"]
+                if (dpid in old and dpid not in taken and rec["controller"] != victim
+                        and is_newer(rec["generation_id"], old[dpid])):
+                    taken[dpid] = rec["t"] - kill_at
+            seen = len(view.grants)
+            return len(taken) == len(old)
+
+        if wait_until(failed_over, timeout, alive):
+            result["failover_s"] = max(taken.values())
+            result["failover_p50_s"] = statistics.median(taken.values())
+        else:
+            result["failover_s"] = None
+            result["failed_over_at_timeout"] = len(taken)
+        if compare_logs:
+            first = controllers.confirmed_masters()
+            if len(first) >= n:
+                result["all_mastered_ctl_logs_s"] = max(first.values()) - view.started
+        return result
+    except RuntimeError as exc:
+        result["error"] = str(exc).splitlines()[0][:300]
+        return result
+    finally:
+        if fleet is not None:
+            stop_process(fleet)
+        controllers.stop()
+
+
+def run_ovs(backend: Backend, n: int, workdir: Path, timeout: float, ovs: Any) -> dict[str, Any]:
+    """(a) with n real OVS bridges, from the controllers' MASTERSHIP lines."""
+    result: dict[str, Any] = {"backend": backend.name, "switches": n, "switch": "ovs"}
+    controllers = Controllers(workdir, backend)
+    names = [f"sc{i}" for i in range(n)]
+    added = False
+    try:
+        controllers.start(timeout)
+        started = time.time()
+        ovs.add_bridges([(name, i + 1, controllers.ports) for i, name in enumerate(names)])
+        added = True
+        followers = {t: Follower(p) for t, p in controllers.logs.items()}
+        first: dict[int, float] = {}
+
+        def mastered() -> bool:
+            for follower in followers.values():
+                for seq, line in enumerate(follower.lines()):
+                    rec = parse_line(line, seq)
+                    if rec and rec.kind == "MASTERSHIP" and rec.get("may_program") == "true":
+                        first[rec.dpid] = min(first.get(rec.dpid, rec.t), rec.t)
+            return len(first) >= n
+
+        if wait_until(mastered, timeout, controllers.dead):
+            result["all_mastered_ctl_logs_s"] = max(first.values()) - started
+        else:
+            result["all_mastered_ctl_logs_s"] = None
+            result["mastered_at_timeout"] = len(first)
+        return result
+    except RuntimeError as exc:
+        result["error"] = str(exc).splitlines()[0][:300]
+        return result
+    finally:
+        controllers.stop()
+        if added:
+            args: list[str] = []
+            for name in names:
+                args += ["--", "--if-exists", "del-br", name]
+            ovs.vsctl(*args, timeout=60)
+
+
+# ---- servers -------------------------------------------------------------------------------
+
+
+def start_backends(names: list[str], stack: ExitStack, tmp: Path) -> dict[str, Backend]:
+    """Start the private servers the selected backends need; closed by `stack`."""
+    out: dict[str, Backend] = {}
+    timing = {"session_timeout": SESSION_TIMEOUT}
+    if "zookeeper" in names:
+        from tests.servers.zookeeper import ZooKeeperServer
+
+        zk = ZooKeeperServer(tmp / "zookeeper")
+        stack.callback(zk.close)
+        zk.start()
+        out["zookeeper"] = Backend(
+            "zookeeper", lambda: f"zookeeper://{zk.hosts}/scale-{uuid.uuid4().hex[:8]}",
+            lambda: zookeeper_counter(zk), "zk_packets_received", timing)
+    if "etcd" in names:
+        from tests.servers.etcd import EtcdServer
+
+        etcd = EtcdServer(tmp / "etcd")
+        stack.callback(etcd.close)
+        etcd.start()
+        out["etcd"] = Backend(
+            "etcd",
+            lambda: f"etcd3://{etcd.endpoint}/scale-{uuid.uuid4().hex[:8]}"
+                    f"?lease_ttl={SESSION_TIMEOUT}",
+            lambda: etcd_counter(etcd), "grpc_server_msg_received_total", timing)
+    if "embedded" in names:
+        out["embedded"] = Backend(
+            "embedded", lambda: f"embedded://{tmp / ('embedded-' + uuid.uuid4().hex[:8])}",
+            None, None, {})
+    return out
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+HOW = """\
+Measuring mastership at scale on {cores} cores: 3 coord-manager (os-ken, ryu_integration.mastership)
+per run; ZooKeeper / etcd sessions {session} s; switches emulated by ryu_integration.testing.fleet
+(one process, N x 3 OpenFlow 1.3 connections).
+  all mastered = fleet start -> last switch's first ROLE_REPLY(MASTER) (fleet's timestamps)
+  failover     = kill -9 of the busiest master -> last of its switches granted MASTER to
+                 another controller under a newer generation_id (fleet's timestamps)
+  RSS / CPU    = the 3 controllers, /proc; CPU during 'all mastered', per 1,000 switches
+  store ops    = ZooKeeper zk_packets_received / etcd grpc msgs received during
+                 'all mastered', per switch
+  ovs rows     = real Open vSwitch bridges; 'all mastered' from the controllers' MASTERSHIP
+                 log lines (ROLE_REPLY-confirmed), from the add-br transaction
+Per-phase timeout {timeout:g} s."""
+
+
+def _formatter(r: dict[str, Any]) -> Callable[[str, str], str]:
+    """A cell: `r[key]` in `fmt` (e.g. "7.1f"), or "-" as wide."""
+
+    def cell(key: str, fmt: str) -> str:
+        if r.get(key) is None:
+            return "-".rjust(int(fmt.split(".")[0]))
+        return format(r[key], fmt)
+
+    return cell
+
+
+def table(results: list[dict[str, Any]], timeout: float) -> str:
+    head = (f"{'backend':<10} {'switch':<6} {'N':>5}  {'all mastered':<26} "
+            f"{'failover (kill -9)':<28} {'RSS MB':>7} {'MB/1k':>6} {'CPU s/1k':>8} "
+            f"{'store ops/sw':>12}")
+    rows = [head, "-" * len(head)]
+    for r in results:
+        if "error" in r:
+            rows.append(f"{r['backend']:<10} {r['switch']:<6} {r['switches']:>5}  "
+                        f"error: {r['error']}")
+            continue
+        if r["switch"] == "ovs":
+            a = _fmt(r.get("all_mastered_ctl_logs_s"), timeout)
+        else:
+            a = _fmt(r.get("all_mastered_s"), timeout)
+            if r.get("all_mastered_ctl_logs_s") is not None:
+                a += f" ({r['all_mastered_ctl_logs_s']:.2f} logs)"
+        note = ""
+        if "mastered_at_timeout" in r:
+            note = f"{r['mastered_at_timeout']}/{r['switches']} mastered"
+            if "connections_at_timeout" in r:
+                note += f", {r['connections_at_timeout']}/{CONTROLLERS * r['switches']} channels up"
+        b = ""
+        if "failover_switches" in r:
+            b = _fmt(r.get("failover_s"), timeout) + f" ({r['failover_switches']} sw)"
+            if r.get("failover_s") is None:
+                b += f" {r.get('failed_over_at_timeout', 0)} done"
+        num = _formatter(r)
+
+        rows.append(f"{r['backend']:<10} {r['switch']:<6} {r['switches']:>5}  {a:<26} {b:<28} "
+                    f"{num('controller_rss_mb', '7.0f')} {num('rss_growth_mb_per_1k', '6.1f')} "
+                    f"{num('controller_cpu_s_per_1k', '8.2f')} "
+                    f"{num('store_ops_per_switch', '12.1f')}")
+        if note:
+            rows.append(f"{'':<24}^ at the timeout: {note}")
+    return "\n".join(rows)
+
+
+def plot(results: list[dict[str, Any]], path: str, timeout: float) -> None:
+    """Both times against N per backend (log x); a run that did not converge is an x at the
+    timeout."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot: matplotlib is not installed (pip install matplotlib); no plot drawn")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "all_mastered_s", "every switch mastered"),
+                           (axes[1], "failover_s", "failover after kill -9")):
+        for backend in BACKENDS:
+            points = sorted((r["switches"], r[key]) for r in results
+                            if r["backend"] == backend and r["switch"] == "fleet"
+                            and r.get(key) is not None)
+            line = None
+            if points:
+                (line,) = ax.plot(*zip(*points, strict=True), marker="o", label=backend)
+            stuck = sorted(r["switches"] for r in results
+                           if r["backend"] == backend and r["switch"] == "fleet"
+                           and key in r and r[key] is None)
+            if stuck:
+                ax.plot(stuck, [timeout] * len(stuck), linestyle="none", marker="x",
+                        color=line.get_color() if line else None,
+                        label=f"{backend}: not converged after {timeout:g} s")
+        ax.set_xscale("log")
+        ax.set_xlabel("switches (3 controllers)")
+        ax.set_ylabel("seconds")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot written to {path}")
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", type=_csv, default=list(BACKENDS),
+                   help="comma-separated: zookeeper,etcd,embedded (default all)")
+    p.add_argument("--switches", type=lambda s: [int(x) for x in _csv(s)],
+                   default=[100, 1000, 5000], help="comma-separated N (default 100,1000,5000)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per phase (120)")
+    p.add_argument("--ovs", type=int, default=0, metavar="N",
+                   help="also measure 'all mastered' with N real OVS bridges")
+    p.add_argument("--quick", action="store_true",
+                   help="CI form: 100 switches, 30 s phases (backends as given)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep every log, config and events file under DIR (default: a temp dir, "
+                        "removed)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
+    args = p.parse_args(argv)
+    unknown = set(args.backends) - set(BACKENDS)
+    if unknown:
+        p.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    if args.quick:
+        args.switches, args.timeout = [100], min(args.timeout, 30.0)
+    return args
+
+
+@contextlib.contextmanager
+def _ovs_instance(n: int) -> Iterator[Any]:
+    if not n:
+        yield None
+        return
+    from tests.servers.ovs import OvsInstance
+
+    ovs = OvsInstance(tempfile.mkdtemp(prefix="ovs-", dir="/tmp"))  # short unix socket paths
+    try:
+        ovs.start()
+        yield ovs
+    finally:
+        ovs.close()
+        shutil.rmtree(ovs.dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(HOW.format(cores=os.cpu_count(), session=SESSION_TIMEOUT, timeout=args.timeout))
+    results: list[dict[str, Any]] = []
+    raise_nofile_limit()  # inherited by the controllers and the fleet
+    with ExitStack() as stack:
+        if args.keep:
+            tmp = Path(args.keep).resolve()
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-")))
+        backends = start_backends(args.backends, stack, tmp)
+        ovs = stack.enter_context(_ovs_instance(args.ovs))
+        for name in args.backends:
+            backend = backends[name]
+            for n in args.switches:
+                t0 = time.monotonic()
+                r = run_fleet(backend, n, tmp / f"{name}-{n}", args.timeout,
+                              compare_logs=n == args.ovs)
+                results.append(r)
+                print(f"  {name} fleet N={n}: all mastered "
+                      f"{_fmt(r.get('all_mastered_s'), args.timeout)}, "
+                      f"failover {_fmt(r.get('failover_s'), args.timeout)}"
+                      f"{'  ERROR ' + r['error'] if 'error' in r else ''} "
+                      f"[{time.monotonic() - t0:.0f} s]", flush=True)
+            if ovs is not None:
+                r = run_ovs(backend, args.ovs, tmp / f"{name}-ovs", args.timeout, ovs)
+                results.append(r)
+                print(f"  {name} ovs N={args.ovs}: all mastered "
+                      f"{_fmt(r.get('all_mastered_ctl_logs_s'), args.timeout)}", flush=True)
+    print()
+    print(table(results, args.timeout))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"timeout_s": args.timeout, "results": results},
+                                              indent=2))
+        print(f"results written to {args.json}")
+    if args.plot:
+        plot(results, args.plot, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
