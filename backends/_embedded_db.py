@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordination.errors import BackendConnectionError, ConfigurationError, OperationTimeoutError
+from coordination.errors import (
+    BackendConnectionError,
+    ConfigurationError,
+    InvalidRecordError,
+    OperationTimeoutError,
+)
+from coordination.names import election_name_problem, shown
 from coordination.store import Versioned
 from coordination.types import Candidate, Leadership, MemberInfo
 
@@ -349,13 +355,24 @@ class Database:
         with self.read() as conn:
             row = conn.execute("SELECT leader_member, term FROM elections WHERE name = ? AND "
                                "leader_token IS NOT NULL", (name,)).fetchone()
-        return Leadership(row[0], row[1]) if row else None
+        if row is None:
+            return None
+        if not (isinstance(row[0], str) and _is_int(row[1])):
+            _skip("election", name, "its leader or term has the wrong type")
+            return None
+        return Leadership(row[0], row[1])
 
     def candidates(self, name: str) -> list[Candidate]:
         with self.read() as conn:
             rows = conn.execute("SELECT member_id, priority FROM candidates WHERE election = ? "
                                 "ORDER BY priority DESC, seq", (name,)).fetchall()
-        return [Candidate(m, p) for m, p in rows]
+        out = []
+        for member, priority in rows:
+            if isinstance(member, str) and _is_int(priority):
+                out.append(Candidate(member, priority))
+            else:
+                _skip("candidate of election", name, "member id or priority of the wrong type")
+        return out
 
     def session_tokens(self) -> set[str]:
         with self.read() as conn:
@@ -368,7 +385,15 @@ class Database:
 
     def election_names(self) -> list[str]:
         with self.read() as conn:
-            return [r[0] for r in conn.execute("SELECT name FROM elections ORDER BY name")]
+            names = [r[0] for r in conn.execute("SELECT name FROM elections ORDER BY name")]
+        out = []
+        for name in names:
+            problem = election_name_problem(name)
+            if problem is None:
+                out.append(name)
+            else:
+                _skip("election", name, f"its name {problem}")
+        return out
 
     def members(self) -> dict[str, MemberInfo]:
         with self.read() as conn:
@@ -376,22 +401,39 @@ class Database:
         out = {}
         for member_id, info in rows:
             try:
-                out[member_id] = MemberInfo.from_dict(json.loads(info))
-            except (ValueError, KeyError, TypeError) as exc:
-                LOG.error("skipping malformed member record %r: %s", member_id, exc)
+                member = MemberInfo.decode(info, f"member record {shown(member_id)}")
+            except InvalidRecordError as exc:
+                LOG.error("skipping malformed member record: %s", exc)
+                continue
+            if member.member_id != member_id:
+                LOG.error("skipping member record %s: it names member %s", shown(member_id),
+                          shown(member.member_id))
+                continue
+            out[member_id] = member
         return out
 
     def get(self, path: str) -> Versioned | None:
+        """The record at `path`. A row of the wrong type keeps its version but reads as an empty
+        value, which the topology store logs as malformed and a put can still replace."""
         with self.read() as conn:
             row = conn.execute("SELECT value, version FROM records WHERE path = ?",
                                (path,)).fetchone()
-        return Versioned(bytes(row[0]), row[1]) if row else None
+        if row is None:
+            return None
+        value = _blob(path, row[0])
+        return Versioned(b"" if value is None else value, row[1])
 
     def list(self, prefix: str) -> dict[str, Versioned]:
+        """Every record under `prefix`; malformed rows (see `_blob`) are logged and skipped."""
         with self.read() as conn:
             rows = conn.execute("SELECT path, value, version FROM records WHERE substr(path, 1, ?)"
                                 " = ? ORDER BY path", (len(prefix), prefix)).fetchall()
-        return {p: Versioned(bytes(v), ver) for p, v, ver in rows}
+        out = {}
+        for path, value, version in rows:
+            blob = _blob(path, value)
+            if blob is not None and _is_int(version):
+                out[path] = Versioned(blob, version)
+        return out
 
 
 @dataclass(frozen=True)
@@ -420,19 +462,65 @@ def read_sync(conn: sqlite3.Connection, token: str, sid: int, election_rev: int,
     columns = "name, leader_token, leader_member, leader_seq, term"
     rows = conn.execute(f"SELECT {columns} FROM elections WHERE rev > ?", (election_rev,)).fetchall()
     seen = {r[0] for r in rows}
-    for name in sorted(dirty - seen):
+    for name in sorted(n for n in dirty - seen if isinstance(n, str)):
         row = conn.execute(f"SELECT {columns} FROM elections WHERE name = ?", (name,)).fetchone()
         rows.append(row if row is not None else (name, None, None, None, 0))
     snapshot = None
     if any(p is None or p < floor for p in positions):
-        snapshot = {p: bytes(v) for p, v in conn.execute("SELECT path, value FROM records")}
+        snapshot = {}
+        for path, value in conn.execute("SELECT path, value FROM records"):
+            blob = _blob(path, value)
+            if blob is not None:
+                snapshot[path] = blob
     streaming = [p for p in positions if p is not None and p >= floor]
-    changes = []
+    changes: list[tuple[int, str, bytes | None]] = []
     if streaming:
-        changes = [(r, p, None if v is None else bytes(v)) for r, p, v in conn.execute(
-            "SELECT rev, path, value FROM changes WHERE rev > ? ORDER BY rev", (min(streaming),))]
+        for change_rev, path, value in conn.execute(
+                "SELECT rev, path, value FROM changes WHERE rev > ? ORDER BY rev",
+                (min(streaming),)):
+            blob = None if value is None else _blob(path, value)
+            if _is_int(change_rev) and isinstance(path, str) and (value is None or blob is not None):
+                changes.append((change_rev, path, blob))
     older = {r[0] for r in conn.execute("SELECT token FROM sessions WHERE id < ?", (sid,))}
-    return SyncState(rev, floor, [LeaderRow(*r) for r in rows], snapshot, changes, older)
+    return SyncState(rev, floor, [LeaderRow(*r) for r in rows if _leader_row_ok(r)], snapshot,
+                     changes, older)
+
+
+# ---- rows of the wrong type ---------------------------------------------------------------
+# SQLite keeps whatever type a hand wrote (the sqlite3 shell writes '...' as TEXT). A row that
+# does not have the types this module writes is malformed: logged and skipped, never raised into
+# the worker, where it would stop every later read of the store (the watch would wedge).
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _skip(what: str, name: Any, why: str) -> None:
+    LOG.error("embedded store: skipping %s %s (edited by hand?): %s", what, shown(name), why)
+
+
+def _blob(path: Any, value: Any) -> bytes | None:
+    """A record's stored value, or None (logged) if the row is malformed: a path that is not
+    text, or a value that is not a BLOB (TEXT, a number)."""
+    if not isinstance(path, str):
+        _skip("record", path, "its path is not text")
+        return None
+    if not isinstance(value, bytes):
+        kind = "TEXT" if isinstance(value, str) else type(value).__name__
+        _skip("record", path, f"its value is {kind}, not a BLOB; put the record again to repair it")
+        return None
+    return value
+
+
+def _leader_row_ok(row: tuple[Any, ...]) -> bool:
+    name, token, member, seq, term = row
+    ok = (isinstance(name, str) and (token is None or isinstance(token, str))
+          and (member is None or isinstance(member, str)) and (seq is None or _is_int(seq))
+          and _is_int(term))
+    if not ok:
+        _skip("election", name, "a column has the wrong type")
+    return ok
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,8 @@ WRITE_LOCK_NAME = "write.lock"
 SESSIONS_DIR = "sessions"
 TOKEN = re.compile(r"^[0-9a-f]{16}$")
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+#: Seconds a `.lock.new` file is left to its creator before a sweep may remove it.
+_TEMP_GRACE = 30.0
 
 
 def default_dir() -> Path:
@@ -276,12 +279,16 @@ class SessionFiles:
             LOG.info("removed stale files of unregistered session %s", token)
 
     def _sweep_temp(self, name: str) -> None:
-        """A lock file its creator never renamed into place (it died in between)."""
+        """A lock file its creator never renamed into place (it died in between). A young one
+        is left alone: its creator may sit between creating and locking it (`hold`), and
+        sweeping it then would make that session's start fail."""
         try:
             fd = os.open(name, os.O_RDWR | os.O_CLOEXEC, dir_fd=self.dir_fd)
         except FileNotFoundError:
             return
         try:
+            if time.time() - os.fstat(fd).st_mtime < _TEMP_GRACE:
+                return
             if try_lock(fd):
                 os.unlink(name, dir_fd=self.dir_fd)
         finally:

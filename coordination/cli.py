@@ -24,17 +24,28 @@ from typing import Any
 
 from .api import Coordinator
 from .connect import connect
-from .errors import CoordinationError
+from .errors import ConfigurationError, CoordinationError
+from .names import printable, shown, validate_election_name
+from .options import DAY, Option
 from .records import Record
 from .topology import Change, Snapshot, TopologyEvent
 from .types import Leadership
+from .urls import parse_url, redact_raw
 
 DPID_PREFIX = "dpid-"
+#: Longest cell of a table, in characters (member ids are at most 200).
+MAX_CELL = 200
+
+
+def cell(value: Any) -> str:
+    """One table cell: store data is untrusted, so control characters (a newline would forge a
+    row) are escaped and the text is cut to `MAX_CELL` characters."""
+    return "-" if value is None else printable(str(value), MAX_CELL)
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """Align `rows` under `headers` in plain-text columns."""
-    cells = [[str(c) for c in headers]] + [[("-" if c is None else str(c)) for c in r] for r in rows]
+    """Align `rows` under `headers` in plain-text columns (cells escaped by `cell`)."""
+    cells = [[cell(c) for c in headers]] + [[cell(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in cells]
@@ -47,8 +58,14 @@ def resolve_url(url: str | None, config_file: str | None) -> str:
         return url
     if config_file:
         parser = configparser.ConfigParser(interpolation=None)
-        if not parser.read(config_file):
-            raise CoordinationError(f"cannot read config file {config_file!r}")
+        try:
+            if not parser.read(config_file, encoding="utf-8"):
+                raise ConfigurationError(f"cannot read config file {config_file!r}")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"{config_file}: not UTF-8 text (byte offset {exc.start})") from None
+        except configparser.Error as exc:
+            raise ConfigurationError(f"{config_file}: malformed: {one_line(exc)}") from None
         value = parser.get("coordination", "backend_url", fallback="").strip()
         if not value:
             raise CoordinationError(f"{config_file}: no backend_url in section [coordination]")
@@ -59,9 +76,18 @@ def resolve_url(url: str | None, config_file: str | None) -> str:
     return value
 
 
+def one_line(exc: BaseException | str, limit: int = 500) -> str:
+    """An error message on one line, whatever it contains (control characters escaped)."""
+    return printable(" ".join(str(exc).split()), limit)
+
+
 def _elections(coord: Coordinator) -> list[dict[str, Any]]:
     out = []
     for name in coord.elections():
+        try:
+            validate_election_name(name)
+        except ConfigurationError:
+            continue  # a foreign key in the store; the driver logs it
         election = coord.election(name)
         leader = election.leader()
         out.append({
@@ -122,7 +148,7 @@ def cmd_watch(coord: Coordinator, args: argparse.Namespace) -> None:
     def emit(doc: dict[str, Any]) -> None:
         with lock:
             text = json.dumps(doc, default=str) if args.json else " ".join(
-                f"{k}={v}" for k, v in doc.items())
+                f"{k}={cell(v)}" for k, v in doc.items())
             print(text, flush=True)
             printed[0] += 1
             if args.count and printed[0] >= args.count:
@@ -165,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", help="backend URL, e.g. zookeeper://127.0.0.1:2181/sdn")
     parser.add_argument("--config-file", help="ryu.conf with [coordination] backend_url")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--connect-timeout", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument("--connect-timeout", default="5", help="seconds (default 5)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("members", help="live controllers")
     sub.add_parser("elections", help="every election: leader, term, candidates")
@@ -173,13 +199,54 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topology", help="switches, links, hosts, masterships in the store")
     watch = sub.add_parser("watch", help="print live topology, leader and session events")
     watch.add_argument("--count", type=int, default=0, help="stop after N events")
-    watch.add_argument("--timeout", type=float, default=0, help="stop after N seconds")
+    watch.add_argument("--timeout", default="0", help="stop after N seconds (0: never)")
     return parser
+
+
+_SECONDS = Option(float, 0.0, "seconds", 0.0, DAY)
+
+
+def _seconds(flag: str, text: str, *, positive: bool) -> float:
+    """A command-line duration: ASCII decimal, finite, within (0 or [0) .. a day]."""
+    bounds = f"{'(' if positive else '['}0, {DAY:.0f}]"
+    try:
+        value = _SECONDS.parse(flag, text)
+    except ConfigurationError:
+        value = None
+    if value is None or (positive and value <= 0):
+        raise ConfigurationError(f"{flag} must be a number of seconds in {bounds}, "
+                                 f"got {shown(text)}")
+    return value
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Numbers argparse cannot bound: durations finite (ASCII digits, no nan/inf) and in range,
+    the connect timeout positive, counts not negative."""
+    args.connect_timeout = _seconds("--connect-timeout", args.connect_timeout, positive=True)
+    if args.command == "watch":
+        args.timeout = _seconds("--timeout", args.timeout, positive=False)
+        if args.count < 0:
+            raise ConfigurationError(f"--count must not be negative, got {args.count}")
+
+
+def _redacted(exc: BaseException, url: str | None) -> str:
+    """The error, on one line, with every secret of `url` masked (whoever wrote the message)."""
+    text = str(exc)
+    if url:
+        try:
+            text = parse_url(url).redact(text)
+        except CoordinationError:
+            pass
+        if url in text:
+            text = text.replace(url, redact_raw(url))
+    return one_line(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    url = None
     try:
+        check_args(args)
         url = resolve_url(args.url, args.config_file)
         member = f"coordctl@{socket.gethostname()}:{os.getpid()}"
         with connect(url, member, connect_timeout=args.connect_timeout) as coord:
@@ -192,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(table([[r.get(c) for c in columns] for r in rows], columns)
                           if rows else f"(no {args.command})")
     except CoordinationError as exc:
-        print(f"coordctl: error: {exc}", file=sys.stderr)
+        print(f"coordctl: error: {_redacted(exc, url)}", file=sys.stderr)
         return 2
     return 0
 

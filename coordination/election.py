@@ -15,7 +15,6 @@ does not grow with the number of elections.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
+from .names import validate_election_name
 from .types import Candidate, Leadership
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ LOG = logging.getLogger(__name__)
 
 #: Priorities are 0..MAX_PRIORITY; higher wins, ties go to the earliest candidate.
 MAX_PRIORITY = 999_999
-_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
 LeadershipCallback = Callable[[Leadership], None]
 LeaderListener = Callable[[Leadership | None], None]
@@ -68,10 +67,7 @@ class Election(ABC):
     """One election (e.g. per datapath). Obtain with `Coordinator.election(name)`."""
 
     def __init__(self, coordinator: Coordinator, name: str) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigurationError(
-                f"bad election name {name!r}: use 1-200 characters from A-Z a-z 0-9 _ . : -"
-            )
+        validate_election_name(name)
         self.coordinator = coordinator
         self.name = name
         self._lock = threading.RLock()

@@ -15,7 +15,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from .codec import decode_json
 from .errors import InvalidRecordError
+from .names import printable, shown
 from .types import MAX_TERM
 
 #: Version of the encoding below. Readers refuse (skip) records with a newer schema.
@@ -28,17 +30,17 @@ _MAX_PORT = 2**32 - 1
 
 def _check_int(name: str, value: Any, maximum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise InvalidRecordError(f"{name} must be an integer in 0..{maximum}, got {value!r}")
+        raise InvalidRecordError(f"{name} must be an integer in 0..{maximum}, got {shown(value)}")
 
 
 def _check_str(name: str, value: Any) -> None:
     if not isinstance(value, str):
-        raise InvalidRecordError(f"{name} must be a string, got {value!r}")
+        raise InvalidRecordError(f"{name} must be a string, got {shown(value)}")
 
 
 def _normalise_mac(value: Any) -> str:
     if not isinstance(value, str) or not _MAC.match(value.lower()):
-        raise InvalidRecordError(f"bad MAC address {value!r} (want aa:bb:cc:dd:ee:ff)")
+        raise InvalidRecordError(f"bad MAC address {shown(value)} (want aa:bb:cc:dd:ee:ff)")
     return value.lower()
 
 
@@ -57,7 +59,7 @@ class Port:
         if self.hw_addr:
             object.__setattr__(self, "hw_addr", _normalise_mac(self.hw_addr))
         if not isinstance(self.up, bool):
-            raise InvalidRecordError(f"port up must be a boolean, got {self.up!r}")
+            raise InvalidRecordError(f"port up must be a boolean, got {shown(self.up)}")
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,11 @@ class Host(_Record):
         _check_int("dpid", self.dpid, _MAX_DPID)
         _check_int("port_no", self.port_no, _MAX_PORT)
         if isinstance(self.ips, str) or not all(isinstance(ip, str) for ip in self.ips):
-            raise InvalidRecordError(f"ips must be a list of strings, got {self.ips!r}")
+            raise InvalidRecordError(f"ips must be a list of strings, got {shown(self.ips)}")
         try:
             ips = tuple(sorted({str(ipaddress.ip_address(ip)) for ip in self.ips}))
         except ValueError as exc:
-            raise InvalidRecordError(f"bad IP address in {self.ips!r}: {exc}") from None
+            raise InvalidRecordError(f"bad IP address in {shown(self.ips)}: {exc}") from None
         object.__setattr__(self, "ips", ips)
 
     @property
@@ -207,42 +209,52 @@ def encode(record: Record) -> bytes:
 
 
 def decode(path: str, data: bytes) -> Record:
-    """Parse and validate a stored record; anything malformed raises `InvalidRecordError`."""
-    kind, _, key = path.partition("/")
+    """Parse and validate a stored record; anything malformed raises `InvalidRecordError`.
+
+    The JSON goes through `codec.decode_json` (bounded size and depth, strict UTF-8, no NaN), so
+    nothing but `InvalidRecordError` leaves this function, whatever `path` and `data` hold.
+    """
+    label = printable(str(path), 200)
+    kind, _, key = str(path).partition("/")
     cls = RECORD_TYPES.get(kind)
     if cls is None:
-        raise InvalidRecordError(f"{path}: unknown record kind {kind!r}")
-    try:
-        body = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRecordError(f"{path}: not valid JSON ({exc})") from None
+        raise InvalidRecordError(f"{label}: unknown record kind {shown(kind)}")
+    body = decode_json(data, label)
     if not isinstance(body, dict):
-        raise InvalidRecordError(f"{path}: expected a JSON object, got {type(body).__name__}")
+        raise InvalidRecordError(f"{label}: expected a JSON object, got {type(body).__name__}")
     schema = body.pop("schema", None)
     if schema != SCHEMA_VERSION:
         raise InvalidRecordError(
-            f"{path}: schema {schema!r} is not {SCHEMA_VERSION}, the version this code reads"
+            f"{label}: schema {shown(schema)} is not {SCHEMA_VERSION}, the version this code reads"
         )
     if body.pop("kind", None) != kind:
-        raise InvalidRecordError(f"{path}: record kind does not match its location")
+        raise InvalidRecordError(f"{label}: record kind does not match its location")
     names = {f.name for f in fields(cls)}
     unknown = set(body) - names
     if unknown:
-        raise InvalidRecordError(f"{path}: unknown fields {sorted(unknown)}")
+        raise InvalidRecordError(f"{label}: unknown fields {shown(sorted(unknown))}")
     try:
         if cls is Switch and not isinstance(body.get("ports", []), list):
-            raise InvalidRecordError(f"ports must be a list, got {body['ports']!r}")
+            raise InvalidRecordError(f"ports must be a list, got {shown(body['ports'])}")
         if cls is Host:
             if not isinstance(body.get("ips", []), list):
-                raise InvalidRecordError(f"ips must be a list, got {body['ips']!r}")
+                raise InvalidRecordError(f"ips must be a list, got {shown(body['ips'])}")
             body["ips"] = tuple(body.get("ips", ()))
         if cls is Switch:
-            body["ports"] = tuple(Port(**p) for p in body.get("ports", ()))
+            body["ports"] = tuple(_port(p) for p in body.get("ports", ()))
         record = cls(**body)
-    except InvalidRecordError as exc:
-        raise InvalidRecordError(f"{path}: {exc}") from None
-    except TypeError as exc:
-        raise InvalidRecordError(f"{path}: {exc}") from None
+    except (InvalidRecordError, TypeError, ValueError) as exc:
+        raise InvalidRecordError(f"{label}: {printable(str(exc), 200)}") from None
     if record.key != key:
-        raise InvalidRecordError(f"{path}: record key {record.key!r} does not match its location")
+        raise InvalidRecordError(
+            f"{label}: record key {shown(record.key)} does not match its location")
     return record  # type: ignore[return-value]
+
+
+def _port(item: Any) -> Port:
+    if not isinstance(item, dict):
+        raise InvalidRecordError(f"a port must be a JSON object, got {shown(item)}")
+    unknown = set(item) - {f.name for f in fields(Port)}
+    if unknown:
+        raise InvalidRecordError(f"unknown port fields {shown(sorted(unknown))}")
+    return Port(**item)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .dispatch import SerialExecutor
 from .errors import ConflictError, InvalidRecordError, StaleTermError
+from .names import printable, shown
 from .records import KINDS, RECORD_TYPES, Record, decode, encode, record_path
 from .store import (
     RawChange,
@@ -75,7 +76,7 @@ class TopologyWatch:
             return dict(self._view)
 
     def _accept(self, path: str) -> bool:
-        return path.partition("/")[0] in self._kinds
+        return isinstance(path, str) and path.partition("/")[0] in self._kinds
 
     def _on_raw(self, event: RawEvent) -> None:
         if self._cancelled:
@@ -92,7 +93,7 @@ class TopologyWatch:
     def _translate(self, event: RawEvent) -> list[TopologyEvent]:
         if isinstance(event, RawSnapshot):
             view: dict[str, Record] = {}
-            for path, value in sorted(event.items.items()):
+            for path, value in sorted(event.items.items(), key=_by_path):
                 if self._accept(path):
                     record = _decode_or_log(path, value)
                     if record is not None:
@@ -119,12 +120,25 @@ class TopologyWatch:
         return [Change("put", kind, key, record, previous)]
 
 
+#: Every way decoding a stored value can fail. `decode` itself raises only InvalidRecordError
+#: (coordination.codec bounds size and depth); the rest is a last line of defence, so that one
+#: bad value can never stop a snapshot, a watch or a list for every other record.
+_DECODE_FAILURES = (InvalidRecordError, ValueError, TypeError, AttributeError, RecursionError)
+
+
+def _by_path(item: tuple[object, object]) -> str:
+    return str(item[0])
+
+
 def _decode_or_log(path: str, value: bytes) -> Record | None:
     try:
         return decode(path, value)
     except InvalidRecordError as exc:
         LOG.error("skipping malformed topology record: %s", exc)
-        return None
+    except _DECODE_FAILURES as exc:
+        LOG.error("skipping malformed topology record %s: %s: %s", shown(path),
+                  type(exc).__name__, printable(str(exc), 200))
+    return None
 
 
 class TopologyStore:
@@ -185,7 +199,7 @@ class TopologyStore:
         """Every valid record (of `kind`, if given); malformed ones are logged and skipped."""
         prefix = f"{_check_kind(kind)}/" if kind else ""
         out = []
-        for path, item in sorted(self._driver.list(prefix).items()):
+        for path, item in sorted(self._driver.list(prefix).items(), key=_by_path):
             record = _decode_or_log(path, item.value)
             if record is not None:
                 out.append(record)
@@ -213,7 +227,7 @@ def _check_kind(kind: str) -> str:
 def _check_fence(path: str, stored_value: bytes, domain: int | None, term: int) -> None:
     try:
         stored = decode(path, stored_value)
-    except InvalidRecordError:
+    except _DECODE_FAILURES:
         return  # a malformed record never blocks its repair
     if (domain is None or stored.domain == domain) and stored.term > term:
         raise StaleTermError(

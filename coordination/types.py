@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import decode_json
+from .errors import InvalidRecordError
+from .names import member_id_problem, printable, shown
+
 #: Terms are used as OpenFlow generation_ids, which are 64-bit unsigned.
 MAX_TERM = 2**64 - 1
+#: Bounds of what a member record may advertise (`MemberInfo.decode`).
+MAX_ADDRESS_LENGTH = 1024
+MAX_CAPACITY = 2**63 - 1
 
 
 class SessionState(enum.Enum):
@@ -64,7 +72,43 @@ class MemberInfo:
         }
 
     @classmethod
+    def decode(cls, data: bytes | str, what: str) -> MemberInfo:
+        """A member record read from a store (JSON of `to_dict()`), validated: types, bounds and
+        the member id rules of `coordination.names`. Anything else raises `InvalidRecordError`
+        naming `what`, which readers log before skipping the record."""
+        label = printable(str(what), 200)
+        doc = decode_json(data, label)
+        if not isinstance(doc, dict):
+            raise InvalidRecordError(f"{label}: expected a JSON object, got {type(doc).__name__}")
+        member_id = doc.get("member_id")
+        problem = member_id_problem(member_id)
+        if problem is not None:
+            raise InvalidRecordError(f"{label}: member_id {shown(member_id)} {problem}")
+        address = doc.get("address", "")
+        if not isinstance(address, str) or len(address) > MAX_ADDRESS_LENGTH:
+            raise InvalidRecordError(
+                f"{label}: address must be a string of at most {MAX_ADDRESS_LENGTH} characters, "
+                f"got {shown(address)}")
+        capacity = doc.get("capacity", 0)
+        if isinstance(capacity, bool) or not isinstance(capacity, int) \
+                or not 0 <= capacity <= MAX_CAPACITY:
+            raise InvalidRecordError(
+                f"{label}: capacity must be an integer in 0..{MAX_CAPACITY}, got {shown(capacity)}")
+        started_at = doc.get("started_at", 0.0)
+        if isinstance(started_at, bool) or not isinstance(started_at, (int, float)) \
+                or not math.isfinite(started_at) or started_at < 0:
+            raise InvalidRecordError(
+                f"{label}: started_at must be a number of seconds >= 0, got {shown(started_at)}")
+        metadata = doc.get("metadata")
+        metadata = {} if metadata is None else metadata
+        if not isinstance(metadata, dict):
+            raise InvalidRecordError(f"{label}: metadata must be an object, got {shown(metadata)}")
+        return cls(member_id, address, capacity, float(started_at), dict(metadata))
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MemberInfo:
+        """Lenient conversion of a dict (KeyError, ValueError, TypeError if it does not fit);
+        for data read from a store use `decode`, which validates."""
         return cls(
             member_id=str(data["member_id"]),
             address=str(data.get("address", "")),

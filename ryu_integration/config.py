@@ -4,15 +4,30 @@ The mastership app registers them on the framework's `cfg.CONF` when it is impor
 config-file options, not CLI options, so registering them after the command line was parsed (as
 `ryu-manager` imports app modules) is fine. `load()` turns them into a validated `Settings`.
 Framework-free (plain oslo.config, which Ryu and os-ken both wrap), so it is unit-testable.
+
+Errors are for people: `parse()` and `load()` turn a missing, malformed or non-UTF-8 config file
+and every bad value (`session_timeout = abc`, `priority = -5`, `nan`, a bad member_id or
+backend_url) into ONE `ConfigurationError` line naming the file, the option and the problem,
+which `coord-manager` prints before the framework starts (exit status 2, no traceback).
 """
 
 from __future__ import annotations
 
+import glob
+import math
+import os
+import re
 import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oslo_config import cfg
+
+from coordination.connect import check_url
+from coordination.errors import ConfigurationError, CoordinationError
+from coordination.names import member_id_problem, printable
+from coordination.options import DAY
 
 from .mastership_fsm import Timing
 
@@ -33,18 +48,18 @@ OPTS = [
     cfg.StrOpt("member_id", default=None,
                help="This controller's identity in elections; must differ between controllers. "
                     "Default: <hostname>:<ofp_tcp_listen_port>."),
-    cfg.FloatOpt("session_timeout", default=None, min=0.1,
+    cfg.FloatOpt("session_timeout", default=None, min=0.1, max=DAY,
                  help="Seconds before the backend declares a silent controller dead; bounds "
                       "failover after a crash. Unset: the URL's value or the driver default."),
     cfg.IntOpt("priority", default=0, min=0, max=999_999,
                help="Election priority (higher wins; ties go to the earliest candidate). A "
                     "higher-priority controller takes mastership over from a lower one."),
-    cfg.FloatOpt("role_request_timeout", default=3.0, min=0.05,
+    cfg.FloatOpt("role_request_timeout", default=3.0, min=0.05, max=DAY,
                  help="Seconds to wait for a ROLE_REPLY before re-sending the request."),
-    cfg.FloatOpt("role_retry_max", default=5.0, min=0.05,
+    cfg.FloatOpt("role_retry_max", default=5.0, min=0.05, max=DAY,
                  help="Longest pause, in seconds, between retries of a refused role request "
                       "(backoff doubles from 0.2 s up to this)."),
-    cfg.FloatOpt("reassert_interval", default=30.0, min=0.1,
+    cfg.FloatOpt("reassert_interval", default=30.0, min=0.1, max=DAY,
                  help="Seconds between periodic re-assertions of each switch's role."),
     cfg.BoolOpt("hold_on_suspend", default=True,
                 help="While the backend connection is down but the session may live "
@@ -83,10 +98,23 @@ def default_member_id(ofp_port: int | None) -> str:
 
 def load(conf: cfg.ConfigOpts) -> Settings:
     """Read and validate the `[coordination]` options (and the OpenFlow port for the default
-    member id)."""
+    member id). Every option of the group is checked, whichever app registered it; the first
+    problem is a `ConfigurationError` naming the file, the option and what is wrong."""
+    check_group(conf)
     group = conf[GROUP]
-    ofp_port = getattr(conf, "ofp_tcp_listen_port", None)  # NoSuchOptError is an AttributeError
+    ofp_port = _value(conf, None, "ofp_tcp_listen_port")
     member_id = (group.member_id or "").strip() or default_member_id(ofp_port)
+    problem = member_id_problem(member_id)
+    if problem is not None:
+        raise ConfigurationError(f"{_where(conf, 'member_id')}: [{GROUP}] member_id {problem}")
+    session_timeout = group.session_timeout
+    backend_url = (group.backend_url or DEFAULT_BACKEND_URL).strip()
+    try:
+        check_url(backend_url, **({} if session_timeout is None
+                                  else {"session_timeout": session_timeout}))
+    except CoordinationError as exc:
+        raise ConfigurationError(
+            f"{_where(conf, 'backend_url')}: [{GROUP}] backend_url: {_one_line(exc)}") from None
     timing = Timing(
         role_request_timeout=group.role_request_timeout,
         retry_initial=min(0.2, group.role_retry_max),
@@ -95,10 +123,116 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         hold_on_suspend=group.hold_on_suspend,
     )
     return Settings(
-        backend_url=(group.backend_url or DEFAULT_BACKEND_URL).strip(),
+        backend_url=backend_url,
         member_id=member_id,
-        session_timeout=group.session_timeout,
+        session_timeout=session_timeout,
         priority=group.priority,
         timing=timing,
         publish_mastership=group.publish_mastership,
     )
+
+
+def check_group(conf: cfg.ConfigOpts, group: str = GROUP) -> None:
+    """Read every option registered in `group`: a value of the wrong type or out of its range
+    raises `ConfigurationError` (one line: file, option, problem). Every float of the group is
+    a duration in seconds, so it must also be finite and at most a day (oslo.config lets `nan`
+    through `min`/`max`, and `inf` through `min`)."""
+    for name in sorted(conf[group]):
+        value = _value(conf, group, name)
+        if isinstance(value, float) and not (math.isfinite(value) and value <= DAY):
+            raise ConfigurationError(
+                f"{_where(conf, name, group)}: [{group}] {name} = {value}: must be a finite "
+                f"number of seconds, at most {DAY:.0f}")
+
+
+def parse(conf: cfg.ConfigOpts, args: Sequence[str], *, optional_files: Iterable[str] = (),
+          **kwargs: Any) -> None:
+    """`conf(args=args, **kwargs)`, with those of `optional_files` that exist as the default
+    config files (ryu-manager's fallback). A config file that is missing, unreadable, malformed
+    or not UTF-8 raises one `ConfigurationError` naming it."""
+    present = [path for path in optional_files if os.path.isfile(path)]
+    if present:
+        kwargs["default_config_files"] = present
+    try:
+        conf(args=list(args), **kwargs)
+    except cfg.ConfigFileParseError as exc:
+        raise ConfigurationError(f"{exc.config_file}: malformed: {_one_line(exc.msg)}") from None
+    except UnicodeDecodeError as exc:
+        path = _first_non_utf8([*_config_files(args), *present])
+        raise ConfigurationError(
+            f"{path or 'a config file'}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+            f"at offset {exc.start})") from None
+    except cfg.ConfigFilesNotFoundError as exc:
+        files = ", ".join(exc.config_files)
+        raise ConfigurationError(f"cannot read config file {files}") from None
+    except cfg.Error as exc:
+        raise ConfigurationError(_one_line(exc)) from None
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+_LOCATION = re.compile(r"detail='(?P<file>[^']*)'\)? is not valid: (?P<problem>.*)", re.DOTALL)
+
+
+def _value(conf: cfg.ConfigOpts, group: str | None, name: str) -> Any:
+    """One option's value (None if no such option); a bad value -> ConfigurationError."""
+    try:
+        return getattr(conf[group] if group else conf, name)
+    except cfg.ConfigSourceValueError as exc:
+        match = _LOCATION.search(str(exc))
+        where = match.group("file") if match else _where(conf, name, group, lookup=False)
+        problem = match.group("problem") if match else str(exc)
+        raise ConfigurationError(
+            f"{where}: [{group or 'DEFAULT'}] {name}: {_one_line(problem)}") from None
+    except (cfg.NoSuchOptError, AttributeError):
+        return None
+
+
+def _where(conf: cfg.ConfigOpts, name: str, group: str | None = GROUP, *,
+           lookup: bool = True) -> str:
+    """The config file that set option `name` (or the files given, or "the configuration")."""
+    if lookup:
+        try:
+            location = conf.get_location(name, group)
+        except (cfg.Error, ValueError, AttributeError):
+            location = None
+        if location is not None and location.detail and os.path.sep in str(location.detail):
+            return str(location.detail)
+    files = list(getattr(conf, "config_file", None) or [])
+    return ", ".join(files) if files else "the configuration"
+
+
+def _config_files(args: Sequence[str]) -> list[str]:
+    """Files named by --config-file and found in --config-dir directories in `args`."""
+    out: list[str] = []
+    items = list(args)
+    for i, arg in enumerate(items):
+        for flag in ("--config-file", "--config-dir"):
+            value = None
+            if arg == flag and i + 1 < len(items):
+                value = items[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.partition("=")[2]
+            if value is None:
+                continue
+            if flag == "--config-dir":
+                out += sorted(glob.glob(os.path.join(value, "*.conf")))
+            else:
+                out.append(value)
+    return out
+
+
+def _first_non_utf8(paths: Iterable[str]) -> str | None:
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                fh.read().decode("utf-8")
+        except UnicodeDecodeError:
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _one_line(text: object) -> str:
+    return printable(" ".join(str(text).split()), 300)

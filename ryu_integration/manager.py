@@ -15,6 +15,10 @@ What it adds:
   `register_cli_opts` are accepted (ryu-manager imports them after parsing). A `.py` path is
   imported once and handed on by module name, because a second import would register its
   options again and fail.
+- The configuration is checked before the framework starts (before any log output): a
+  missing, malformed or non-UTF-8 config file, or a bad `[coordination]` value, is one line on
+  stderr naming the file, the option and the problem, and exit status 2 (as is a backend that
+  cannot be named or reached).
 - SIGTERM and SIGINT: the shutdown hooks (`lifecycle`) run first, so the mastership app resigns
   every election while its OpenFlow connections are still up and successors take over at once;
   then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
@@ -23,12 +27,13 @@ What it adds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import frameworks
@@ -149,12 +154,43 @@ def _install_signal_handlers(hub: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+#: The config file ryu-manager reads by default (if it exists).
+RYU_DEFAULT_CONFIG = "/usr/local/etc/ryu/ryu.conf"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No INFO/DEBUG records while the configuration is checked: the frameworks log DEBUG to
+    stderr from import time on, and an error must be the only line there."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _check_ryu_config(conf: Any, args: list[str], version: str) -> None:
+    """Parse the command line and config files as ryu-manager is about to, and validate the
+    `[coordination]` options, so that a bad file is one line before Ryu logs anything; then
+    reset `conf` for ryu-manager's own parse (which must still register its late options)."""
+    from . import config
+
+    try:
+        with _quiet():
+            config.parse(conf, args, optional_files=[RYU_DEFAULT_CONFIG], prog="coord-manager",
+                         project="ryu", version=f"ryu-manager {version}")
+            config.load(conf)
+    finally:
+        conf.clear()
+
+
 def _run_ryu(args: list[str]) -> int:
     from . import compat
 
     ryu_manager = compat.framework_module("cmd.manager")  # registers ryu-manager's CLI options
     utils = compat.framework_module("utils")
     args = _import_apps_checked(args, compat.cfg.CONF, utils.import_module, compat)
+    _check_ryu_config(compat.cfg.CONF, args, getattr(ryu_manager, "version", "?"))
     _install_signal_handlers(compat.hub)
     ryu_manager.main(args=args, prog="coord-manager")
     return 0
@@ -183,8 +219,12 @@ def _run_os_ken(args: list[str]) -> int:
         ])
     utils = compat.framework_module("utils")
     args = _import_apps_checked(args, conf, utils.import_module, compat)
-    conf(args=args, prog="coord-manager", project="os_ken",
-         version=f"coord-manager ({compat.version()})")
+    from . import config
+
+    with _quiet():  # a bad file or [coordination] value: one line, before any log output
+        config.parse(conf, args, prog="coord-manager", project="os_ken",
+                     version=f"coord-manager ({compat.version()})")
+        config.load(conf)
     log.init_log()
     if conf.pid_file:
         with open(conf.pid_file, "w") as fh:
@@ -239,8 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_ryu(args)
         return _run_os_ken(args)
     except CoordinationError as exc:
-        # a bad backend_url, an unreachable server, refused credentials: say it in one line
-        print(f"coord-manager: error: {exc}", file=sys.stderr)
+        # a bad config file or value, a bad backend_url, an unreachable server, refused
+        # credentials: say it in one line (messages never carry secrets: coordination.urls)
+        text = " ".join(str(exc).split())
+        print(f"coord-manager: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -72,7 +72,8 @@ publish_mastership = false
                                   "role_request_timeout = 0", "hold_on_suspend = maybe"])
 def test_bad_values_are_refused(tmp_path, line):
     conf = make_conf(tmp_path, f"[coordination]\n{line}\n")
-    with pytest.raises((ValueError, cfg.ConfigFileValueError)):
+    name = line.split()[0]
+    with pytest.raises(coordination.ConfigurationError, match=f"ryu.conf: \\[coordination\\] {name}"):
         config.load(conf)
 
 
