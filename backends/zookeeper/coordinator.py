@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -40,9 +40,11 @@ from coordination.errors import (
     BackendConnectionError,
     ConfigurationError,
     CoordinationError,
+    InvalidRecordError,
     OperationTimeoutError,
     SessionLostError,
 )
+from coordination.names import election_name_problem, shown
 from coordination.options import Option
 from coordination.retry import retrying
 from coordination.store import RecordStoreDriver
@@ -293,11 +295,15 @@ class ZooKeeperCoordinator(Coordinator):
             out = {}
             for name, fetch in sorted(fetches.items()):
                 try:
-                    info = MemberInfo.from_dict(json.loads(fetch.get()[0]))
+                    info = MemberInfo.decode(fetch.get()[0], f"member record {shown(name)}")
                 except NoNodeError:
                     continue
-                except (ValueError, KeyError, TypeError) as exc:
-                    LOG.error("skipping malformed member record %s: %s", name, exc)
+                except InvalidRecordError as exc:
+                    LOG.error("skipping %s", exc)
+                    continue
+                if info.member_id != unquote(name):
+                    LOG.error("skipping member record %s: it names member %s", shown(name),
+                              shown(info.member_id))
                     continue
                 out[info.member_id] = info
             return out
@@ -333,9 +339,10 @@ class ZooKeeperCoordinator(Coordinator):
     def _driver_election_names(self) -> list[str]:
         def op() -> list[str]:
             try:
-                return sorted(self.zk.get_children(f"{self.prefix}/elections"))
+                names = self.zk.get_children(f"{self.prefix}/elections")
             except NoNodeError:
                 return []
+            return sorted(n for n in names if election_name_problem(n) is None)
 
         return self.call(op, "list elections")
 

@@ -38,8 +38,11 @@ from urllib.parse import quote, unquote
 
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 
+from coordination.codec import decode_json
 from coordination.election import MAX_PRIORITY, Election
-from coordination.types import Candidate, Leadership, SessionState
+from coordination.errors import InvalidRecordError
+from coordination.names import member_id_problem
+from coordination.types import MAX_TERM, Candidate, Leadership, SessionState
 
 from .client import MULTI_SIZE, TRANSIENT, BoundedClient, chunks
 
@@ -65,7 +68,7 @@ def parse_candidate(name: str) -> tuple[tuple[int, int], str, int] | None:
         member = unquote(name[3 + _RANK_DIGITS:-11])
     except ValueError:
         return None
-    if not name.startswith("c-") or not member:
+    if not name.startswith("c-") or member_id_problem(member) is not None:
         return None
     return (rank, seq), member, MAX_PRIORITY - rank
 
@@ -81,19 +84,24 @@ def ranked(children: list[str]) -> list[tuple[str, str, int]]:
 
 
 def leader_doc(data: bytes) -> dict[str, Any]:
-    """The published leader record, or {} if it is empty or not one."""
-    try:
-        doc = json.loads(data) if data else {}
-    except (ValueError, RecursionError):
+    """The published leader record, or {} if it is empty or not a valid one (logged)."""
+    if not data:
         return {}
-    return doc if isinstance(doc, dict) and isinstance(doc.get("term"), int) else {}
+    try:
+        doc = decode_json(data, "leader record")
+    except InvalidRecordError as exc:
+        LOG.error("ignoring %s", exc)
+        return {}
+    valid = (isinstance(doc, dict) and isinstance(doc.get("term"), int)
+             and 0 < doc["term"] <= MAX_TERM and member_id_problem(doc.get("member_id")) is None)
+    return doc if valid else {}
 
 
 def leader_of(doc: dict[str, Any], children: list[str]) -> Leadership | None:
     """The published leader, if the candidacy it names is still first in line."""
     first = ranked(children)
-    if first and doc.get("candidate") == first[0][0]:
-        return Leadership(str(doc.get("member_id")), int(doc["term"]))
+    if first and doc and doc.get("candidate") == first[0][0]:
+        return Leadership(doc["member_id"], doc["term"])
     return None
 
 
