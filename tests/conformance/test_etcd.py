@@ -181,6 +181,57 @@ def test_eventlet_process_hands_over_and_watches(etcd: EtcdServer, transport: st
     assert out["grpc_imported"] is False
 
 
+EVENTLET_SCALE_SCRIPT = r'''
+import eventlet
+eventlet.monkey_patch()
+import json, sys, threading, time
+import coordination
+from coordination import CampaignRequest
+
+url, count = sys.argv[1], int(sys.argv[2])
+names = [f"dp-{i}" for i in range(count)]
+a = coordination.connect(url, "a", lease_ttl=3)
+b = coordination.connect(url, "b", lease_ttl=3)
+terms = {"a": {}, "b": {}}
+done = {"a": threading.Event(), "b": threading.Event()}
+
+def on_elected(member, name):
+    def callback(lead):
+        terms[member][name] = lead.term
+        if len(terms[member]) == count:
+            done[member].set()
+    return callback
+
+for member, coordinator in (("a", a), ("b", b)):
+    coordinator.campaign_many(CampaignRequest(n, on_elected=on_elected(member, n)) for n in names)
+    if member == "a":
+        assert done["a"].wait(30), f"a led {len(terms['a'])} of {count}"
+deadline = time.monotonic() + 10  # b's watch starts right after its candidacies are in
+while b.status()["watches"] == 0 and time.monotonic() < deadline:
+    time.sleep(0.05)
+out = {"watches": [a.status()["watches"], b.status()["watches"]]}
+a.close()  # resigns every election at once; b takes all of them over
+assert done["b"].wait(30), f"b led {len(terms['b'])} of {count}"
+out["grew"] = all(terms["b"][n] > terms["a"][n] for n in names)
+out["grpc_imported"] = "grpc" in sys.modules
+b.close()
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_eventlet_process_many_elections_over_one_connection(etcd: EtcdServer) -> None:
+    """ryu-manager with many switches: the gateway transport batches under eventlet too, and a
+    member holds one watch (one HTTP connection) for all its elections, not one per election."""
+    require_module("eventlet")
+    url = f"etcd3://{etcd.endpoint}/eventlet-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([sys.executable, "-c", EVENTLET_SCALE_SCRIPT, url, "600"],
+                          capture_output=True, text=True, timeout=120, cwd=str(ROOT), check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out == {"watches": [1, 1], "grew": True, "grpc_imported": False}
+
+
 def require_module(name: str) -> None:
     """Check that `name` is installed (without importing it here), or skip the test (fail
     under CI=true, like every missing requirement)."""

@@ -1,6 +1,7 @@
 """etcd-specific behaviour against real servers, on both transports: TLS, authentication,
 unreachable endpoints, a cluster member dying under a leader, lease loss by silence,
-compaction under a watch, and no library exception crossing the API."""
+compaction under a watch, no library exception crossing the API, and elections in batches
+(few txns, one watch per member, a server with a lower --max-txn-ops)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from coordination import (
     BackendConnectionError,
+    CampaignRequest,
     CoordinationError,
     Coordinator,
     SessionState,
@@ -293,3 +295,82 @@ def test_quorum_loss_drops_leadership_and_recovers(etcd_cluster: EtcdCluster, tr
     etcd_cluster.wait_serving(WAIT)
     second = elected.wait_count(2, 2 * WAIT)[1]
     assert second.term > first.term and states.items[-1] is SessionState.CONNECTED
+
+
+# ---- many elections: batches, one watch -------------------------------------------------------
+
+
+class TxnCounter:
+    """Counts the txns a coordinator's client sends (wraps `client.txn`)."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.count = 0
+        client = coordinator.client  # type: ignore[attr-defined]
+        self._txn = client.txn
+        client.txn = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.count += 1
+        return self._txn(*args, **kwargs)
+
+
+def _wait(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _campaign_all(coordinator: Coordinator, names: list[str], elected: Recorder,
+                  revoked: Recorder | None = None) -> None:
+    coordinator.campaign_many(CampaignRequest(name, on_elected=lambda lead, n=name: elected((n, lead)),
+                                              on_revoked=revoked and (lambda lead, n=name:
+                                                                      revoked((n, lead))))
+                              for name in names)
+
+
+def test_many_elections_cost_few_txns_and_one_watch(etcd: EtcdServer, transport: str,
+                                                    opened: list[Coordinator]) -> None:
+    """400 elections: candidacies and leader keys are written in batches (a handful of txns,
+    not one or more per election), each member holds one watch for all of them, and when the
+    leader of all of them leaves, the other takes over every one under a larger term."""
+    count = 400
+    url = f"etcd3://{etcd.endpoint}/{_namespace()}"
+    a = connect(url, "a", transport=transport, lease_ttl=5)
+    b = connect(url, "b", transport=transport, lease_ttl=5)
+    opened.extend([a, b])
+    names = [f"dp-{i}" for i in range(count)]
+    a_txns, b_txns = TxnCounter(a), TxnCounter(b)
+    a_elected, b_elected = Recorder("a elected"), Recorder("b elected")
+    _campaign_all(a, names, a_elected)
+    first = dict(a_elected.wait_count(count, WAIT))
+    # ceil(400 / 128) txns of puts + ceil(400 / 124) of nested leader writes, give or take
+    assert a_txns.count <= 12, a_txns.count
+    _campaign_all(b, names, b_elected)
+    _wait(lambda: b.status()["watches"] == 1)  # type: ignore[attr-defined]
+    assert a.status()["watches"] == 1  # type: ignore[attr-defined]
+    leaders = b.read_leaders(names)
+    assert leaders == first
+    assert [c.member_id for c in b.election("dp-7").candidates()] == ["a", "b"]
+    a.resign_many(names)
+    second = dict(b_elected.wait_count(count, WAIT))
+    assert all(second[name].term > first[name].term for name in names)
+    assert b_txns.count <= 12, b_txns.count
+    assert b.read_leaders(names) == second
+    assert len(b.read_leaders(names[:10])) == 10  # a few: read key by key, in one txn
+
+
+def test_server_allowing_fewer_txn_ops(etcd_factory: Factory, transport: str,
+                                       opened: list[Coordinator]) -> None:
+    """A server started with a lower --max-txn-ops refuses our first batch; the driver halves
+    its batches until they fit, and every election is still led."""
+    server = etcd_factory(extra_args=["--max-txn-ops", "16"])
+    url = f"etcd3://{server.endpoint}/{_namespace()}"
+    a = connect(url, "a", transport=transport)
+    opened.append(a)
+    names = [f"dp-{i}" for i in range(100)]
+    elected = Recorder("elected")
+    _campaign_all(a, names, elected)
+    assert {name for name, _ in elected.wait_count(len(names), WAIT)} == set(names)
+    assert a.engine.max_txn_ops <= 16  # type: ignore[attr-defined]
+    assert all(lead is not None for lead in a.read_leaders(names).values())

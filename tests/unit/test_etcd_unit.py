@@ -1,5 +1,6 @@
-"""Unit tests of the etcd driver's server-free parts: key ordering, error classification,
-failover, watch resume bookkeeping, both transports' encodings, options and transport choice."""
+"""Unit tests of the etcd driver's server-free parts: key ordering, the election cache and the
+settling step, txns in batches, error classification, failover, watch resume bookkeeping, both
+transports' encodings (nested txns included), options and transport choice."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from backends import _etcd_client as C
-from backends._etcd_election import rank_candidates
 from backends.etcd import EtcdCoordinator, choose_transport
-from coordination import ConfigurationError, parse_url
+from backends.etcd import client as C
+from backends.etcd.cache import ElectionCache, rank_candidates
+from backends.etcd.election import EtcdElection
+from coordination import CampaignRequest, ConfigurationError, Leadership, SessionState, parse_url
 from coordination.options import COMMON_OPTIONS, resolve_options
 from tests.requirements import missing
 
@@ -39,6 +41,139 @@ def test_candidates_rank_by_priority_then_create_revision() -> None:
     # rank 999990 (priority 9) first, oldest first inside it; the foreign key is ignored
     assert [(r.rank, r.kv.create_revision) for r in ranked] == [(999990, 4), (999990, 5),
                                                                 (999999, 3)]
+
+
+# ---- the election cache ---------------------------------------------------------------------
+
+ROOT = b"/p/elections/"
+
+
+def _cand(name: str, rank: int, lease: str, revision: int, member: str = "m") -> C.KeyValue:
+    key = ROOT + f"{name}/candidates/{rank:06d}/{lease}".encode()
+    value = f'{{"member_id": "{member}", "priority": {999999 - rank}}}'.encode()
+    return C.KeyValue(key, value, revision, revision)
+
+
+def _leader(name: str, candidate: C.KeyValue, revision: int, member: str = "m") -> C.KeyValue:
+    value = (f'{{"member_id": "{member}", "candidate": "{candidate.key.decode()}", '
+             f'"create_revision": {candidate.create_revision}}}').encode()
+    return C.KeyValue(ROOT + f"{name}/leader".encode(), value, 2, revision)
+
+
+def test_cache_loads_applies_events_and_reports_leaders() -> None:
+    cache = ElectionCache(ROOT)
+    a, b = _cand("e", 999999, "aa", 3, "a"), _cand("e", 999999, "bb", 4, "b")
+    touched = cache.load([a, b, _leader("e", a, 5, "a"), C.KeyValue(ROOT + b"junk", b"")], 6)
+    assert touched == {"e"} and cache.revision == 6
+    view = cache.view("e")
+    assert view is not None and [r.kv.key for r in view.ranked()] == [a.key, b.key]
+    assert view.leadership() == Leadership("a", 5) and view.names(a.key, 3)
+    # a resigns: its key goes, the leader key still names it, so nobody leads
+    assert cache.apply([C.WatchEvent("delete", C.KeyValue(a.key, b"", 0, 7))]) == {"e"}
+    assert view.leadership() is None and cache.revision == 7
+    # b takes over; an event for another prefix or a foreign key changes nothing
+    cache.apply([C.WatchEvent("put", _leader("e", b, 8, "b")),
+                 C.WatchEvent("put", C.KeyValue(ROOT + b"e/other", b"", 9, 9))])
+    assert view.leadership() == Leadership("b", 8) and cache.revision == 9
+
+
+def test_cache_keeps_our_own_leader_write_against_older_events() -> None:
+    cache = ElectionCache(ROOT)
+    a = _cand("e", 999999, "aa", 3)
+    cache.load([a], 3)
+    cache.note_leader("e", _leader("e", a, 10))  # our txn at 10, before its event arrives
+    cache.apply([C.WatchEvent("delete", C.KeyValue(ROOT + b"e/leader", b"", 0, 9))])
+    view = cache.view("e")
+    assert view is not None and view.leadership() == Leadership("m", 10)
+
+
+# ---- settling one election ----------------------------------------------------------------
+
+
+def _election(co: EtcdCoordinator, priority: int = 0) -> EtcdElection:
+    co._state = SessionState.CONNECTED
+    co.lease_id = 0xAA
+    election = co.election("e")
+    assert isinstance(election, EtcdElection)
+    election._begin_campaign(CampaignRequest("e", priority))
+    key = election.candidate_key(priority, 0xAA)
+    election.key, election.key_rev, election.key_lease, election.joined_at = key, 3, 0xAA, 3
+    return election
+
+
+def _kv(election: EtcdElection, revision: int, lease: str = "00000000000000aa") -> C.KeyValue:
+    return C.KeyValue(election.band(999999) + lease.encode(), b"{}", revision, revision)
+
+
+def test_first_candidate_writes_the_leader_key_under_compares() -> None:
+    for co in _coordinator("etcd3://h1/p"):
+        election = _election(co)
+        cache = ElectionCache(b"/p/elections/")
+        cache.load([_kv(election, 3)], 3)
+        txn = election.settle(cache.view("e"), cache.revision, co.lease_id, True)
+        assert isinstance(txn, C.Txn) and txn.size() == 4
+        assert [(c.target, c.op, c.value) for c in txn.compares] == [
+            ("create", "==", 3), ("create", "==", 0), ("create", ">", 2), ("mod", "==", 0)]
+        assert election.settle(cache.view("e"), 3, co.lease_id, False) is None  # suspended
+
+
+def test_leader_key_naming_us_is_adopted_once_and_never_reused() -> None:
+    for co in _coordinator("etcd3://h1/p"):
+        election = _election(co)
+        mine = _kv(election, 3)
+        cache = ElectionCache(b"/p/elections/")
+        cache.load([mine, _leader("e", mine, 9, "m1")], 9)
+        # our write whose reply was lost: its revision is our term
+        assert election.settle(cache.view("e"), 9, co.lease_id, True) is None
+        assert election.leadership == Leadership("m1", 9)
+        # preempted, then back first while the leader key still names us: a new term is due
+        election._revoked()
+        txn = election.settle(cache.view("e"), 9, co.lease_id, True)
+        assert isinstance(txn, C.Txn) and txn.compares[3].value == 9
+
+
+def test_behind_an_older_candidate_and_a_vanished_key() -> None:
+    for co in _coordinator("etcd3://h1/p"):
+        election = _election(co)
+        cache = ElectionCache(b"/p/elections/")
+        cache.load([_kv(election, 2, "00000000000000bb"), _kv(election, 3)], 3)
+        assert election.settle(cache.view("e"), 3, co.lease_id, True) is None
+        election.joined_at = 5
+        cache.load([_kv(election, 2, "00000000000000bb")], 4)
+        # our create (at 5) has not come through the watch yet: wait for it
+        assert election.settle(cache.view("e"), 4, co.lease_id, True) is None
+        cache.load([_kv(election, 2, "00000000000000bb")], 6)
+        assert election.settle(cache.view("e"), 6, co.lease_id, True) == "rejoin"
+        assert election.key is None
+
+
+# ---- txns in batches ------------------------------------------------------------------------
+
+
+class LimitedServer:
+    """A txn endpoint that refuses txns over 16 operations (nested compares included)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def txn(self, compares: Any, success: Sequence[C.Op], failure: Any = ()) -> C.TxnResult:
+        nested = max((op.size() for op in success if isinstance(op, C.Txn)), default=0)
+        if len(success) + nested > 16:
+            raise C.EtcdTooManyOps("too many operations in txn request")
+        self.sent.append(len(success))
+        return C.TxnResult(True, 100 + len(self.sent), tuple(C.DeleteResult(1) for _ in success))
+
+
+def test_txns_fit_the_servers_limit_and_keep_order() -> None:
+    server = LimitedServer()
+    nested = C.Txn((C.Compare.mod(b"k", "==", 0),) * 4, (C.Put(b"k", b"v"),))
+    for co in _coordinator("etcd3://h1/p"):
+        co.txn = server.txn  # type: ignore[method-assign]
+        results = co.engine.txns(list(range(40)), lambda i: C.Delete(b"%d" % i))
+        assert [item for item, _, _ in results] == list(range(40))
+        assert co.engine.max_txn_ops == 16 and max(server.sent) == 16
+        results = co.engine.txns(list(range(30)), lambda i: nested, nested=nested.size())
+        assert len(results) == 30 and server.sent[-1] <= 12
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -117,6 +252,9 @@ class FakeClient(C.EtcdClient):
 
     def watch(self, *args: Any, **kwargs: Any) -> C.WatchHandle:
         raise NotImplementedError
+
+    def watch_count(self) -> int:
+        return 0
 
 
 def test_failover_moves_to_the_next_endpoint_and_stays_there() -> None:
@@ -198,7 +336,7 @@ def test_a_failing_callback_does_not_break_delivery() -> None:
 
 
 def test_gateway_encoding() -> None:
-    from backends import _etcd_gateway as G
+    from backends.etcd import gateway_transport as G
 
     doc = G._compare(C.Compare.create(b"/a", ">", 4, b"/b"))
     assert doc == {"key": "L2E=", "target": "CREATE", "result": "GREATER",
@@ -209,11 +347,22 @@ def test_gateway_encoding() -> None:
     assert kv == C.KeyValue(b"k", b"", 3, 9, 2, 0)
     result = G._op_result({"response_delete_range": {"deleted": "2"}}, 5)
     assert result == C.DeleteResult(2)
+    nested = G._request_op(C.Txn((C.Compare.mod(b"k", "==", 0),), (C.Put(b"k", b"v", 0, True),)))
+    assert nested == {"request_txn": {
+        "compare": [{"key": "aw==", "target": "MOD", "result": "EQUAL", "mod_revision": "0"}],
+        "success": [{"request_put": {"key": "aw==", "value": "dg==", "prev_kv": True}}],
+        "failure": []}}
+    # the gateway leaves out false and empty fields: a failed nested txn has no "succeeded"
+    reply = G._txn_result({"succeeded": True, "responses": [
+        {"response_txn": {"responses": []}},
+        {"response_put": {"prev_kv": {"key": "aw==", "create_revision": "4"}}}]}, 9)
+    assert reply == C.TxnResult(True, 9, (C.TxnResult(False, 9, ()),
+                                          C.PutResult(C.KeyValue(b"k", b"", 4))))
 
 
 def test_grpc_encoding() -> None:
     require_module("etcd3")
-    from backends import _etcd_grpc as G
+    from backends.etcd import grpc_transport as G
 
     pb = G._compare(C.Compare.mod(b"/a", "==", 0))
     assert pb.WhichOneof("target_union") == "mod_revision" and pb.mod_revision == 0
@@ -221,6 +370,14 @@ def test_grpc_encoding() -> None:
     assert (pb.create_revision, pb.range_end) == (4, b"/b")
     op = G._request_op(C.Delete(b"/a", b"/b"))
     assert op.request_delete_range.range_end == b"/b"
+    op = G._request_op(C.Txn((C.Compare.mod(b"k", "==", 0),), (C.Put(b"k", b"v", 7, True),)))
+    assert op.request_txn.success[0].request_put.prev_kv and op.request_txn.compare[0].key == b"k"
+    pb = G.etcdrpc.TxnResponse(succeeded=True, responses=[
+        G.etcdrpc.ResponseOp(response_txn=G.etcdrpc.TxnResponse(succeeded=False)),
+        G.etcdrpc.ResponseOp(response_put=G.etcdrpc.PutResponse(
+            prev_kv=G.kv_pb2.KeyValue(key=b"k", create_revision=4)))])
+    assert G._txn_result(pb, 9) == C.TxnResult(True, 9, (C.TxnResult(False, 9, ()),
+                                                         C.PutResult(C.KeyValue(b"k", b"", 4))))
 
 
 # ---- options and transports -----------------------------------------------------------------

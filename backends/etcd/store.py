@@ -26,7 +26,7 @@ from coordination.store import (
     WatchHandle,
 )
 
-from ._etcd_client import (
+from .client import (
     Backoff,
     Compare,
     Delete,
@@ -36,12 +36,12 @@ from ._etcd_client import (
     WatchEvent,
     prefix_end,
 )
-from ._etcd_client import (
+from .client import (
     WatchHandle as ClientWatch,
 )
 
 if TYPE_CHECKING:
-    from .etcd import EtcdCoordinator
+    from .coordinator import EtcdCoordinator
 
 LOG = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The small etcd v3 client interface the etcd driver is written against, and what it shares.
 
-What: value types (`KeyValue`, `Compare`, `Get`/`Put`/`Delete`, `TxnResult`, `WatchEvent`), the
-client's own exceptions, and `EtcdClient`: range, txn, lease grant/keep-alive/revoke and a
-resumable watch, over a list of endpoints with failover. Two transports implement it:
-`_etcd_grpc.GrpcClient` (python-etcd3's generated gRPC stubs) and
-`_etcd_gateway.GatewayClient` (etcd's grpc-gateway JSON API over `requests`).
+What: value types (`KeyValue`, `Compare`, `Get`/`Put`/`Delete`/`Txn`, `TxnResult`,
+`WatchEvent`), the client's own exceptions, and `EtcdClient`: range, txn (nested txns included,
+etcd >= 3.3), lease grant/keep-alive/revoke and a resumable watch, over a list of endpoints with
+failover. Two transports implement it: `grpc_transport.GrpcClient` (python-etcd3's generated
+gRPC stubs) and `gateway_transport.GatewayClient` (etcd's grpc-gateway JSON API over
+`requests`).
 
 Why: the driver logic (elections, terms, topology) is written once; the transports differ only
 in how bytes reach etcd. gRPC streams hang in an eventlet-patched process (ryu-manager), while
@@ -51,6 +52,10 @@ CODE_INTERNAL = 13
 CODE_UNAVAILABLE = 14
 CODE_UNAUTHENTICATED = 16
 
+#: etcd 3.4's default --max-txn-ops: operations per txn (a nested txn counts as one in its outer
+#: txn, and its own compares / branches count against what the outer one leaves)
+MAX_TXN_OPS = 128
+
 _TRANSIENT_CODES = frozenset({CODE_DEADLINE_EXCEEDED, CODE_UNAVAILABLE, CODE_RESOURCE_EXHAUSTED,
                               CODE_ABORTED, CODE_CANCELLED})
 
@@ -90,6 +95,10 @@ class EtcdTokenExpired(EtcdClientError):
     """The auth token was refused; transports re-authenticate once and retry."""
 
 
+class EtcdTooManyOps(EtcdClientError):
+    """A txn had more operations than the server's --max-txn-ops allows."""
+
+
 def error_from_status(code: int, message: str, where: str) -> EtcdClientError:
     """Classify an etcd error (a gRPC status code and message) into our exceptions."""
     text = f"{where}: {message} (grpc code {code})"
@@ -105,6 +114,8 @@ def error_from_status(code: int, message: str, where: str) -> EtcdClientError:
         return EtcdCompacted(text)
     if "lease not found" in lowered:
         return EtcdLeaseNotFound(text)
+    if "too many operations" in lowered:
+        return EtcdTooManyOps(text)
     if code in _TRANSIENT_CODES or "no leader" in lowered or "leader changed" in lowered \
             or "timed out" in lowered or "too many requests" in lowered:
         return EtcdUnavailable(text)
@@ -161,6 +172,8 @@ class Put:
     key: bytes
     value: bytes
     lease: int = 0
+    #: ask for the key's previous version (`PutResult.prev`): tells a create from an overwrite
+    prev_kv: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +182,21 @@ class Delete:
     range_end: bytes | None = None
 
 
-Op = Get | Put | Delete
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """A transaction nested in another one's branch (etcd >= 3.3). Its compares are checked
+    against the state before the outer txn; all its writes get the outer txn's revision."""
+
+    compares: tuple[Compare, ...]
+    success: tuple[Op, ...]
+    failure: tuple[Op, ...] = ()
+
+    def size(self) -> int:
+        """What etcd counts against --max-txn-ops for it (besides its slot in the outer txn)."""
+        return max(len(self.compares), len(self.success), len(self.failure))
+
+
+Op = Get | Put | Delete | Txn
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,16 +214,14 @@ class DeleteResult:
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    pass
-
-
-OpResult = RangeResult | DeleteResult | PutResult
+    #: the key as it was before the put (asked for with `Put.prev_kv`; None: it did not exist)
+    prev: KeyValue | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TxnResult:
     """`succeeded` says which branch ran; `revision` is the store revision after the txn (the
-    revision of its writes if it wrote anything)."""
+    revision of its writes if it wrote anything; a nested txn reports its outer txn's)."""
 
     succeeded: bool
     revision: int
@@ -206,6 +231,14 @@ class TxnResult:
         result = self.responses[index]
         assert isinstance(result, RangeResult)
         return result
+
+    def txn(self, index: int) -> TxnResult:
+        result = self.responses[index]
+        assert isinstance(result, TxnResult)
+        return result
+
+
+OpResult = RangeResult | DeleteResult | PutResult | TxnResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,6 +543,10 @@ class EtcdClient(ABC):
         first events can come up to 100 ms late. A watch from now is synced at once; the
         caller re-checks whatever changed between its read and `on_created`'s revision.
         """
+
+    @abstractmethod
+    def watch_count(self) -> int:
+        """How many watches are live (diagnostics: the gateway holds a connection for each)."""
 
     def close(self) -> None:
         """Stop every watch and release connections (idempotent, bounded)."""

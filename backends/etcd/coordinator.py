@@ -1,10 +1,5 @@
-"""etcd v3 driver: `etcd3://h1:2379,h2:2379/prefix?lease_ttl=4`.
-
-Layout under the prefix (default `/coordination`):
-    members/<member>                              on the member's lease, JSON MemberInfo
-    elections/<name>/candidates/<rank>/<lease>    on the member's lease (see _etcd_election)
-    elections/<name>/leader                       no lease, JSON {member_id, candidate, ...}
-    topology/<kind>/<key>                         no lease, JSON record (see _etcd_store)
+"""The etcd coordinator: one lease-backed session, its state policy, membership, and the hooks
+that route election and topology work to `election` and `store`.
 
 Session: one lease per coordinator, kept alive by a thread of ours every TTL/3. A keep-alive
 that fails (every endpoint tried) makes the session SUSPENDED; a TTL without any answered
@@ -12,12 +7,11 @@ keep-alive, or etcd saying the lease is gone, makes it LOST: we revoke the old l
 grant a new one, re-register and report CONNECTED, and the core re-campaigns. Session changes
 are applied on that keep-alive thread at once (never on a transport thread, and never queued
 behind an election step that may be waiting for etcd); the election work they trigger is
-queued on the driver's worker thread.
+queued on the driver's worker thread, where `election.ElectionEngine` runs it in batches.
 
-Transports (`?transport=auto|grpc|gateway`): gRPC through python-etcd3's stubs in a normal
-threaded process; etcd's JSON grpc-gateway over `requests` in an eventlet-patched process
-(ryu-manager), where gRPC streams hang. `auto` picks by `eventlet.patcher.is_monkey_patched`.
-The logic is written once against `_etcd_client.EtcdClient`; see docs/etcd.md.
+Threads: elections on `worker` (whose batches send their txns through a pool of 4), topology
+watches on `watch_worker`, the session on the keep-alive thread; transports' reader threads only
+queue work.
 """
 
 from __future__ import annotations
@@ -39,15 +33,16 @@ from coordination.errors import (
     BackendConnectionError,
     ConfigurationError,
     CoordinationError,
+    OperationTimeoutError,
 )
 from coordination.options import Option
 from coordination.retry import retrying
 from coordination.runtime import eventlet_patched
 from coordination.store import RecordStoreDriver
-from coordination.types import MemberInfo, SessionState
+from coordination.types import Leadership, MemberInfo, SessionState
 from coordination.urls import BackendURL
 
-from ._etcd_client import (
+from .client import (
     ClientConfig,
     Compare,
     EtcdAuthFailed,
@@ -60,8 +55,8 @@ from ._etcd_client import (
     TxnResult,
     prefix_end,
 )
-from ._etcd_election import EtcdElection
-from ._etcd_store import EtcdRecordStore
+from .election import ElectionEngine, EtcdElection
+from .store import EtcdRecordStore
 
 LOG = logging.getLogger(__name__)
 DEFAULT_PORT = 2379
@@ -87,14 +82,14 @@ def make_client(transport: str, config: ClientConfig) -> EtcdClient:
     """Build the client for `transport` ("grpc" or "gateway")."""
     if transport == "grpc":
         try:
-            from ._etcd_grpc import GrpcClient
+            from .grpc_transport import GrpcClient
         except ImportError as exc:
             raise ConfigurationError(
                 f"the etcd gRPC transport needs python3-etcd3 and grpcio ({exc}); install "
                 "sdn-coordination[etcd], or use ?transport=gateway") from None
         return GrpcClient(config)
     try:
-        from ._etcd_gateway import GatewayClient
+        from .gateway_transport import GatewayClient
     except ImportError as exc:
         raise ConfigurationError(
             f"the etcd gateway transport needs requests ({exc}); install sdn-coordination[etcd]"
@@ -103,7 +98,8 @@ def make_client(transport: str, config: ClientConfig) -> EtcdClient:
 
 
 class EtcdCoordinator(Coordinator):
-    """A member's lease-backed session with etcd. See the module docstring."""
+    """A member's lease-backed session with etcd. See the module docstring and the package's
+    for the key layout."""
 
     OPTIONS: ClassVar[dict[str, Option]] = {
         "lease_ttl": Option(float, None, "seconds the member's lease outlives its last "
@@ -164,6 +160,10 @@ class EtcdCoordinator(Coordinator):
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
         self._records: EtcdRecordStore | None = None
+        #: held while the lease changes hands and while the worker reports leaderships, so
+        #: none is reported for a session already declared lost
+        self.session_lock = threading.RLock()
+        self.engine = ElectionEngine(self)
 
     # ---- store access (worker thread or callers' threads) -----------------------------------
 
@@ -226,9 +226,7 @@ class EtcdCoordinator(Coordinator):
             self._keepalive.join(self.op_timeout)
         for watch in list(self._records.watches if self._records else ()):
             watch.cancel()
-        for election in list(self._elections.values()):
-            if isinstance(election, EtcdElection):
-                self.worker.submit(election.close_watches)
+        self.engine.close()
         lease, self.lease_id = self.lease_id, None
         if lease is not None:
             try:  # deletes our member key (and any candidate key left) at once
@@ -240,6 +238,7 @@ class EtcdCoordinator(Coordinator):
 
     def _shutdown(self) -> None:
         self._stop.set()
+        self.engine.close()
         self.worker.stop()
         self.watch_worker.stop()
         self.client.close()
@@ -321,9 +320,10 @@ class EtcdCoordinator(Coordinator):
     def _lose(self, lease: int, why: str) -> None:
         """The lease is gone (or can no longer be vouched for): LOST, then a new session."""
         LOG.warning("member %s: session lost: %s", self.member_id, why)
-        self.lease_id = None
-        if not self._stop.is_set():
-            self._set_session_state(SessionState.LOST)
+        with self.session_lock:
+            self.lease_id = None
+            if not self._stop.is_set():
+                self._set_session_state(SessionState.LOST)
         self._revoke_quietly(lease)  # if it still lives, its stale keys go now
         self._renew()
 
@@ -360,6 +360,30 @@ class EtcdCoordinator(Coordinator):
     def _driver_election(self, name: str) -> Election:
         return EtcdElection(self, name)
 
+    def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
+        own = [(e, p) for e, p in joins if isinstance(e, EtcdElection)]
+        # the session policy re-joining (keep-alive thread) must never wait on the worker
+        on_driver_thread = self.on_session_thread() or self.worker.in_executor()
+        future = self.engine.join(own, wait=not on_driver_thread)
+        if future is None:
+            return
+        # each txn of puts is bounded by the operation timeout
+        timeout = self.op_timeout * (2 + math.ceil(len(own) / self.engine.max_txn_ops))
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            raise OperationTimeoutError(
+                f"etcd at {self.config.endpoint_names()}: {len(own)} candidacies not created "
+                f"within {timeout:.0f} s") from None
+
+    def _driver_leave_many(self, elections: list[Election]) -> None:
+        own = [e for e in elections if isinstance(e, EtcdElection)]
+        self.call(lambda: self.engine.leave(own), "resign")
+
+    def _driver_read_leaders(self, elections: list[Election]) -> dict[str, Leadership | None]:
+        own = [e for e in elections if isinstance(e, EtcdElection)]
+        return self.call(lambda: self.engine.read_leaders(own), "read leaders")
+
     def _driver_election_names(self) -> list[str]:
         def op() -> list[str]:
             base = f"{self.prefix}/elections/".encode()
@@ -378,11 +402,8 @@ class EtcdCoordinator(Coordinator):
     # ---- for tests and operators ----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Transport, current endpoint, lease id and TTL (diagnostics)."""
+        """Transport, current endpoint, lease id and TTL, live watches (diagnostics)."""
         return {"transport": self.transport,
                 "endpoint": self.client.name_of(self.client.current_endpoint),
                 "lease_id": self.lease_id, "lease_ttl": self.granted_ttl,
-                "session": self.session_state.value}
-
-
-__all__ = ["EtcdCoordinator", "choose_transport", "make_client"]
+                "session": self.session_state.value, "watches": self.client.watch_count()}

@@ -1,6 +1,6 @@
 """The gRPC transport of the etcd driver: etcd's own protocol, for normal threaded processes.
 
-What: `GrpcClient` implements `_etcd_client.EtcdClient` with the generated etcd v3 stubs that
+What: `GrpcClient` implements `client.EtcdClient` with the generated etcd v3 stubs that
 python-etcd3 ships (`etcd3.etcdrpc`; the `python3-etcd3` fork, which imports as `etcd3` and runs
 on current protobuf). One channel per endpoint; all watches share one bidirectional Watch stream
 (multiplexed by watch id, as etcd's Go client does) read by one thread of ours.
@@ -25,7 +25,7 @@ from etcd3 import etcdrpc
 from etcd3.etcdrpc import kv_pb2
 from google.protobuf.message import Error as ProtobufError
 
-from ._etcd_client import (
+from .client import (
     Backoff,
     ClientConfig,
     CompactedCallback,
@@ -46,6 +46,7 @@ from ._etcd_client import (
     Put,
     PutResult,
     RangeResult,
+    Txn,
     TxnResult,
     WatchEvent,
     WatchEventsCallback,
@@ -108,16 +109,30 @@ def _range_request(get: Get) -> Any:
     return pb
 
 
+def _txn_request(compares: Sequence[Compare], success: Sequence[Op],
+                 failure: Sequence[Op]) -> Any:
+    return etcdrpc.TxnRequest(compare=[_compare(c) for c in compares],
+                              success=[_request_op(op) for op in success],
+                              failure=[_request_op(op) for op in failure])
+
+
 def _request_op(op: Op) -> Any:
     if isinstance(op, Get):
         return etcdrpc.RequestOp(request_range=_range_request(op))
     if isinstance(op, Put):
-        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=op.key, value=op.value,
-                                                               lease=op.lease))
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+            key=op.key, value=op.value, lease=op.lease, prev_kv=op.prev_kv))
+    if isinstance(op, Txn):
+        return etcdrpc.RequestOp(request_txn=_txn_request(op.compares, op.success, op.failure))
     pb = etcdrpc.DeleteRangeRequest(key=op.key)
     if op.range_end is not None:
         pb.range_end = op.range_end
     return etcdrpc.RequestOp(request_delete_range=pb)
+
+
+def _txn_result(pb: Any, revision: int) -> TxnResult:
+    """A txn reply (outer or nested: a nested one reports its outer txn's `revision`)."""
+    return TxnResult(pb.succeeded, revision, tuple(_op_result(r, revision) for r in pb.responses))
 
 
 def _op_result(pb: Any, revision: int) -> OpResult:
@@ -126,7 +141,10 @@ def _op_result(pb: Any, revision: int) -> OpResult:
         return RangeResult(tuple(_kv(kv) for kv in pb.response_range.kvs), revision)
     if kind == "response_delete_range":
         return DeleteResult(pb.response_delete_range.deleted)
-    return PutResult()
+    if kind == "response_txn":
+        return _txn_result(pb.response_txn, revision)
+    put = pb.response_put
+    return PutResult(_kv(put.prev_kv) if put.HasField("prev_kv") else None)
 
 
 class _Endpoint:
@@ -248,15 +266,8 @@ class GrpcClient(EtcdClient):
 
     def _txn_at(self, index: int, compares: Sequence[Compare], success: Sequence[Op],
                 failure: Sequence[Op], timeout: float) -> TxnResult:
-        request = etcdrpc.TxnRequest(
-            compare=[_compare(c) for c in compares],
-            success=[_request_op(op) for op in success],
-            failure=[_request_op(op) for op in failure],
-        )
-        reply = self._unary(index, "kv.Txn", request, timeout)
-        revision = reply.header.revision
-        return TxnResult(reply.succeeded, revision,
-                         tuple(_op_result(r, revision) for r in reply.responses))
+        reply = self._unary(index, "kv.Txn", _txn_request(compares, success, failure), timeout)
+        return _txn_result(reply, reply.header.revision)
 
     def _lease_grant_at(self, index: int, ttl: int, timeout: float) -> tuple[int, int]:
         reply = self._unary(index, "lease.LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=ttl),
@@ -296,6 +307,9 @@ class GrpcClient(EtcdClient):
         state = WatchState(key, range_end, start_revision, on_events, on_compacted, on_failed,
                            on_created)
         return self._watches.add(state)
+
+    def watch_count(self) -> int:
+        return self._watches.count()
 
     def close(self) -> None:
         if self.closed:
@@ -357,6 +371,10 @@ class _WatchStream:
                 self._thread.start()
             self._cond.notify_all()
         return _Handle(self, state)
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self._states)
 
     def cancel(self, state: WatchState) -> None:
         with self._cond:

@@ -1,9 +1,10 @@
 """The grpc-gateway transport of the etcd driver: etcd's JSON API over HTTP, for eventlet.
 
-What: `GatewayClient` implements `_etcd_client.EtcdClient` with plain `requests` calls to the
+What: `GatewayClient` implements `client.EtcdClient` with plain `requests` calls to the
 gateway etcd serves on its client port under `/v3/` (etcd >= 3.4; keys and values base64).
 Each watch is one streaming POST to `/v3/watch`, read by a thread of its own (a green thread
-under eventlet), which reconnects and resumes on its own.
+under eventlet), which reconnects and resumes on its own. The driver holds few of them: one for
+all elections of a member, one per topology watch.
 
 Why: in an eventlet-monkey-patched process (ryu-manager) gRPC's C core runs its own threads
 and streaming calls hang, while `requests` sockets are green and cooperate. Why not etcd3gw,
@@ -27,7 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 
-from ._etcd_client import (
+from .client import (
     Backoff,
     ClientConfig,
     CompactedCallback,
@@ -49,6 +50,7 @@ from ._etcd_client import (
     Put,
     PutResult,
     RangeResult,
+    Txn,
     TxnResult,
     WatchEvent,
     WatchEventsCallback,
@@ -110,6 +112,13 @@ def _range_doc(get: Get) -> dict[str, Any]:
     return doc
 
 
+def _txn_doc(compares: Sequence[Compare], success: Sequence[Op],
+             failure: Sequence[Op]) -> dict[str, Any]:
+    return {"compare": [_compare(c) for c in compares],
+            "success": [_request_op(op) for op in success],
+            "failure": [_request_op(op) for op in failure]}
+
+
 def _request_op(op: Op) -> dict[str, Any]:
     if isinstance(op, Get):
         return {"request_range": _range_doc(op)}
@@ -117,12 +126,23 @@ def _request_op(op: Op) -> dict[str, Any]:
         put: dict[str, Any] = {"key": _b64(op.key), "value": _b64(op.value)}
         if op.lease:
             put["lease"] = str(op.lease)
+        if op.prev_kv:
+            put["prev_kv"] = True
         return {"request_put": put}
+    if isinstance(op, Txn):
+        return {"request_txn": _txn_doc(op.compares, op.success, op.failure)}
     assert isinstance(op, Delete)
     delete: dict[str, Any] = {"key": _b64(op.key)}
     if op.range_end is not None:
         delete["range_end"] = _b64(op.range_end)
     return {"request_delete_range": delete}
+
+
+def _txn_result(doc: dict[str, Any], revision: int) -> TxnResult:
+    """A txn reply (outer or nested: a nested one reports its outer txn's `revision`; the
+    gateway leaves out `succeeded` when it is false)."""
+    return TxnResult(bool(doc.get("succeeded", False)), revision,
+                     tuple(_op_result(r, revision) for r in doc.get("responses") or []))
 
 
 def _op_result(doc: dict[str, Any], revision: int) -> OpResult:
@@ -131,7 +151,10 @@ def _op_result(doc: dict[str, Any], revision: int) -> OpResult:
         return RangeResult(tuple(_kv(kv) for kv in kvs), revision)
     if "response_delete_range" in doc:
         return DeleteResult(int(doc["response_delete_range"].get("deleted", 0)))
-    return PutResult()
+    if "response_txn" in doc:
+        return _txn_result(doc["response_txn"] or {}, revision)
+    prev = (doc.get("response_put") or {}).get("prev_kv")
+    return PutResult(_kv(prev) if prev else None)
 
 
 def _revision(doc: dict[str, Any]) -> int:
@@ -227,13 +250,8 @@ class GatewayClient(EtcdClient):
 
     def _txn_at(self, index: int, compares: Sequence[Compare], success: Sequence[Op],
                 failure: Sequence[Op], timeout: float) -> TxnResult:
-        body = {"compare": [_compare(c) for c in compares],
-                "success": [_request_op(op) for op in success],
-                "failure": [_request_op(op) for op in failure]}
-        reply = self._post(index, "kv/txn", body, timeout)
-        revision = _revision(reply)
-        return TxnResult(bool(reply.get("succeeded", False)), revision,
-                         tuple(_op_result(r, revision) for r in reply.get("responses") or []))
+        reply = self._post(index, "kv/txn", _txn_doc(compares, success, failure), timeout)
+        return _txn_result(reply, _revision(reply))
 
     def _lease_grant_at(self, index: int, ttl: int, timeout: float) -> tuple[int, int]:
         reply = self._post(index, "lease/grant", {"TTL": str(ttl), "ID": "0"}, timeout)
@@ -267,6 +285,10 @@ class GatewayClient(EtcdClient):
             self._watches.add(watch)
         watch.start()
         return watch
+
+    def watch_count(self) -> int:
+        with self._watches_lock:
+            return len(self._watches)
 
     def forget(self, watch: _GatewayWatch) -> None:
         with self._watches_lock:
