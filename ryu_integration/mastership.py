@@ -155,6 +155,9 @@ class Mastership(RyuApp):
         self._datapaths: dict[int, Any] = {}
         self._epochs = itertools.count(1)
         self._observed: set[int] = set()
+        #: dpid -> the leader its election's listener last reported (event loop only): what
+        #: the store says, pushed by its watches, so a leader read needs no store I/O
+        self._seen_leaders: dict[int, coordination.Leadership | None] = {}
         self._session = Session.CONNECTED
         #: dpid -> term for switches we may program now (read from any thread).
         self._masters: dict[int, int] = {}
@@ -355,12 +358,16 @@ class Mastership(RyuApp):
             return
         if ev.kind == "session":
             self._session = ev.data["state"]
+            if self._session is not Session.CONNECTED:
+                self._seen_leaders.clear()  # watches may miss changes now: read the store
             LOG.info("SESSION member=%s state=%s t=%.6f", self.member_id, self._session.value,
                      time.time())
             for fsm in list(self._fsms.values()):
                 self._run(fsm, fsm.session_changed(self._session, now))
             return
         fsm = self._fsms.get(ev.dpid) if ev.dpid is not None else None
+        if ev.kind == "leader" and self._session is Session.CONNECTED:
+            self._seen_leaders[ev.dpid] = ev.data["leadership"]
         if ev.kind == "leader_read" and self._reads.pop(ev.dpid, False) and fsm is not None:
             self._request_read(fsm.dpid, fsm.epoch)  # asked again while this one was in flight
         if fsm is None or (ev.epoch is not None and ev.epoch != fsm.epoch):
@@ -468,7 +475,12 @@ class Mastership(RyuApp):
 
     def _request_read(self, dpid: int, epoch: int) -> None:
         """Read the leader of `dpid` (event loop only). One read in flight per switch; asks made
-        meanwhile are folded into one more read after it."""
+        meanwhile are folded into one more read after it. A switch whose election's listener
+        has reported is answered from that report: the same store state, pushed."""
+        if dpid in self._seen_leaders:
+            self._post(_Input("leader_read", dpid, epoch, failed=False,
+                              leadership=self._seen_leaders[dpid]))
+            return
         if dpid in self._reads:
             self._reads[dpid] = True
             return

@@ -24,8 +24,9 @@ T = TypeVar("T")
 #: Errors that mean "the connection is gone for now"; the step waits for the reconnect.
 TRANSIENT = (ConnectionLoss, KazooOperationTimeout)
 #: Requests in flight at once on the connection: enough to hide the round trip, few enough
-#: that a heartbeat queued behind them is answered well within the session timeout.
-PIPELINE_DEPTH = 200
+#: that a heartbeat queued behind them is answered well within the session timeout (and
+#: that kazoo's eventlet handler keeps up: 200 at once stalled it).
+PIPELINE_DEPTH = 50
 #: Operations per transaction: well under ZooKeeper's 1 MB request limit.
 MULTI_SIZE = 200
 

@@ -123,6 +123,10 @@ class ZooKeeperElection(Election):
         self.watch_list = False
         #: the predecessor whose deletion we wait for (a follower's one watch)
         self.watching: str | None = None
+        #: for leader listeners: the leader znode (doc, version) and the candidate list as
+        #: last read; each re-read only when its own watch fires (worker thread only)
+        self.seen_doc: tuple[dict[str, Any], int] | None = None
+        self.seen_children: list[str] | None = None
 
     # ---- hooks ----------------------------------------------------------------------------
 
@@ -175,8 +179,11 @@ class ZooKeeperElection(Election):
         self.watch_list = True  # our predecessor went: we are likely to lead next
         self.coordinator.engine.evaluate(self)
 
-    def on_leader_watch(self, _event: Any) -> None:
-        self.coordinator.engine.observe(self)
+    def on_doc_watch(self, _event: Any) -> None:
+        self.coordinator.engine.observe(self, "doc")
+
+    def on_children_watch(self, _event: Any) -> None:
+        self.coordinator.engine.observe(self, "list")
 
     # ---- worker thread ------------------------------------------------------------------------
 
@@ -226,7 +233,7 @@ class ElectionEngine:
         self._lock = threading.Lock()
         self._joins: list[tuple[list[tuple[ZooKeeperElection, int]], Future[None] | None]] = []
         self._evaluate: dict[ZooKeeperElection, None] = {}
-        self._observe: dict[ZooKeeperElection, None] = {}
+        self._observe: dict[ZooKeeperElection, set[str]] = {}
         self._scheduled = False
         #: election names whose directories are known to exist (worker thread only)
         self._known: set[str] = set()
@@ -251,9 +258,11 @@ class ElectionEngine:
             self._evaluate[election] = None
         self._schedule()
 
-    def observe(self, election: ZooKeeperElection) -> None:
+    def observe(self, election: ZooKeeperElection, *parts: str) -> None:
+        """Queue a report to `election`'s leader listeners, re-reading `parts` ("doc": the
+        leader znode, "list": the candidates; both if none is named)."""
         with self._lock:
-            self._observe[election] = None
+            self._observe.setdefault(election, set()).update(parts or ("doc", "list"))
         self._schedule()
 
     def forget_directories(self) -> None:
@@ -273,17 +282,21 @@ class ElectionEngine:
         with self._lock:
             joins, self._joins = self._joins, []
             evaluate, self._evaluate = list(self._evaluate), {}
-            observe, self._observe = list(self._observe), {}
+            observe, self._observe = self._observe, {}
             self._scheduled = False
+        started = time.monotonic()
         try:
             joined = self._join_all(joins)
             self._evaluate_all(list(dict.fromkeys(joined + evaluate)))
             self._observe_all(observe)
+            LOG.debug("member %s: election batch: %d joined, %d evaluated, %d observed in %.3f s",
+                      self.co.member_id, len(joined), len(evaluate), len(observe),
+                      time.monotonic() - started)
         except TRANSIENT + (KazooException,) as exc:
             log = LOG.debug if isinstance(exc, TRANSIENT) else LOG.warning
             log("member %s: election batch deferred: %s", self.co.member_id,
                 self.co.translate_error(exc))
-            for election in joined_or(joins) + evaluate + observe:
+            for election in joined_or(joins) + evaluate + list(observe):
                 election._unsettled()
 
     def _join_all(self, joins: list[tuple[list[tuple[ZooKeeperElection, int]],
@@ -452,10 +465,13 @@ class ElectionEngine:
     def publish(self, leaders: list[tuple[ZooKeeperElection, int]]) -> None:
         """Write each new leadership into its `leader` znode, unless a newer term is there:
         pipelined reads, then transactions of version-checked writes."""
+        known = [(e, t) for e, t in leaders if e.seen_doc is not None]
+        writes = [(e, t, e.seen_doc[1]) for e, t in known  # observed: no read needed
+                  if e.seen_doc[0].get("term", -1) < t]
+        leaders = [(e, t) for e, t in leaders if e.seen_doc is None]
         for _ in range(5):
-            if not leaders:
+            if not (leaders or writes):
                 return
-            writes = []
             reads = self.zk.pipelined(leaders, lambda item: self.zk.get_async(item[0].leader_path))
             for (election, term), result in reads:
                 if isinstance(result, NoNodeError):
@@ -475,21 +491,38 @@ class ElectionEngine:
                     for e, term, version in chunk])
                 if any(isinstance(r, Exception) for r in results):
                     leaders.extend((e, term) for e, term, _ in chunk)  # someone raced: re-read
+            writes = []
 
-    def _observe_all(self, elections: list[ZooKeeperElection]) -> None:
-        """Tell listeners who leads each election, re-arming the watches that say when."""
-        self.prepare(elections)
-        items = [(e, kind) for e in elections for kind in ("doc", "list")]
-        results = dict(self.zk.pipelined(items, lambda item: (
-            self.zk.get_async(item[0].leader_path, watch=item[0].on_leader_watch)
+    def _observe_all(self, observe: dict[ZooKeeperElection, set[str]]) -> None:
+        """Tell listeners who leads each election. The leader znode and the candidate list
+        are watched and re-read separately, so a published leader costs each observer one
+        read, and so does a candidate joining or leaving."""
+        if not observe:
+            return
+        self.prepare(list(observe))
+        items = []
+        for election, parts in observe.items():
+            if "doc" in parts or election.seen_doc is None:
+                items.append((election, "doc"))
+            if "list" in parts or election.seen_children is None:
+                items.append((election, "list"))
+        results = self.zk.pipelined(items, lambda item: (
+            self.zk.get_async(item[0].leader_path, watch=item[0].on_doc_watch)
             if item[1] == "doc" else
-            self.zk.get_children_async(item[0].cands, watch=item[0].on_leader_watch))))
-        for election in elections:
-            doc, children = results[(election, "doc")], results[(election, "list")]
-            if isinstance(doc, Exception) or isinstance(children, Exception):
-                election._leader_seen(None)
-                continue
-            election._leader_seen(leader_of(leader_doc(doc[0]), children))
+            self.zk.get_children_async(item[0].cands, watch=item[0].on_children_watch)))
+        for (election, part), result in results:
+            if isinstance(result, NoNodeError):
+                result = (b"", None) if part == "doc" else []
+            elif isinstance(result, Exception):
+                raise result
+            if part == "doc":
+                data, stat = result
+                election.seen_doc = (leader_doc(data), -2 if stat is None else stat.version)
+            else:
+                election.seen_children = result
+        for election in observe:
+            doc = election.seen_doc[0] if election.seen_doc else {}
+            election._leader_seen(leader_of(doc, election.seen_children or []))
 
     # ---- reads for callers (their own thread) ----------------------------------------------
 
