@@ -1,0 +1,52 @@
+"""The scale benchmarks' short forms, run as tests: they start, every switch / election gets
+a leader, a crash is recovered from, and they report it. Liveness only: figures are printed by
+`make bench` and never asserted here (this machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers.pytest_plugin import _require_etcd, _require_zookeeper
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def test_scale_quick_masters_every_switch_and_recovers_from_a_crash(tmp_path: Path) -> None:
+    _require_zookeeper()
+    _require_etcd()
+    out = tmp_path / "scale.json"
+    _run(["benchmarks/scale.py", "--quick", "--backends", "zookeeper,etcd,embedded",
+          "--json", str(out)], timeout=300)
+    results = json.loads(out.read_text())["results"]
+    assert {r["backend"] for r in results} == {"zookeeper", "etcd", "embedded"}
+    for r in results:
+        assert r["all_mastered_s"] is not None, r  # every switch confirmed MASTER by its reply
+        assert r["failover_s"] is not None and r["failover_switches"] > 0, r
+        assert sum(r["masters_per_controller"]) == r["switches"], r
+
+
+def test_elections_benchmark_leads_every_election_and_recovers_from_a_crash() -> None:
+    _require_zookeeper()
+    _require_etcd()
+    result = _run(["benchmarks/elections.py", "--switches", "300",
+                   "--backends", "zookeeper,etcd3,embedded", "--timeout", "60"], timeout=300)
+    rows = [line.split() for line in result.stdout.splitlines()  # the final table's rows
+            if line.split()[:1] in (["zookeeper"], ["etcd3"], ["embedded"])
+            and not line.startswith(" ")]
+    assert len(rows) == 3, result.stdout
+    for _backend, count, led, moved, first, back in rows:
+        assert count == "300" and int(moved) > 0, result.stdout
+        assert not any(v.startswith(">") for v in (led, first, back)), result.stdout
