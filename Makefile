@@ -33,3 +33,5 @@ bench: setup
 	EXTRAS=test,etcd,os-ken,ryu,bench ./scripts/setup.sh
 	$(PY) benchmarks/handover.py
 	$(PY) benchmarks/elections.py --switches 1000,5000
+	$(PY) benchmarks/scale.py --switches 100,1000,5000 --timeout 60 --ovs 100 \
+	    --plot docs/images/scale.png

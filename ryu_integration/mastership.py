@@ -72,6 +72,8 @@ from .mastership_fsm import (
 LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
 TICK = 0.1
+#: Consecutive STALE refusals of one switch after which the log says why and what to do.
+_STALE_WARN_AT = frozenset({5, 50, 500, 5000})
 #: Seconds a graceful stop may spend resigning and closing the coordinator.
 STOP_TIMEOUT = 5.0
 
@@ -316,6 +318,15 @@ class Mastership(RyuApp):
             LOG.warning("ROLE_REFUSED dpid=%016x member=%s code=%s xid=%#x t=%.6f", fsm.dpid,
                         self.member_id, "STALE" if stale else msg.code, msg.xid, time.time())
             self._run(fsm, fsm.role_error(msg.xid, stale, now))
+            if stale and fsm.stale_streak in _STALE_WARN_AT:
+                LOG.warning(
+                    "mastership: switch %016x refused %d role requests in a row as STALE: it "
+                    "has seen a larger generation_id than this store's terms for it (were its "
+                    "controllers moved from another backend, or the store wiped?). The switch "
+                    "keeps that number for as long as it runs, across reconnects: restart it "
+                    "(Open vSwitch: restart ovs-vswitchd, or delete and re-add the bridge) so "
+                    "it accepts this store's terms.", fsm.dpid,
+                    fsm.stale_streak)
         elif msg.type == _OFP.OFPET_BAD_REQUEST and msg.code == _OFP.OFPBRC_IS_SLAVE:
             LOG.info("IS_SLAVE dpid=%016x member=%s xid=%#x t=%.6f", fsm.dpid, self.member_id,
                      msg.xid, time.time())

@@ -187,6 +187,9 @@ class MastershipFSM:
         self._awaiting_confirmation = False
         self._reported: tuple[Role, int, bool] | None = None
         self.stale_refusals = 0
+        #: STALE refusals since the switch last confirmed a role (a run that does not end means
+        #: the switch holds a newer generation_id than this store's terms)
+        self.stale_streak = 0
         self.timeouts = 0
 
     # ---- derived state ----------------------------------------------------------------------
@@ -363,6 +366,7 @@ class MastershipFSM:
             return self._schedule_retry(now, why)
         self.role = role
         self.role_generation_id = request.generation_id
+        self.stale_streak = 0
         if (role, request.generation_id) == self.desired():
             self._confirmed_at = now
             self._awaiting_confirmation = False
@@ -380,6 +384,7 @@ class MastershipFSM:
         out: list[Action] = []
         if stale:
             self.stale_refusals += 1
+            self.stale_streak += 1
             if self.role is Role.MASTER:
                 # A newer generation_id reached the switch, so it has (or will soon have)
                 # another master: stop now; re-read the leader and retry only after a backoff.

@@ -293,6 +293,20 @@ def test_stale_slave_claim_is_retried_so_equal_is_not_left_behind():
     assert d.fsm.role is Role.SLAVE
 
 
+def test_stale_streak_counts_refusals_until_the_switch_confirms_a_role():
+    d = make()
+    d("switch_up")
+    (request,) = sends(d("leader_seen", OTHER, 5))
+    d("role_error", request.xid, True)
+    (retry,) = sends(d("leader_read", OTHER, 6))
+    d("role_error", retry.xid, True)
+    assert d.fsm.stale_streak == 2  # the app explains a streak that does not end
+    (last,) = sends(d("leader_read", OTHER, 7))
+    d.reply_to(last)
+    assert d.fsm.role is Role.SLAVE and d.fsm.stale_streak == 0
+    assert d.fsm.stale_refusals == 2
+
+
 def test_other_role_errors_back_off_too():
     d = make()
     d("switch_up")
