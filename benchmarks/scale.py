@@ -167,6 +167,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def read_counter(backend: Any) -> dict[str, float] | None:
+    """The store's request counters, or None if it has none or is too busy to answer (an
+    overloaded server is a result to report, not a reason to stop)."""
+    if not backend.counter:
+        return None
+    try:
+        return backend.counter()
+    except (OSError, ValueError) as exc:
+        print(f"  (store counters unavailable: {exc})", flush=True)
+        return None
+
+
 def zookeeper_counter(server: Any) -> dict[str, float]:
     from tests.servers.zookeeper import four_letter
 
@@ -288,7 +300,7 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
         pids = dict(zip(controllers.targets, controllers.running_pids(), strict=True))
         rss0 = {t: rss_mb(p) for t, p in pids.items()}
         cpu0 = {t: cpu_seconds(p) for t, p in pids.items()}
-        store0 = backend.counter() if backend.counter else None
+        store0 = read_counter(backend)
         events = workdir / "fleet-events.jsonl"
         argv = [sys.executable, "-m", "ryu_integration.testing.fleet", "--switches", str(n),
                 "--events", str(events)]
@@ -322,8 +334,8 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
         result["controller_cpu_s_per_1k"] = sum(cpu1[t] - cpu0[t] for t in pids) / per_k
         if fleet.pid:
             result["fleet_cpu_s"] = cpu_seconds(fleet.pid)
-        if backend.counter and store0 is not None:
-            store1 = backend.counter()
+        store1 = read_counter(backend) if store0 is not None else None
+        if store0 is not None and store1 is not None:
             delta = {k: store1.get(k, 0.0) - v for k, v in store0.items()}
             result["store_counters_per_switch"] = {k: v / n for k, v in delta.items()}
             result["store_ops_per_switch"] = delta.get(backend.headline or "", 0.0) / n
