@@ -48,12 +48,15 @@ class KazooLog(logging.LoggerAdapter):
     _GENERIC = ("Transition to CONNECTING", "Failed connecting to Zookeeper")
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # kazoo logs every request and response at its BLATHER level: keep that path cheap
         if level >= logging.WARNING and not str(msg).startswith(self._GENERIC):
             try:
                 self.last_problem = str(msg) % args if args else str(msg)
             except (TypeError, ValueError):
                 self.last_problem = str(msg)
-        super().log(min(level, logging.DEBUG), msg, *args, **kwargs)
+        level = min(level, logging.DEBUG)
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)
 
 
 def make_handler(kind: str) -> Any:
