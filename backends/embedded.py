@@ -95,10 +95,10 @@ class EmbeddedElection(Election):
         self.seq: int | None = None
 
     def _driver_join(self, priority: int) -> None:
-        self.coordinator.join(self, priority)
+        self.coordinator._driver_join_many([(self, priority)])
 
     def _driver_leave(self) -> None:
-        self.coordinator.leave(self)
+        self.coordinator._driver_leave_many([self])
 
     def _driver_forget(self) -> None:
         self.seq = None
@@ -370,36 +370,6 @@ class EmbeddedCoordinator(Coordinator):
 
     # ---- elections ------------------------------------------------------------------------
 
-    def join(self, election: EmbeddedElection, priority: int) -> None:
-        """Add our candidacy (kept if we already have one) and settle the election."""
-        token = self._require_session().token
-
-        def op(txn: Txn) -> int:
-            return txn.join(election.name, token, self.member_id, priority)
-
-        try:
-            election.seq = self.write(op)
-        except CoordinationError as exc:
-            if not self.worker.in_executor():
-                raise  # a campaign() call: the caller hears about it
-            # re-campaigning after a new session: the watchdog will retry
-            LOG.warning("election %s: re-campaigning failed (%s)", election.name, exc)
-            return
-        self.mark_dirty(election.name)
-
-    def leave(self, election: EmbeddedElection) -> None:
-        """Remove our candidacy; the successor is settled in the same transaction."""
-        election.seq = None
-        session = self._session
-        if session is None or self._db is None:
-            return
-
-        def op(txn: Txn) -> None:
-            txn.leave(election.name, session.token)
-
-        with contextlib.suppress(SessionLostError):  # a lost session's candidacies are gone
-            self.write(op)
-
     def reevaluate(self, election: EmbeddedElection) -> None:
         """Watchdog (worker thread): re-create a vanished candidacy, re-read the election."""
         campaign = election._campaign
@@ -418,7 +388,8 @@ class EmbeddedCoordinator(Coordinator):
                 LOG.warning("election %s: our candidacy vanished; campaigning again",
                             election.name)
                 election.seq = None
-                self.join(election, campaign.priority)  # on the worker: logs, never raises
+                # on the worker: logs, never raises
+                self._driver_join_many([(election, campaign.priority)])
         self.mark_dirty(election.name)
 
     # ---- the worker: read the store after every notification ------------------------------
@@ -586,6 +557,49 @@ class EmbeddedCoordinator(Coordinator):
         self._set_session_state(SessionState.CONNECTED)
 
     # ---- core hooks -----------------------------------------------------------------------
+
+    def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
+        """Every candidacy in one write transaction (one lock, one commit, one notification),
+        each election settled in it, as `join` does for one."""
+        own = [(e, p) for e, p in joins if isinstance(e, EmbeddedElection)]
+        if not own:
+            return
+        token = self._require_session().token
+
+        def op(txn: Txn) -> list[int]:
+            return [txn.join(e.name, token, self.member_id, p) for e, p in own]
+
+        try:
+            seqs = self.write(op)
+        except CoordinationError as exc:
+            if not self.worker.in_executor():
+                raise  # a campaign call: the caller hears about it
+            LOG.warning("re-campaigning in %d elections failed (%s); the watchdog retries",
+                        len(own), exc)
+            for election, _ in own:
+                election._unsettled()
+            return
+        for (election, _), seq in zip(own, seqs, strict=True):
+            election.seq = seq
+        with self._sync_lock:
+            self._dirty.update(e.name for e, _ in own)
+        self.request_sync()
+
+    def _driver_leave_many(self, elections: list[Election]) -> None:
+        """Every candidacy removed in one write transaction; successors settled in it."""
+        own = [e for e in elections if isinstance(e, EmbeddedElection)]
+        for election in own:
+            election.seq = None
+        session = self._session
+        if not own or session is None or self._db is None:
+            return
+
+        def op(txn: Txn) -> None:
+            for election in own:
+                txn.leave(election.name, session.token)
+
+        with contextlib.suppress(SessionLostError):  # a lost session's candidacies are gone
+            self.write(op)
 
     def _driver_watchdog(self) -> None:
         """Besides unsettled elections, check every campaign's candidacy still exists: the
