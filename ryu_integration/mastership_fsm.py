@@ -5,7 +5,7 @@ channel going up or down, election results, session state, role replies and erro
 each with the current monotonic time) and performs the actions it returns (send a role request,
 report a mastership change, campaign, resign, re-read the leader). Unit tests drive it directly.
 
-The rules, and the incident each one answers (DESIGN.md, "What the anchors' users ran into"):
+The rules, and the incident each one answers (issues reported against ONOS, kazoo and Ryu):
 - A datapath counts as mastered only once the ROLE_REPLY whose xid matches our MASTER request
   confirms MASTER under our current term (ONOS-2885: writes between "elected" and the reply fail).
 - The generation_id is always a term read from the store: our own term when elected, the newest

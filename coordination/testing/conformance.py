@@ -172,7 +172,8 @@ class ConformanceSuite:
     def test_term_grows_when_an_older_candidate_returns_after_preemption(
         self, connect: Connect
     ) -> None:
-        """The trap DESIGN warns about: leadership order is not candidacy creation order."""
+        """The classic trap: leadership order is not candidacy creation order, so a term taken
+        from the candidacy's creation counter would go backwards here."""
         old, new = connect("old"), connect("new")
         elected = Recorder()
         old.election("e").campaign(priority=0, on_elected=elected)

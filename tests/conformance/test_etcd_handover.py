@@ -1,4 +1,4 @@
-"""Graceful handover latency on etcd, three candidate processes, as DESIGN measured the others.
+"""Graceful handover latency on etcd, three candidate processes, as benchmarks/handover.py measures the others.
 
 Each trial: the leader process takes a timestamp and resigns (then campaigns again, to the back
 of the line); the next candidate's `on_elected` takes another. Both are CLOCK_MONOTONIC, which
