@@ -1,7 +1,7 @@
 """Mastership at scale: time until every switch has a confirmed master, failover after a crash,
 and what it costs the controllers and the store, for N emulated switches and 3 controllers.
 
-For each backend (--backends) and each N (--switches): three `coord-manager --framework os-ken
+For each backend (--backends) and each N (--switches): three `coord-manager --framework os-ken|ryu
 ... ryu_integration.mastership` processes on one coordination service (private ZooKeeper and
 etcd servers started here, sessions / leases of 2 s; or the embedded store in a temp dir), then
 `python -m ryu_integration.testing.fleet` with N switches, each connected to all three.
@@ -60,6 +60,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- reading what the processes write ------------------------------------------------------
+
+
+#: What the controllers run (--framework).
+FRAMEWORK = "os-ken"
 
 
 class Follower:
@@ -233,7 +237,7 @@ class Controllers:
             target = f"tcp:{LOOPBACK}:{port}"
             conf = write_conf(workdir / f"c{i}.conf", {"coordination": {
                 "backend_url": url, "member_id": f"c{i}:{port}", **backend.options}})
-            argv = [*coord_manager_argv(), "--framework", "os-ken", "--config-file", str(conf),
+            argv = [*coord_manager_argv(), "--framework", FRAMEWORK, "--config-file", str(conf),
                     "--ofp-listen-host", LOOPBACK, "--ofp-tcp-listen-port", str(port),
                     "ryu_integration.mastership"]
             self.logs[target] = workdir / f"c{i}.log"
@@ -467,7 +471,7 @@ def start_backends(names: list[str], stack: ExitStack, tmp: Path) -> dict[str, B
 
 
 HOW = """\
-Measuring mastership at scale on {cores} cores: 3 coord-manager (os-ken, ryu_integration.mastership)
+Measuring mastership at scale on {cores} cores: 3 coord-manager ({framework}, ryu_integration.mastership)
 per run; ZooKeeper / etcd sessions {session} s; switches emulated by ryu_integration.testing.fleet
 (one process, N x 3 OpenFlow 1.3 connections).
   all mastered = fleet start -> last switch's first ROLE_REPLY(MASTER) (fleet's timestamps)
@@ -591,7 +595,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep every log, config and events file under DIR (default: a temp dir, "
                         "removed)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
+    p.add_argument("--framework", choices=("os-ken", "ryu"), default="os-ken",
+                   help="what the controllers run (default os-ken; ryu runs Ryu 4.34 on eventlet)")
     args = p.parse_args(argv)
+    global FRAMEWORK
+    FRAMEWORK = args.framework
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         p.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
@@ -618,7 +626,8 @@ def _ovs_instance(n: int) -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(HOW.format(cores=os.cpu_count(), session=SESSION_TIMEOUT, timeout=args.timeout))
+    print(HOW.format(cores=os.cpu_count(), session=SESSION_TIMEOUT, timeout=args.timeout,
+                     framework=FRAMEWORK))
     results: list[dict[str, Any]] = []
     raise_nofile_limit()  # inherited by the controllers and the fleet
     with ExitStack() as stack:
