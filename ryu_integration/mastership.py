@@ -29,6 +29,7 @@ clock (`t=<unix seconds>`), in `key=value` form, so failover can be measured fro
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 import itertools
@@ -160,6 +161,11 @@ class Mastership(RyuApp):
         #: dpid -> the leader its election's listener last reported (event loop only): what
         #: the store says, pushed by its watches, so a leader read needs no store I/O
         self._seen_leaders: dict[int, coordination.Leadership | None] = {}
+        #: leader reads answered from `_seen_leaders`, fed to their machines once the current
+        #: input is done (the loop never posts to its own bounded queue: it would wait on
+        #: itself once the queue is full)
+        self._local_reads: collections.deque[tuple[int, int]] = collections.deque()
+        self._feeding = False
         self._session = Session.CONNECTED
         #: dpid -> term for switches we may program now (read from any thread).
         self._masters: dict[int, int] = {}
@@ -341,6 +347,8 @@ class Mastership(RyuApp):
     # ---- coordination callbacks (callback thread) -> private events (event loop) ----------
 
     def _post(self, item: _Input) -> None:
+        """Queue `item` for the event loop, from another thread (never from the loop itself:
+        the framework's queue is bounded, and the loop would wait on itself)."""
         if self._running:
             self.send_event(self.name, item)
 
@@ -415,6 +423,23 @@ class Mastership(RyuApp):
             elif isinstance(action, ReadLeader):
                 self._request_read(action.dpid, fsm.epoch)
         self._schedule(fsm)
+        if not self._feeding:
+            self._feed_local_reads()
+
+    def _feed_local_reads(self) -> None:
+        """Answer the leader reads queued by `_request_read`, in order (event loop only)."""
+        self._feeding = True
+        try:
+            while self._local_reads:
+                dpid, epoch = self._local_reads.popleft()
+                fsm = self._fsms.get(dpid)
+                if fsm is None or fsm.epoch != epoch or dpid not in self._seen_leaders:
+                    continue
+                lead = self._seen_leaders[dpid]
+                self._run(fsm, fsm.leader_read(lead and lead.member_id, lead and lead.term,
+                                               time.monotonic()))
+        finally:
+            self._feeding = False
 
     def _schedule(self, fsm: MastershipFSM) -> None:
         """Keep `fsm`'s next deadline in the timer heap."""
@@ -489,8 +514,7 @@ class Mastership(RyuApp):
         meanwhile are folded into one more read after it. A switch whose election's listener
         has reported is answered from that report: the same store state, pushed."""
         if dpid in self._seen_leaders:
-            self._post(_Input("leader_read", dpid, epoch, failed=False,
-                              leadership=self._seen_leaders[dpid]))
+            self._local_reads.append((dpid, epoch))
             return
         if dpid in self._reads:
             self._reads[dpid] = True
