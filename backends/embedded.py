@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from coordination.api import Coordinator
 from coordination.dispatch import SerialExecutor
-from coordination.election import Election
+from coordination.election import BatchedElection, Election
 from coordination.errors import (
     BackendConnectionError,
     ClosedError,
@@ -83,7 +83,7 @@ class _Session:
         self.bus.close()
 
 
-class EmbeddedElection(Election):
+class EmbeddedElection(BatchedElection):
     """An election in the embedded store; see `EmbeddedCoordinator` for the mechanics."""
 
     coordinator: EmbeddedCoordinator
@@ -93,12 +93,6 @@ class EmbeddedElection(Election):
         #: The seq (a store revision) of this member's live candidacy, None when it has none.
         #: Leadership is ours only if the election's leader_seq is exactly this.
         self.seq: int | None = None
-
-    def _driver_join(self, priority: int) -> None:
-        self.coordinator._driver_join_many([(self, priority)])
-
-    def _driver_leave(self) -> None:
-        self.coordinator._driver_leave_many([self])
 
     def _driver_forget(self) -> None:
         self.seq = None

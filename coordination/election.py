@@ -19,7 +19,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ConfigurationError
 from .names import validate_election_name
@@ -243,3 +243,40 @@ class Election(ABC):
 
     @abstractmethod
     def _driver_read_candidates(self) -> list[Candidate]: ...
+
+
+class ElectionSteps(Protocol):
+    """What a batching driver's coordinator exposes as `engine`: queue an election for its
+    next evaluation batch, or for its next report to leader listeners."""
+
+    def evaluate(self, election: Election) -> None: ...
+
+    def observe(self, election: Election) -> None: ...
+
+
+class BatchedElection(Election):
+    """An election whose driver does its store work in batches: the per-election hooks route to
+    the coordinator's batch hooks (`_driver_join_many`, `_driver_leave_many`,
+    `_driver_read_leaders`) and to its `engine` (`ElectionSteps`), so that logic is written once,
+    there. A driver overrides what it does otherwise (e.g. reads from a local store)."""
+
+    @property
+    def _engine(self) -> ElectionSteps:
+        return self.coordinator.engine  # type: ignore[attr-defined]
+
+    def _driver_join(self, priority: int) -> None:
+        self.coordinator._driver_join_many([(self, priority)])
+
+    def _driver_leave(self) -> None:
+        self.coordinator._driver_leave_many([self])
+
+    def _driver_reevaluate(self) -> None:
+        self._engine.evaluate(self)
+        if self._listeners:
+            self._engine.observe(self)
+
+    def _driver_observe(self) -> None:
+        self._engine.observe(self)
+
+    def _driver_read_leader(self) -> Leadership | None:
+        return self.coordinator._driver_read_leaders([self])[self.name]

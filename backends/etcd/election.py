@@ -45,7 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
-from coordination.election import MAX_PRIORITY, Election
+from coordination.election import MAX_PRIORITY, BatchedElection
 from coordination.errors import CoordinationError
 from coordination.types import Candidate, Leadership, SessionState
 
@@ -84,7 +84,7 @@ PIPELINE = 4
 _READ_ONE_BY_ONE = 2 * MAX_TXN_OPS
 
 
-class EtcdElection(Election):
+class EtcdElection(BatchedElection):
     """One election: keys, this member's candidacy, and the step that settles it."""
 
     coordinator: EtcdCoordinator
@@ -111,27 +111,10 @@ class EtcdElection(Election):
 
     # ---- hooks ----------------------------------------------------------------------------
 
-    def _driver_join(self, priority: int) -> None:
-        self.coordinator._driver_join_many([(self, priority)])
-
-    def _driver_leave(self) -> None:
-        self.coordinator._driver_leave_many([self])
-
     def _driver_forget(self) -> None:
         # the session's lease is gone (revoked by the coordinator, or expiring): so is the key
         with self._lock:
             self.key = None
-
-    def _driver_reevaluate(self) -> None:
-        self.coordinator.engine.evaluate(self)
-        if self._listeners:
-            self.coordinator.engine.observe(self)
-
-    def _driver_observe(self) -> None:
-        self.coordinator.engine.observe(self)
-
-    def _driver_read_leader(self) -> Leadership | None:
-        return self.coordinator._driver_read_leaders([self])[self.name]
 
     def _driver_read_candidates(self) -> list[Candidate]:
         def read() -> list[Candidate]:

@@ -39,7 +39,7 @@ from urllib.parse import quote, unquote
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 
 from coordination.codec import decode_json
-from coordination.election import MAX_PRIORITY, Election
+from coordination.election import MAX_PRIORITY, BatchedElection
 from coordination.errors import InvalidRecordError
 from coordination.names import member_id_problem
 from coordination.types import MAX_TERM, Candidate, Leadership, SessionState
@@ -105,7 +105,7 @@ def leader_of(doc: dict[str, Any], children: list[str]) -> Leadership | None:
     return None
 
 
-class ZooKeeperElection(Election):
+class ZooKeeperElection(BatchedElection):
     """One election: paths, this member's candidacy, and the step that settles it."""
 
     coordinator: ZooKeeperCoordinator
@@ -130,27 +130,10 @@ class ZooKeeperElection(Election):
 
     # ---- hooks ----------------------------------------------------------------------------
 
-    def _driver_join(self, priority: int) -> None:
-        self.coordinator._driver_join_many([(self, priority)])
-
-    def _driver_leave(self) -> None:
-        self.coordinator._driver_leave_many([self])
-
     def _driver_forget(self) -> None:
         with self._lock:
             if self.node is not None:
                 self.stale_node, self.node = self.node, None
-
-    def _driver_reevaluate(self) -> None:
-        self.coordinator.engine.evaluate(self)
-        if self._listeners:
-            self.coordinator.engine.observe(self)
-
-    def _driver_observe(self) -> None:
-        self.coordinator.engine.observe(self)
-
-    def _driver_read_leader(self) -> Leadership | None:
-        return self.coordinator._driver_read_leaders([self])[self.name]
 
     def _driver_read_candidates(self) -> list[Candidate]:
         def read() -> list[Candidate]:
