@@ -137,6 +137,18 @@ class Election(ABC):
     def campaigning(self) -> bool:
         return self._campaign is not None
 
+    @property
+    def campaign_priority(self) -> int | None:
+        """The priority this member campaigns with; None when it does not campaign. Drivers
+        read it to re-create a vanished candidacy."""
+        campaign = self._campaign
+        return None if campaign is None else campaign.priority
+
+    @property
+    def observed(self) -> bool:
+        """True while a leader listener is registered: the driver must report leader changes."""
+        return bool(self._listeners)
+
     def add_leader_listener(self, listener: LeaderListener) -> None:
         """Call `listener(Leadership | None)` whenever the leader changes (any member)."""
         with self._lock:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import coordination
-from backends import _embedded_db
-from backends._embedded_files import default_dir, wait_for_lock
+from backends.embedded import db as _embedded_db
+from backends.embedded.files import default_dir, wait_for_lock
 from coordination import (
     BackendConnectionError,
     BadURLError,

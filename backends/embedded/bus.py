@@ -8,7 +8,7 @@ peer whose socket buffer is full already has a wake-up pending and the byte can 
 
 The connection is also the liveness signal: when a process dies, however it dies, the kernel
 closes its sockets and every peer reads EOF at once. EOF only starts the check (the session's
-flock decides, see `_embedded_files`), so a closed connection never condemns a live session.
+flock decides, see `files`), so a closed connection never condemns a live session.
 
 One thread per session runs the select loop; it never touches the database, it only calls
 `on_notify()` and `on_gone(token)`, which hand work to the driver's worker thread.
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._embedded_files import TOKEN, SessionFiles
+from .files import TOKEN, SessionFiles
 
 LOG = logging.getLogger(__name__)
 _NOTIFY = b"!"

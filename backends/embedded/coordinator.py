@@ -1,23 +1,5 @@
-"""Embedded driver: `embedded:///path/to/dir` (or `embedded://` for a per-user default directory).
-
-A real backend for several controller processes on ONE host, with nothing to install: the store
-is an SQLite database in the directory, liveness is a flock per session, and changes are pushed
-over unix sockets. Elections and terms behave as on ZooKeeper (priority, then earliest candidate;
-the term is drawn from the store's global revision counter in the transaction that makes the
-leader), a process that dies (kill -9 included) loses its leadership within milliseconds, and the
-topology store has a snapshot + change stream over a change log. See docs/embedded.md.
-
-Threads per coordinator: the bus thread (select loop on the session's sockets; it only wakes the
-others), the driver worker (reads the store after every notification, reports elections and
-topology changes, reaps dead sessions) and the core's callback thread. Writes run in the caller's
-thread and notify every peer after they commit.
-
-Session states: CONNECTED while the session is registered; LOST when it is not any more (another
-process reaped it, which only happens if its lock file was tampered with) or when the store
-became unusable (database deleted, replaced, corrupted, I/O errors); the driver then opens a new
-session as soon as it can (CONNECTED again, elections re-campaign). SUSPENDED is never reported:
-there is no connection that could drop while the session survives.
-"""
+"""The embedded coordinator: a session in the store directory, the worker that reads the store
+after every notification, dead peers reaped, and recovery from a lost session or store."""
 
 from __future__ import annotations
 
@@ -33,7 +15,7 @@ from typing import Any, ClassVar
 
 from coordination.api import Coordinator
 from coordination.dispatch import SerialExecutor
-from coordination.election import BatchedElection, Election
+from coordination.election import Election
 from coordination.errors import (
     BackendConnectionError,
     ClosedError,
@@ -42,22 +24,16 @@ from coordination.errors import (
     SessionLostError,
 )
 from coordination.options import Option
-from coordination.store import (
-    RawChange,
-    RawEvent,
-    RawSnapshot,
-    RecordExistsError,
-    RecordStoreDriver,
-    Versioned,
-    VersionMismatchError,
-    WatchHandle,
-)
-from coordination.types import Candidate, Leadership, MemberInfo, SessionState
+from coordination.store import RawEvent, RecordStoreDriver
+from coordination.types import MemberInfo, SessionState
 from coordination.urls import BackendURL
 
-from ._embedded_bus import Bus
-from ._embedded_db import Database, LeaderRow, StoreUnusableError, SyncState, Txn, read_sync
-from ._embedded_files import SessionFiles, prepare_dir, store_dir, wait_for_lock
+from . import election as elections
+from .bus import Bus
+from .db import Database, StoreUnusableError, Txn, read_sync
+from .election import EmbeddedElection
+from .files import SessionFiles, prepare_dir, store_dir, wait_for_lock
+from .store import EmbeddedRecordStore, EmbeddedWatch
 
 LOG = logging.getLogger(__name__)
 _RECOVERY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -83,92 +59,6 @@ class _Session:
         self.bus.close()
 
 
-class EmbeddedElection(BatchedElection):
-    """An election in the embedded store; see `EmbeddedCoordinator` for the mechanics."""
-
-    coordinator: EmbeddedCoordinator
-
-    def __init__(self, coordinator: EmbeddedCoordinator, name: str) -> None:
-        super().__init__(coordinator, name)
-        #: The seq (a store revision) of this member's live candidacy, None when it has none.
-        #: Leadership is ours only if the election's leader_seq is exactly this.
-        self.seq: int | None = None
-
-    def _driver_forget(self) -> None:
-        self.seq = None
-
-    def _driver_reevaluate(self) -> None:
-        self.coordinator.worker.submit(self.coordinator.reevaluate, self)
-
-    def _driver_observe(self) -> None:
-        self.coordinator.mark_dirty(self.name)
-
-    def _driver_read_leader(self) -> Leadership | None:
-        return self.coordinator.read(lambda db: db.leader(self.name))
-
-    def _driver_read_candidates(self) -> list[Candidate]:
-        return self.coordinator.read(lambda db: db.candidates(self.name))
-
-
-class _EmbeddedWatch(WatchHandle):
-    """A topology watch: the revision it has delivered up to (None: it needs a snapshot)."""
-
-    def __init__(self, coordinator: EmbeddedCoordinator, sink: Callable[[RawEvent], None]) -> None:
-        self.coordinator = coordinator
-        self.sink = sink
-        self.rev: int | None = None
-        self.resync = False
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.coordinator.drop_watch(self)
-
-
-class EmbeddedRecordStore(RecordStoreDriver):
-    """Topology records in the `records` table; every write is logged in `changes`."""
-
-    def __init__(self, coordinator: EmbeddedCoordinator) -> None:
-        self._coordinator = coordinator
-
-    def get(self, path: str) -> Versioned | None:
-        return self._coordinator.read(lambda db: db.get(path))
-
-    def list(self, prefix: str = "") -> dict[str, Versioned]:
-        return self._coordinator.read(lambda db: db.list(prefix))
-
-    def create(self, path: str, value: bytes) -> None:
-        def op(txn: Txn) -> None:
-            if txn.record_version(path) is not None:
-                raise RecordExistsError(path)
-            txn.put(path, value)
-
-        self._coordinator.write(op)
-
-    def update(self, path: str, value: bytes, version: int) -> None:
-        def op(txn: Txn) -> None:
-            if txn.record_version(path) != version:
-                raise VersionMismatchError(path)
-            txn.put(path, value)
-
-        self._coordinator.write(op)
-
-    def remove(self, path: str, version: int | None = None) -> bool:
-        def op(txn: Txn) -> bool:
-            current = txn.record_version(path)
-            if current is None:
-                return False
-            if version is not None and current != version:
-                raise VersionMismatchError(path)
-            txn.delete(path)
-            return True
-
-        return self._coordinator.write(op)
-
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
-        return self._coordinator.add_watch(sink)
-
-
 class EmbeddedCoordinator(Coordinator):
     """A member's session in an embedded store directory (see the module docstring)."""
 
@@ -188,7 +78,7 @@ class EmbeddedCoordinator(Coordinator):
         self._sync_pending = False
         self._dirty: set[str] = set()
         self._election_rev = 0
-        self._watches: list[_EmbeddedWatch] = []
+        self._watches: list[EmbeddedWatch] = []
         self._checking: dict[str, Callable[[], bool]] = {}  # peers whose death we await
         self._recovery = 0
         self._stopping = False
@@ -306,11 +196,21 @@ class EmbeddedCoordinator(Coordinator):
             raise SessionLostError(f"member {self.member_id!r} has no live session")
         return session
 
-    def read(self, func: Callable[[Database], Any]) -> Any:
-        """Run a read against the store (any thread)."""
+    def has_session(self) -> bool:
+        return self._session is not None and self._db is not None
+
+    def session_token(self) -> str:
+        """Our live session's token; `SessionLostError` if there is none."""
+        return self._require_session().token
+
+    def read(self, func: Callable[[Database], Any], *, check_identity: bool = False) -> Any:
+        """Run a read against the store (any thread); with `check_identity`, first check the
+        database file is still the one we opened."""
         db, _ = self._require_store()
         try:
             with self._db_lock:
+                if check_identity:
+                    db.check_identity()
                 return func(db)
         except StoreUnusableError as exc:
             self.worker.submit(self._store_failed, exc)
@@ -343,48 +243,24 @@ class EmbeddedCoordinator(Coordinator):
             self._sync_pending = True
         self.worker.submit(self._sync)
 
-    def mark_dirty(self, name: str) -> None:
-        """Re-read election `name` at the next sync whatever its revision."""
+    def mark_dirty(self, *names: str) -> None:
+        """Re-read these elections at the next sync whatever their revision."""
         with self._sync_lock:
-            self._dirty.add(name)
+            self._dirty.update(names)
         self.request_sync()
 
-    def add_watch(self, sink: Callable[[RawEvent], None]) -> _EmbeddedWatch:
+    def add_watch(self, sink: Callable[[RawEvent], None]) -> EmbeddedWatch:
         self._require_store()
-        watch = _EmbeddedWatch(self, sink)
+        watch = EmbeddedWatch(self, sink)
         with self._sync_lock:
             self._watches.append(watch)
         self.request_sync()
         return watch
 
-    def drop_watch(self, watch: _EmbeddedWatch) -> None:
+    def drop_watch(self, watch: EmbeddedWatch) -> None:
         with self._sync_lock:
             if watch in self._watches:
                 self._watches.remove(watch)
-
-    # ---- elections ------------------------------------------------------------------------
-
-    def reevaluate(self, election: EmbeddedElection) -> None:
-        """Watchdog (worker thread): re-create a vanished candidacy, re-read the election."""
-        campaign = election._campaign
-        session, db = self._session, self._db
-        if campaign is not None and session is not None and db is not None:
-            try:
-                with self._db_lock:
-                    db.check_identity()
-                    present = db.has_candidacy(election.name, election.seq)
-            except StoreUnusableError as exc:
-                self._store_failed(exc)
-                return
-            except OperationTimeoutError:
-                present = True  # unknown: the next watchdog tick looks again
-            if not present:
-                LOG.warning("election %s: our candidacy vanished; campaigning again",
-                            election.name)
-                election.seq = None
-                # on the worker: logs, never raises
-                self._driver_join_many([(election, campaign.priority)])
-        self.mark_dirty(election.name)
 
     # ---- the worker: read the store after every notification ------------------------------
 
@@ -415,42 +291,15 @@ class EmbeddedCoordinator(Coordinator):
             return
         self._election_rev = state.revision
         for row in state.elections:
-            self._apply_election(row)
+            election = self._elections.get(row.name)
+            if isinstance(election, EmbeddedElection):
+                elections.apply_leader_row(election, row)
         for watch in watches:
-            self._apply_watch(watch, state)
+            if not watch.deliver(state):
+                self.request_sync()
         for token in state.older_sessions - session.bus.tokens() - set(self._checking):
             if not session.bus.connect(token):
                 self._check_peer(token)
-
-    def _apply_election(self, row: LeaderRow) -> None:
-        election = self._elections.get(row.name)
-        if not isinstance(election, EmbeddedElection):
-            return
-        if row.seq is not None and row.seq == election.seq and election.campaigning:
-            election._elected(row.term)
-        elif election.is_leader:
-            election._revoked()
-        if election._listeners:
-            member = row.member_id
-            election._leader_seen(Leadership(member, row.term) if member is not None else None)
-
-    def _apply_watch(self, watch: _EmbeddedWatch, state: SyncState) -> None:
-        """Deliver a snapshot (new watch, or one behind the change log) or the new changes."""
-        if watch.rev is not None and watch.rev < state.log_floor:
-            watch.resync = True
-        try:
-            if watch.rev is None or watch.resync:
-                if state.snapshot is None:  # flagged after this sync's read: the next one has it
-                    self.request_sync()
-                    return
-                watch.sink(RawSnapshot(dict(state.snapshot), resync=watch.resync))
-            else:
-                for change_rev, path, value in state.changes:
-                    if change_rev > watch.rev:
-                        watch.sink(RawChange(path, value))
-        except Exception:
-            LOG.exception("topology watch sink failed")
-        watch.rev, watch.resync = state.revision, False
 
     # ---- dead peers -----------------------------------------------------------------------
 
@@ -553,47 +402,10 @@ class EmbeddedCoordinator(Coordinator):
     # ---- core hooks -----------------------------------------------------------------------
 
     def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
-        """Every candidacy in one write transaction (one lock, one commit, one notification),
-        each election settled in it, as `join` does for one."""
-        own = [(e, p) for e, p in joins if isinstance(e, EmbeddedElection)]
-        if not own:
-            return
-        token = self._require_session().token
+        elections.join_many(self, joins)
 
-        def op(txn: Txn) -> list[int]:
-            return [txn.join(e.name, token, self.member_id, p) for e, p in own]
-
-        try:
-            seqs = self.write(op)
-        except CoordinationError as exc:
-            if not self.worker.in_executor():
-                raise  # a campaign call: the caller hears about it
-            LOG.warning("re-campaigning in %d elections failed (%s); the watchdog retries",
-                        len(own), exc)
-            for election, _ in own:
-                election._unsettled()
-            return
-        for (election, _), seq in zip(own, seqs, strict=True):
-            election.seq = seq
-        with self._sync_lock:
-            self._dirty.update(e.name for e, _ in own)
-        self.request_sync()
-
-    def _driver_leave_many(self, elections: list[Election]) -> None:
-        """Every candidacy removed in one write transaction; successors settled in it."""
-        own = [e for e in elections if isinstance(e, EmbeddedElection)]
-        for election in own:
-            election.seq = None
-        session = self._session
-        if not own or session is None or self._db is None:
-            return
-
-        def op(txn: Txn) -> None:
-            for election in own:
-                txn.leave(election.name, session.token)
-
-        with contextlib.suppress(SessionLostError):  # a lost session's candidacies are gone
-            self.write(op)
+    def _driver_leave_many(self, elections_: list[Election]) -> None:
+        elections.leave_many(self, elections_)
 
     def _driver_watchdog(self) -> None:
         """Besides unsettled elections, check every campaign's candidacy still exists: the

@@ -37,7 +37,7 @@ from coordination.names import election_name_problem, shown
 from coordination.store import Versioned
 from coordination.types import Candidate, Leadership, MemberInfo
 
-from ._embedded_files import DB_NAME, WRITE_LOCK_NAME, WriteLock, open_file
+from .files import DB_NAME, WRITE_LOCK_NAME, WriteLock, open_file
 
 LOG = logging.getLogger(__name__)
 
