@@ -99,6 +99,7 @@ class TopologyRuntime:
         on_changes: ChangesCallback | None = None,
         on_forget_host: Callable[[ForgetHost], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        progress: threading.Condition | None = None,
     ) -> None:
         self.member_id = member_id
         self.settings = settings or TopologySettings()
@@ -120,6 +121,9 @@ class TopologyRuntime:
         self._emitted = TopologyView()  # what applications have been told
         self._attached = threading.Event()
         self._synced = threading.Event()
+        #: Notified after every step the runtime takes (an input batch handled, a store event
+        #: applied, changes delivered); `wait_until` sleeps on it. Runtimes may share one.
+        self.progress = progress or threading.Condition()
         #: Counters, for tests and logs.
         self.stats = {"puts": 0, "unchanged": 0, "deletes": 0, "refused": 0, "errors": 0,
                       "flushes": 0, "resyncs": 0, "overflows": 0, "events": 0}
@@ -164,6 +168,24 @@ class TopologyRuntime:
     def wait_synced(self, timeout: float) -> bool:
         """Block until the first store snapshot reached applications (tests, tools)."""
         return self._synced.wait(timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until `predicate()` holds, re-checking after each step a runtime sharing
+        `progress` takes (tests, tools); False on timeout."""
+        with self.progress:
+            return self.progress.wait_for(predicate, timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Publish what the inputs given so far call for, now, without waiting for the batch
+        delay; True once done (the writes were made or found unnecessary)."""
+        done = threading.Event()
+        self._call(self._flush_now)
+        self._call(done.set)
+        return done.wait(timeout)
+
+    def _progressed(self) -> None:
+        with self.progress:
+            self.progress.notify_all()
 
     # ---- inputs (any thread) -------------------------------------------------------------------
 
@@ -243,6 +265,7 @@ class TopologyRuntime:
                             "resynchronising them from a snapshot of the view", self.member_id,
                             behind)
         self._wake_notifier.set()
+        self._progressed()
 
     # ---- the notifier ----------------------------------------------------------------------------
 
@@ -254,6 +277,7 @@ class TopologyRuntime:
                 self._notify()
             except Exception:  # never let the notifier die: applications would go blind
                 LOG.exception("topology: updating applications failed")
+            self._progressed()
 
     def _notify(self) -> None:
         """Deliver what the store reported since the last call, then dump and log."""
@@ -400,6 +424,7 @@ class TopologyRuntime:
                 except Exception:
                     LOG.exception("topology: janitor pass failed")
                 next_janitor = now + max(0.1, min(self.settings.grace_period / 4, 1.0))
+            self._progressed()
             if stopping:
                 return
 

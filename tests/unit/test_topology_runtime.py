@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,12 +19,14 @@ from ryu_integration.topology_view import LinkAdded, LinkRemoved, ViewChange
 PORTS = [Port(1, "p1"), Port(2, "p2"), Port(3, "p3")]
 
 
+#: Every runtime of a test notifies this after each step it takes, so waits are pushed.
+PROGRESS = threading.Condition()
+
+
 def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
+    with PROGRESS:
+        if not PROGRESS.wait_for(cond, timeout):
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Node:
@@ -36,7 +37,8 @@ class Node:
         self.changes: list[ViewChange] = []
         self.resyncs = 0
         self._lock = threading.Lock()
-        self.runtime = TopologyRuntime(member, settings, on_changes=self._on_changes)
+        self.runtime = TopologyRuntime(member, settings, on_changes=self._on_changes,
+                                       progress=PROGRESS)
         self.runtime.start(self.coord)
         assert self.runtime.wait_synced(5)
 
@@ -103,7 +105,7 @@ def test_every_controller_sees_the_whole_network(cluster) -> None:
     puts = c1.runtime.stats["puts"]
     c1.runtime.link_added((2, 1, 1, 1))
     c1.runtime.switch_up(1, "127.0.0.1:1", PORTS)
-    time.sleep(0.1)
+    assert c1.runtime.flush(5)
     assert c1.runtime.stats["puts"] == puts
 
 
@@ -114,7 +116,7 @@ def test_link_down_reaches_every_view_and_flaps_are_coalesced(cluster) -> None:
     writes = c1.runtime.stats["puts"] + c1.runtime.stats["deletes"]
     c1.runtime.link_deleted((2, 1, 1, 1))  # a flap inside one batch
     c1.runtime.link_added((2, 1, 1, 1))
-    time.sleep(0.4)
+    assert c1.runtime.flush(5)  # before the 0.2 s batch delay: the flap is one batch
     assert c1.runtime.stats["puts"] + c1.runtime.stats["deletes"] == writes
     c1.runtime.port_deleted(1, 1)  # the real thing
     c2.runtime.port_deleted(1, 1)
@@ -194,7 +196,7 @@ def test_applications_falling_behind_are_resynchronised(cluster, caplog) -> None
         slow.append(resync)
 
     follower = TopologyRuntime("f1", TopologySettings(max_backlog=5, janitor=False),
-                               on_changes=blocked)
+                               on_changes=blocked, progress=PROGRESS)
     follower.start(c1.coord)
     try:
         with caplog.at_level(logging.WARNING, logger="ryu_integration.topology"):
