@@ -6,8 +6,8 @@ import pytest
 
 from coordination.records import Host, Link, Mastership, Port, Switch, record_path
 from coordination.topology import Change, Snapshot
-from ryu_integration.topology_janitor import BY_SWITCH_OWNER, Janitor
-from ryu_integration.topology_view import TopologyView
+from ryu_integration.topology.janitor import BY_SWITCH_OWNER, Janitor
+from ryu_integration.topology.view import TopologyView
 
 
 def records(owner: str = "c1", term: int = 5):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coordination.records import Host, Link, Port, Switch, record_path
 from coordination.topology import Change, Snapshot
-from ryu_integration.topology_publisher import (
+from ryu_integration.topology.publisher import (
     Delete,
     ForgetHost,
     LocalHost,
@@ -13,7 +13,7 @@ from ryu_integration.topology_publisher import (
     Put,
     stored_lookup,
 )
-from ryu_integration.topology_view import TopologyView
+from ryu_integration.topology.view import TopologyView
 
 ME = "c1"
 PORTS = [Port(1, "p1"), Port(2, "p2"), Port(3, "p3")]

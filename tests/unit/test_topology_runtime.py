@@ -13,8 +13,8 @@ import pytest
 
 import coordination
 from coordination.records import Mastership, Port, Switch
-from ryu_integration.topology_runtime import TopologyRuntime, TopologySettings
-from ryu_integration.topology_view import LinkAdded, LinkRemoved, ViewChange
+from ryu_integration.topology.runtime import TopologyRuntime, TopologySettings
+from ryu_integration.topology.view import LinkAdded, LinkRemoved, ViewChange
 
 PORTS = [Port(1, "p1"), Port(2, "p2"), Port(3, "p3")]
 

@@ -14,8 +14,8 @@ if not any(importlib.util.find_spec(p) for p in ("ryu", "os_ken")):
     pytest.skip("neither ryu nor os-ken is installed", allow_module_level=True)
 
 from coordination.records import Host, Link, Mastership, Port, Switch
-from ryu_integration import topology_ryu as tr
-from ryu_integration.topology_view import (
+from ryu_integration.topology import ryu_objects as tr
+from ryu_integration.topology.view import (
     HostAdded,
     HostMoved,
     HostRemoved,
@@ -149,8 +149,8 @@ def test_take_over_routes_events_and_guards_lldp(monkeypatch, takeover: bool) ->
 
 
 def test_forget_host_runs_in_the_switches_app_and_only_if_still_there(monkeypatch) -> None:
-    from ryu_integration import topology_sync
-    from ryu_integration.topology_publisher import ForgetHost
+    from ryu_integration.topology import app as topology_sync
+    from ryu_integration.topology.publisher import ForgetHost
 
     switches = _Brick("switches")
     port = tr.ryu_port(1, Port(3))

@@ -6,7 +6,7 @@ import networkx as nx
 
 from coordination.records import Host, Link, Mastership, Port, Switch, record_path
 from coordination.topology import Change, Snapshot
-from ryu_integration.topology_view import (
+from ryu_integration.topology.view import (
     HostAdded,
     HostMoved,
     HostRemoved,

@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .compat import cfg
-from .config import GROUP
-from .topology_janitor import BY_MASTERSHIP, BY_SWITCH_OWNER
-from .topology_runtime import DUMP_ENV, TopologySettings
+from ..compat import cfg
+from ..config import GROUP
+from .janitor import BY_MASTERSHIP, BY_SWITCH_OWNER
+from .runtime import DUMP_ENV, TopologySettings
 
 _DEFAULTS = TopologySettings()
 

@@ -17,8 +17,14 @@ from typing import Any
 
 from coordination.records import Host, Link, Port, Switch
 
-from .compat import EventBase, framework_module, ofproto_v1_3, ofproto_v1_3_parser, register_service
-from .topology_view import (
+from ..compat import (
+    EventBase,
+    framework_module,
+    ofproto_v1_3,
+    ofproto_v1_3_parser,
+    register_service,
+)
+from .view import (
     HostAdded,
     HostMoved,
     HostRemoved,
@@ -53,7 +59,7 @@ _NO_MAC = "00:00:00:00:00:00"
 class EventTopologyChanged(EventBase):
     """One batch of changes of the global view (every kind, masters included).
 
-    `changes`: `topology_view.ViewChange` values in order; `resync`: the batch is the difference
+    `changes`: `view.ViewChange` values in order; `resync`: the batch is the difference
     after a resynchronisation from a snapshot, not a stream of individual changes.
     """
 

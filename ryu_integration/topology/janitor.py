@@ -24,7 +24,7 @@ from typing import Protocol
 
 from coordination.records import Host, Link, Mastership, Record, Switch
 
-from .topology_publisher import Delete
+from .publisher import Delete
 
 #: `Janitor(ownership=...)`: how to tell that a switch is owned.
 BY_MASTERSHIP = "mastership"

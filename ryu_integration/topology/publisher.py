@@ -34,7 +34,7 @@ from typing import Protocol
 
 from coordination.records import Host, Link, Port, Record, Switch, record_path
 
-from .topology_view import LinkId
+from .view import LinkId
 
 # ---- outputs ---------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The moving parts of topology sync, without Ryu: threads, store I/O, the watch, the dump file.
 
 `TopologyRuntime` wires the pure pieces (`TopologyView`, `Publisher`, `Janitor`) to a
-`coordination.Coordinator`. The Ryu app (`topology_sync`) only feeds it observations and turns
+`coordination.Coordinator`. The Ryu app (`app.TopologySync`) only feeds it observations and turns
 the view changes it reports into Ryu events, so everything here can be exercised with the
 `memory://` backend and no framework.
 
@@ -38,9 +38,9 @@ import coordination
 from coordination.records import Host, Link, Mastership, Port, Switch
 from coordination.topology import Change, Snapshot, TopologyEvent, TopologyWatch
 
-from .topology_janitor import BY_MASTERSHIP, Janitor
-from .topology_publisher import Delete, ForgetHost, LocalHost, LocalSwitch, Op, Publisher, Put
-from .topology_view import LinkId, Topology, TopologyView, ViewChange, describe
+from .janitor import BY_MASTERSHIP, Janitor
+from .publisher import Delete, ForgetHost, LocalHost, LocalSwitch, Op, Publisher, Put
+from .view import LinkId, Topology, TopologyView, ViewChange, describe
 
 LOG = logging.getLogger("ryu_integration.topology")
 #: The election whose leader runs the janitor.

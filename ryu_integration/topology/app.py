@@ -1,0 +1,334 @@
+"""The topology sync app: every controller sees the whole network, standbys included.
+
+Run it next to the mastership app (it requires it, and Ryu's switches app for discovery):
+
+    coord-manager --observe-links --config-file ryu.conf ryu_integration.topology_sync my_app
+
+Thin glue (Faucet-style) around `runtime.TopologyRuntime`, which does the work with the
+pure `TopologyView` / `Publisher` / `Janitor`:
+- what Ryu's own discovery (`ryu.topology.switches`) reports on this controller goes to the
+  publisher; only what concerns switches we master is written to the store;
+- `EventMastershipChanged` from the mastership app says which switches we master, under which
+  term;
+- the store is watched and replayed as `ryu.topology` events (`EventSwitchEnter`,
+  `EventLinkAdd`, ...) plus `EventTopologyChanged`, on every controller. With
+  `topology_takeover_events` (default) this app is the *only* source of those events: the
+  switches app's own events come to it alone, so applications see the global view once, not
+  the local discovery twice;
+- with `topology_serve_api` (default) `ryu.topology.api.get_switch/get_link/get_host` answer
+  from the global view too;
+- with `topology_discovery_master_only` (default) LLDP goes out only of switches we master
+  (a slave's packet-outs are refused anyway); under os-ken's native hub the discovery loops are
+  woken every `topology_lldp_pace` seconds, since their timed waits never time out there.
+
+For applications: `get_topology()` (switches, links, hosts, masters; `.graph()` for networkx),
+or the events above. See docs/topology.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+from .. import config, lifecycle, mastership
+from ..compat import (
+    PACKAGE,
+    EventBase,
+    RyuApp,
+    app_manager,
+    hub,
+    ofproto_v1_3,
+    set_ev_cls,
+    uses_eventlet,
+)
+from . import config as topology_config
+from .publisher import ForgetHost, LocalHost, LocalSwitch
+from .runtime import TopologyRuntime
+from .ryu_objects import (
+    MARK,
+    TOPOLOGY_EVENTS,
+    EventTopologyChanged,
+    address_of,
+    events_for,
+    is_reserved,
+    link_id,
+    port_record,
+    ryu_host,
+    ryu_link,
+    ryu_switch,
+    tevent,
+)
+from .view import Topology, ViewChange
+
+LOG = logging.getLogger("ryu_integration.topology")
+app_manager.require_app(f"{PACKAGE}.topology.switches")
+app_manager.require_app("ryu_integration.mastership")
+
+_instance: TopologySync | None = None
+
+
+class _EventForgetHost(EventBase):
+    """Private: sent to the switches app, handled on its thread."""
+
+    def __init__(self, forget: ForgetHost) -> None:
+        super().__init__()
+        self.forget = forget
+
+
+class TopologySync(RyuApp):
+    """Publishes what this controller discovers for its switches; replays the global view."""
+
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
+    _EVENTS: ClassVar[list[type]] = [*TOPOLOGY_EVENTS, EventTopologyChanged]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        global _instance
+        _instance = self
+        base = config.load(self.CONF)
+        self.member_id = base.member_id
+        self.settings = topology_config.load(self.CONF, base.publish_mastership)
+        self.runtime = TopologyRuntime(self.member_id, self.settings.runtime,
+                                       on_changes=self._emit, on_forget_host=self._forget_host)
+        self._running = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Any:
+        """Take the switches app's events over, then start the runtime. The runtime waits
+        for the mastership app's coordinator (created in *its* start) before it watches the
+        store, so the order in which the two apps start does not matter."""
+        thread = super().start()
+        self._running = True
+        self._take_over()
+        self.runtime.start(_coordinator)
+        if self.settings.scan_interval > 0:
+            self.threads.append(hub.spawn(self._scanner))
+        if self.settings.lldp_pace > 0 and not uses_eventlet():
+            self.threads.append(hub.spawn(self._pacer))
+        lifecycle.register("topology", self._shutdown)
+        LOG.info("topology: member %s syncing (dump file: %s)", self.member_id,
+                 self.settings.runtime.dump_file or "none")
+        return thread
+
+    def _shutdown(self, deadline: float) -> None:
+        """Flush pending writes (if the coordinator is still open) and stop. Records stay in
+        the store on purpose: the next master adopts them, or the janitor removes them."""
+        self._running = False
+        lifecycle.unregister(self._shutdown)
+        self.runtime.stop(max(0.1, min(2.0, deadline - time.monotonic())))
+
+    def stop(self) -> None:
+        self._shutdown(time.monotonic() + 2.0)
+        super().stop()
+
+    def close(self) -> None:
+        self._shutdown(time.monotonic() + 2.0)
+
+    # ---- queries for other apps (any thread) -------------------------------------------------
+
+    def get_topology(self) -> Topology:
+        """The global view now: switches, links, hosts, masters (`.graph()` for paths)."""
+        return self.runtime.topology()
+
+    # ---- the switches app -----------------------------------------------------------------
+
+    @staticmethod
+    def _switches() -> Any:
+        return app_manager.lookup_service_brick("switches")
+
+    def _take_over(self) -> None:
+        """Route the switches app's topology events to this app alone (and ours to everyone
+        else), answer the topology API from the view, and keep LLDP to switches we master."""
+        sw = self._switches()
+        takeover = self.settings.takeover_events
+        for ev_cls in TOPOLOGY_EVENTS:
+            mine = self.observers.setdefault(ev_cls, {})
+            mine.pop(self.name, None)  # never our own observer
+            if not takeover:
+                mine.clear()  # applications keep the local events; ours would double them
+            if sw is None:
+                continue
+            theirs = sw.observers.setdefault(ev_cls, {})
+            if takeover:
+                for name in [n for n in theirs if n != self.name]:
+                    mine.setdefault(name, set()).update(theirs.pop(name))
+            sw.register_observer(ev_cls, self.name)
+        if sw is None:
+            LOG.warning("topology: no switches app: nothing is discovered on this controller")
+            return
+        sw.register_handler(_EventForgetHost, self._forget_host_in_switches)
+        if self.settings.serve_api:
+            sw.event_handlers[tevent.EventSwitchRequest] = [self._switch_request]
+            sw.event_handlers[tevent.EventLinkRequest] = [self._link_request]
+            sw.event_handlers[tevent.EventHostRequest] = [self._host_request]
+        if self.settings.discovery_master_only and getattr(sw, "link_discovery", False):
+            original = sw.send_lldp_packet
+
+            def send_lldp_if_master(port: Any) -> None:
+                if mastership.is_master(port.dpid):
+                    original(port)
+                    return
+                try:  # count it as sent, so the loop keeps its rhythm and links still age
+                    sw.ports.lldp_sent(port)
+                except KeyError:
+                    pass
+
+            sw.send_lldp_packet = send_lldp_if_master
+
+    def _datapath_of(self, dpid: int) -> Any:
+        sw = self._switches()
+        return sw.dps.get(dpid) if sw is not None else None
+
+    def _scanner(self) -> None:
+        """Read Ryu's discovery state now and then: host addresses raise no event, and a
+        restart of this app may have missed some."""
+        while self._running:
+            hub.sleep(self.settings.scan_interval)
+            sw = self._switches()
+            if sw is None or not self._running:
+                continue
+            try:
+                switches = {}
+                for dpid, dp in list(sw.dps.items()):
+                    ports = {no: port_record(p) for no, p in list(sw.port_state.get(dpid, {})
+                                                                   .items())
+                             if not is_reserved(no)}
+                    switches[dpid] = LocalSwitch(address_of(dp), ports)
+                links = {link_id(link) for link in list(sw.links.keys())}
+                hosts = [LocalHost(mac, h.port.dpid, h.port.port_no, tuple(h.ipv4 + h.ipv6))
+                         for mac, h in list(sw.hosts.items())]
+            except (RuntimeError, KeyError, AttributeError) as exc:  # changed while read
+                LOG.debug("topology: discovery scan skipped: %s", exc)
+                continue
+            self.runtime.replace_local(switches, links, hosts)
+
+    def _pacer(self) -> None:
+        """os-ken native hub: `hub.Event.wait(timeout)` never times out, so the switches app's
+        LLDP and link-ageing loops only run when woken. Wake them regularly."""
+        while self._running:
+            hub.sleep(self.settings.lldp_pace)
+            sw = self._switches()
+            if sw is not None and getattr(sw, "link_discovery", False):
+                sw.lldp_event.set()
+                sw.link_event.set()
+
+    def _forget_host(self, forget: ForgetHost) -> None:
+        """(writer thread) A host we published moved to another master's switch: make the
+        switches app forget it, on its own thread (its dict is not ours to touch)."""
+        sw = self._switches()
+        if sw is not None:
+            self.send_event(sw.name, _EventForgetHost(forget))
+
+    @staticmethod
+    def _forget_host_in_switches(ev: _EventForgetHost) -> None:
+        """(switches app's thread) Forget the host if it is still where we saw it."""
+        sw, forget = TopologySync._switches(), ev.forget
+        host = sw.hosts.get(forget.mac) if sw is not None else None
+        if host is not None and (host.port.dpid, host.port.port_no) == (forget.dpid,
+                                                                         forget.port_no):
+            sw.hosts.pop(forget.mac, None)
+
+    # ---- local discovery -> publisher -------------------------------------------------------
+
+    @set_ev_cls(tevent.EventSwitchEnter)
+    def _switch_enter(self, ev: Any) -> None:
+        if getattr(ev, MARK, False):
+            return
+        dp = ev.switch.dp
+        self.runtime.switch_up(dp.id, address_of(dp), [port_record(p) for p in ev.switch.ports])
+
+    @set_ev_cls(tevent.EventSwitchReconnected)
+    def _switch_reconnected(self, ev: Any) -> None:
+        self._switch_enter(ev)
+
+    @set_ev_cls(tevent.EventSwitchLeave)
+    def _switch_leave(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False):
+            self.runtime.switch_down(ev.switch.dp.id)
+
+    @set_ev_cls([tevent.EventPortAdd, tevent.EventPortModify])
+    def _port_up(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False) and not is_reserved(ev.port.port_no):
+            self.runtime.port_up(ev.port.dpid, port_record(ev.port))
+
+    @set_ev_cls(tevent.EventPortDelete)
+    def _port_deleted(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False):
+            self.runtime.port_deleted(ev.port.dpid, ev.port.port_no)
+
+    @set_ev_cls(tevent.EventLinkAdd)
+    def _link_added(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False):
+            self.runtime.link_added(link_id(ev.link))
+
+    @set_ev_cls(tevent.EventLinkDelete)
+    def _link_deleted(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False):
+            self.runtime.link_deleted(link_id(ev.link))
+
+    @set_ev_cls(tevent.EventHostAdd)
+    def _host_added(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False):
+            host = ev.host
+            self.runtime.host_seen(host.mac, host.port.dpid, host.port.port_no,
+                                   list(host.ipv4) + list(host.ipv6))
+
+    @set_ev_cls(tevent.EventHostMove)
+    def _host_moved(self, ev: Any) -> None:
+        if not getattr(ev, MARK, False):
+            host = ev.dst
+            self.runtime.host_seen(host.mac, host.port.dpid, host.port.port_no,
+                                   list(host.ipv4) + list(host.ipv6))
+
+    @set_ev_cls(mastership.EventMastershipChanged)
+    def _mastership(self, ev: Any) -> None:
+        self.runtime.set_master(ev.dpid, ev.term if ev.may_program else None)
+        sw = self._switches()
+        if ev.may_program and sw is not None and getattr(sw, "link_discovery", False):
+            sw.lldp_event.set()  # discover from the new switch now, not at the next round
+
+    # ---- the view -> applications (runtime's notifier thread) ------------------------------
+
+    def _emit(self, changes: list[ViewChange], resync: bool) -> None:
+        port_of = self.runtime.emitted_port
+        for change in changes:
+            for ev in events_for(change, self._datapath_of, port_of):
+                self.send_event_to_observers(ev)
+        self.send_event_to_observers(EventTopologyChanged(changes, resync))
+
+    # ---- ryu.topology.api requests, answered from the view (switches app's thread) -----------
+
+    def _switch_request(self, req: Any) -> None:
+        topo = self.runtime.topology()
+        records = [s for d, s in sorted(topo.switches.items()) if req.dpid in (None, d)]
+        switches = [ryu_switch(s, self._datapath_of(s.dpid)) for s in records]
+        self.reply_to_request(req, tevent.EventSwitchReply(req.src, switches))
+
+    def _link_request(self, req: Any) -> None:
+        topo = self.runtime.topology()
+        links = [ryu_link(link, topo.port) for link in topo.links
+                 if req.dpid in (None, link.src_dpid)]
+        self.reply_to_request(req, tevent.EventLinkReply(req.src, req.dpid, links))
+
+    def _host_request(self, req: Any) -> None:
+        topo = self.runtime.topology()
+        hosts = [ryu_host(h, topo.port) for h in topo.hosts.values()
+                 if req.dpid in (None, h.dpid)]
+        self.reply_to_request(req, tevent.EventHostReply(req.src, req.dpid, hosts))
+
+
+def _coordinator() -> Any:
+    return mastership.coordinator()
+
+
+def instance() -> TopologySync | None:
+    """The running topology sync app of this process, if any."""
+    return _instance
+
+
+def get_topology() -> Topology:
+    """The global view (empty if the sync app is not running in this process)."""
+    app = instance()
+    return app.get_topology() if app is not None else Topology()
