@@ -5,8 +5,10 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ETCD = ["python3-etcd3>=0.13,<0.14", "protobuf>=5.29", "grpcio>=1.66", "requests>=2.31"]
-RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3"]
-OS_KEN = ["os-ken>=4.2", "networkx>=3"]
+#: A controller serves Prometheus metrics (ryu_integration.metrics).
+METRICS = ["prometheus-client>=0.20"]
+RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3", *METRICS]
+OS_KEN = ["os-ken>=4.2", "networkx>=3", *METRICS]
 TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "hypothesis>=6"]
 #: What `make bench` compares against and draws with.
 BENCH = ["tooz>=6", "matplotlib>=3.7"]

@@ -253,7 +253,8 @@ class Coordinator(ABC):
         """The shared topology store of this namespace."""
         self._check_open()
         if self._topology is None:
-            self._topology = TopologyStore(self._driver_record_store(), self._callbacks)
+            self._topology = TopologyStore(self._driver_record_store(), self._callbacks,
+                                           backend=self.url.scheme)
         return self._topology
 
     # ---- driver hooks ---------------------------------------------------------------------

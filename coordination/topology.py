@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from . import instrument
 from .dispatch import SerialExecutor
 from .errors import ConflictError, InvalidRecordError, StaleTermError
 from .names import printable, shown
@@ -23,6 +26,7 @@ from .store import (
 
 LOG = logging.getLogger(__name__)
 _CAS_ATTEMPTS = 20
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -141,13 +145,28 @@ def _decode_or_log(path: str, value: bytes) -> Record | None:
     return None
 
 
+def _timed(operation: str) -> Callable[[_Method], _Method]:
+    """Report each call of the method as `operation` (see `coordination.instrument`)."""
+    def decorate(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def timed_method(self: TopologyStore, *args: Any, **kwargs: Any) -> Any:
+            with instrument.timed(self.backend, operation):
+                return method(self, *args, **kwargs)
+        return timed_method  # type: ignore[return-value]
+    return decorate
+
+
 class TopologyStore:
     """Switches, links, hosts and masterships, shared by every controller through the backend."""
 
-    def __init__(self, driver: RecordStoreDriver, executor: SerialExecutor) -> None:
+    def __init__(self, driver: RecordStoreDriver, executor: SerialExecutor,
+                 backend: str = "") -> None:
         self._driver = driver
         self._executor = executor
+        #: the backend's scheme, as store operations are reported (`coordination.instrument`)
+        self.backend = backend
 
+    @_timed("topology_put")
     def put(self, record: Record, *, fenced: bool = True) -> bool:
         """Store `record`; False if the store already held exactly it (no write made).
 
@@ -173,6 +192,7 @@ class TopologyStore:
                 continue
         raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
 
+    @_timed("topology_delete")
     def delete(self, kind: str, key: str, *, term: int | None = None, domain: int | None = None) -> bool:
         """Delete a record; False if absent. With `term`, refuse (StaleTermError) to delete a
         record of the same `domain` written under a newer term."""
@@ -189,12 +209,14 @@ class TopologyStore:
                 continue
         raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
 
+    @_timed("topology_get")
     def get(self, kind: str, key: str) -> Record | None:
         """One record, or None if absent or malformed (malformed is logged)."""
         path = f"{_check_kind(kind)}/{key}"
         current = self._driver.get(path)
         return None if current is None else _decode_or_log(path, current.value)
 
+    @_timed("topology_list")
     def list(self, kind: str | None = None) -> list[Record]:
         """Every valid record (of `kind`, if given); malformed ones are logged and skipped."""
         prefix = f"{_check_kind(kind)}/" if kind else ""
