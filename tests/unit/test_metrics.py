@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -98,3 +101,21 @@ def test_close_stops_serving_and_observing(metrics: ControllerMetrics) -> None:
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=5)
     metrics.close()  # idempotent
+
+
+def test_the_dashboard_queries_only_metrics_that_exist(metrics: ControllerMetrics) -> None:
+    """The Grafana dashboard shipped in etc/ queries only names a controller exports."""
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "etc/grafana/coordination-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\bcoord_[a-z_]+", target["expr"])}
+    assert used, "the dashboard queries nothing"
+    metrics.set_state_source(lambda: ControllerState(topology_records={"switch": 1}))
+    metrics.role_reply(0.001)
+    metrics.role_changed("master", "elected")
+    metrics.refused("stale")
+    metrics.published([0.01])
+    metrics._store_operation("memory", "topology_put", 0.001, "StaleTermError")
+    exported = set(scrape(metrics.serve("127.0.0.1", 0)))
+    names = {name for name, _ in exported}
+    assert used <= names, f"not exported: {sorted(used - names)}"
