@@ -95,6 +95,25 @@ class Election(ABC):
         """Leave the election (idempotent). A leader's successor is elected at once."""
         self.coordinator.resign_many([self.name])
 
+    def change_priority(self, priority: int) -> None:
+        """Campaign on with `priority` and the same callbacks: the candidacy is re-entered.
+
+        This is how a member hands an election over on purpose: a leader that lowers its
+        priority below another candidate's is revoked and that candidate is elected under a new
+        term; a follower that raises its priority above the leader's preempts it. A follower
+        raised only to the leader's priority queues behind it (ties go to the earliest).
+        ConfigurationError if this member does not campaign here."""
+        check_priority(priority)
+        with self._lock:
+            campaign = self._campaign
+        if campaign is None:
+            raise ConfigurationError(f"not campaigning in {self.name!r}; campaign first")
+        if campaign.priority == priority:
+            return
+        self.coordinator.resign_many([self.name])
+        self.coordinator.campaign_many([CampaignRequest(self.name, priority, campaign.on_elected,
+                                                        campaign.on_revoked)])
+
     def _begin_campaign(self, request: CampaignRequest) -> None:
         """Record the campaign (validated by the coordinator); the driver joins next."""
         with self._lock:

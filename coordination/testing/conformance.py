@@ -146,6 +146,29 @@ class ConformanceSuite:
         assert not low.election("e").is_leader
         assert [c.priority for c in low.election("e").candidates()] == [5, 1]
 
+    def test_changing_priorities_hands_over_to_the_chosen_member(self, connect: Connect) -> None:
+        """A planned handover: the target raises its priority to the leader's (it queues behind
+        it), then the leader lowers its own: the target, not the earliest other candidate, is
+        elected under a new term, and the old leader campaigns on as a follower."""
+        a, b, c = connect("a"), connect("b"), connect("c")
+        a_elected, a_revoked, c_elected = Recorder(), Recorder(), Recorder()
+        a.election("e").campaign(priority=1, on_elected=a_elected, on_revoked=a_revoked)
+        first = a_elected.wait_count(1, WAIT)[0]
+        b.election("e").campaign(priority=0)
+        c.election("e").campaign(priority=0, on_elected=c_elected)
+        c.election("e").change_priority(1)
+        assert a.election("e").leader() == first  # a tie: the earlier candidate keeps it
+        a.election("e").change_priority(0)
+        assert a_revoked.wait_count(1, WAIT)[0] == first
+        second = c_elected.wait_count(1, WAIT)[0]
+        assert second.member_id == "c" and second.term > first.term
+        assert [x.member_id for x in b.election("e").candidates()] == ["c", "b", "a"]
+        assert a.election("e").campaigning and not a.election("e").is_leader
+        c.election("e").change_priority(1)  # unchanged: nothing happens
+        assert c.election("e").leader() == second
+        with pytest.raises(ConfigurationError):
+            connect("d").election("e").change_priority(1)
+
     def test_resign_hands_over_with_a_larger_term(self, connect: Connect) -> None:
         a, b = connect("a"), connect("b")
         a_elected, a_revoked, b_elected = Recorder(), Recorder(), Recorder()
