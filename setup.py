@@ -9,7 +9,11 @@ ETCD = ["python3-etcd3>=0.13,<0.14", "protobuf>=5.29", "grpcio>=1.66", "requests
 METRICS = ["prometheus-client>=0.20"]
 RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3", *METRICS]
 OS_KEN = ["os-ken>=4.2", "networkx>=3", *METRICS]
-TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "hypothesis>=6"]
+#: `coordctl serve`: the live page and JSON/HTTP API (coordination.webview).
+WEB = ["aiohttp>=3.9"]
+#: selenium drives the system chromium in the web view's browser tests.
+TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "hypothesis>=6", "selenium>=4.10",
+        *WEB]
 #: What `make bench` compares against and draws with.
 BENCH = ["tooz>=6", "matplotlib>=3.7"]
 
@@ -22,7 +26,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["coordination*", "backends*", "ryu_integration*"]),
-    install_requires=["kazoo>=2.9", "stevedore>=5", "tenacity>=8"],
+    # oslo.config: coordctl reads ryu.conf with the same loader as coord-manager.
+    install_requires=["kazoo>=2.9", "stevedore>=5", "tenacity>=8", "oslo.config>=9"],
+    package_data={"coordination.webview": ["static/*.*", "static/vendor/*"]},
     extras_require={
         "zookeeper": [],
         "etcd": ETCD,
@@ -30,7 +36,8 @@ setup(
         "os-ken": OS_KEN,
         "test": TEST,
         "bench": BENCH,
-        "all": sorted(set(ETCD + OS_KEN + TEST)),
+        "web": WEB,
+        "all": sorted(set(ETCD + OS_KEN + TEST + WEB)),
     },
     entry_points={
         "coordination.backends": [

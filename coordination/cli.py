@@ -3,9 +3,13 @@
     coordctl --url zookeeper://127.0.0.1:2181/sdn masters
     coordctl --config-file /etc/ryu/ryu.conf topology --json
     coordctl --url etcd3://127.0.0.1:2379/sdn watch
+    coordctl --config-file /etc/ryu/ryu.conf serve --listen 127.0.0.1:8780
 
 The URL comes from `--url`, else `backend_url` in the `[coordination]` section of
-`--config-file`, else `$COORDINATION_URL`. Output is a table for people, `--json` for scripts.
+`--config-file` (read and validated by coord-manager's own loader, `ryu_integration.config`),
+else `$COORDINATION_URL`. Output is a table for people, `--json` for scripts. The global flags
+go before or after the command. `serve` is the live web page and JSON/HTTP API
+(`coordination.webview`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from .types import Leadership
 from .urls import parse_url, redact_raw
 
 DPID_PREFIX = "dpid-"
+#: Where `coordctl serve` listens unless told: loopback only (the page has no authentication).
+DEFAULT_LISTEN = "127.0.0.1:8780"
 #: Longest cell of a table, in characters (member ids are at most 200).
 MAX_CELL = 200
 
@@ -54,26 +60,51 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def resolve_url(url: str | None, config_file: str | None) -> str:
+    """The backend URL: `--url`, else ryu.conf's `[coordination] backend_url` (read and checked
+    by the same code as `coord-manager`, so the same default and the same one-line errors),
+    else `$COORDINATION_URL`."""
     if url:
         return url
     if config_file:
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            if not parser.read(config_file, encoding="utf-8"):
-                raise ConfigurationError(f"cannot read config file {config_file!r}")
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(
-                f"{config_file}: not UTF-8 text (byte offset {exc.start})") from None
-        except configparser.Error as exc:
-            raise ConfigurationError(f"{config_file}: malformed: {one_line(exc)}") from None
-        value = parser.get("coordination", "backend_url", fallback="").strip()
-        if not value:
-            raise CoordinationError(f"{config_file}: no backend_url in section [coordination]")
-        return value
+        return url_from_config(config_file)
     value = os.environ.get("COORDINATION_URL", "").strip()
     if not value:
         raise CoordinationError("no backend: give --url, --config-file, or set COORDINATION_URL")
     return value
+
+
+def url_from_config(config_file: str) -> str:
+    """`backend_url` of `config_file`, through `ryu_integration.config` (oslo.config only: no
+    Ryu or os-ken needed). Every `[coordination]` option is validated, as `coord-manager` does;
+    an unset `backend_url` means the same default (`embedded://`)."""
+    try:
+        from oslo_config import cfg
+
+        from ryu_integration import config as ryu_config
+    except ImportError as exc:  # pragma: no cover - oslo.config is a core dependency
+        raise ConfigurationError(
+            f"--config-file needs the Python package {exc.name!r}: pip install oslo.config"
+        ) from None
+    _reject_duplicate_options(config_file)
+    conf = cfg.ConfigOpts()
+    ryu_config.register(conf)
+    ryu_config.parse(conf, ["--config-file", config_file], prog="coordctl",
+                     default_config_files=[])
+    return ryu_config.load(conf).backend_url
+
+
+def _reject_duplicate_options(config_file: str) -> None:
+    """oslo.config silently keeps the last of two `backend_url = ...` lines; an operator who
+    wrote both meant one of them, so say so (one line) instead of guessing. Everything else
+    about the file is left to oslo.config."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigurationError(f"{config_file}: malformed: {one_line(exc)}") from None
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return  # reported by oslo.config, as coord-manager reports it
 
 
 def one_line(exc: BaseException | str, limit: int = 500) -> str:
@@ -122,10 +153,13 @@ def cmd_masters(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[dic
             "master": item["leader"],
             "term": item["term"],
             "confirmed": bool(record and record.owner == item["leader"]
-                              and record.term == item["term"]),
+                              and record.term == item["term"] and not record.hint),
             "candidates": item["candidates"],
+            # why the leader is not confirmed, when it said so (e.g. the switch refuses STALE)
+            "hint": record.hint if record is not None and record.owner == item["leader"] else "",
         })
-    return rows, ["dpid", "master", "term", "confirmed", "candidates"]
+    columns = ["dpid", "master", "term", "confirmed", "candidates"]
+    return rows, columns + ["hint"] if any(row["hint"] for row in rows) else columns
 
 
 def _record_row(record: Record) -> dict[str, Any]:
@@ -137,6 +171,18 @@ def _record_row(record: Record) -> dict[str, Any]:
 
 def cmd_topology(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     return [_record_row(r) for r in coord.topology.list()], ["kind", "key", "owner", "term", "data"]
+
+
+def cmd_serve(coord: Coordinator, args: argparse.Namespace) -> None:
+    """Serve the live page and the JSON/HTTP API until interrupted (coordination.webview)."""
+    try:
+        from .webview.server import serve
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"coordctl serve needs the Python package {exc.name!r}: "
+            "pip install 'sdn-coordination[web]'") from None
+    host, port = args.listen
+    serve(coord, host, port, backend=redact_raw(args.resolved_url))
 
 
 def cmd_watch(coord: Coordinator, args: argparse.Namespace) -> None:
@@ -183,23 +229,46 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "masters": cmd_masters,
     "topology": cmd_topology,
     "watch": cmd_watch,
+    "serve": cmd_serve,
 }
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The flags every command takes. They are accepted before and after the command
+    (`coordctl --json masters`, `coordctl masters --json`): the subcommand's copies default to
+    SUPPRESS, so a flag given only before the command is not reset by the subcommand."""
+    default: Any = None if top else argparse.SUPPRESS
+    parser.add_argument("--url", default=default,
+                        help="backend URL, e.g. zookeeper://127.0.0.1:2181/sdn")
+    parser.add_argument("--config-file", default=default,
+                        help="ryu.conf: [coordination] backend_url (checked as coord-manager does)")
+    parser.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="machine-readable output")
+    parser.add_argument("--connect-timeout", default="5" if top else argparse.SUPPRESS,
+                        help="seconds (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coordctl", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="backend URL, e.g. zookeeper://127.0.0.1:2181/sdn")
-    parser.add_argument("--config-file", help="ryu.conf with [coordination] backend_url")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--connect-timeout", default="5", help="seconds (default 5)")
+    _add_global_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("members", help="live controllers")
-    sub.add_parser("elections", help="every election: leader, term, candidates")
-    sub.add_parser("masters", help="switch -> master, term, candidates")
-    sub.add_parser("topology", help="switches, links, hosts, masterships in the store")
-    watch = sub.add_parser("watch", help="print live topology, leader and session events")
+    commands = {
+        "members": sub.add_parser("members", help="live controllers"),
+        "elections": sub.add_parser("elections", help="every election: leader, term, candidates"),
+        "masters": sub.add_parser("masters", help="switch -> master, term, candidates"),
+        "topology": sub.add_parser("topology",
+                                   help="switches, links, hosts, masterships in the store"),
+        "watch": sub.add_parser("watch", help="print live topology, leader and session events"),
+        "serve": sub.add_parser("serve", help="live web page + JSON/HTTP API (see docs/webview.md)"),
+    }
+    for command in commands.values():
+        _add_global_flags(command, top=False)
+    watch = commands["watch"]
     watch.add_argument("--count", type=int, default=0, help="stop after N events")
     watch.add_argument("--timeout", default="0", help="stop after N seconds (0: never)")
+    commands["serve"].add_argument(
+        "--listen", default=DEFAULT_LISTEN,
+        help=f"host:port to serve on (default {DEFAULT_LISTEN}; port 0 picks a free one)")
     return parser
 
 
@@ -227,6 +296,18 @@ def check_args(args: argparse.Namespace) -> None:
         args.timeout = _seconds("--timeout", args.timeout, positive=False)
         if args.count < 0:
             raise ConfigurationError(f"--count must not be negative, got {args.count}")
+    if args.command == "serve":
+        args.listen = parse_listen(args.listen)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); anything else is a one-line error."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isascii() or not port.isdigit() \
+            or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"--listen must be host:port (port 0-65535), got {shown(text)}")
+    return host, int(port)
 
 
 def _redacted(exc: BaseException, url: str | None) -> str:
@@ -247,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = None
     try:
         check_args(args)
-        url = resolve_url(args.url, args.config_file)
+        url = args.resolved_url = resolve_url(args.url, args.config_file)
         member = f"coordctl@{socket.gethostname()}:{os.getpid()}"
         with connect(url, member, connect_timeout=args.connect_timeout) as coord:
             result = COMMANDS[args.command](coord, args)

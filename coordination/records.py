@@ -168,14 +168,21 @@ class Host(_Record):
 
 @dataclass(frozen=True)
 class Mastership(_Record):
-    """Who masters a datapath (`owner`) and under which term, as confirmed by the switch."""
+    """Who masters a datapath (`owner`) and under which term, as confirmed by the switch.
+
+    `hint` (optional, empty by default, so records without it decode as before): non-empty means
+    the switch has NOT confirmed `owner`, the election's leader under `term`; it says why and
+    what to do (e.g. the switch refuses every role request as STALE).
+    """
 
     KIND: ClassVar[str] = "mastership"
     dpid: int = 0
+    hint: str = ""
 
     def __post_init__(self) -> None:
         self._check_common()
         _check_int("dpid", self.dpid, _MAX_DPID)
+        _check_str("hint", self.hint)
 
     @property
     def key(self) -> str:
@@ -203,6 +210,8 @@ def record_path(record: Record) -> str:
 def encode(record: Record) -> bytes:
     """Serialise a record as JSON, tagged with its kind and the schema version."""
     body = asdict(record)
+    if isinstance(record, Mastership) and not record.hint:
+        del body["hint"]  # optional: a record without a hint reads the same in older code
     return json.dumps(
         {"schema": SCHEMA_VERSION, "kind": record.KIND, **body}, sort_keys=True, separators=(",", ":")
     ).encode()

@@ -10,12 +10,18 @@ What it does, on the embedded default backend (no server to install):
      confirmed by the switch's ROLE_REPLY, with the new generation_id;
   5. stops everything it started.
 
+All along, `coordctl serve` shows it live in a browser: the URL is printed first
+(`--listen host:port`, default a free loopback port; `--linger N` keeps everything up N seconds
+after the summary so the page can be looked at; `--screenshots DIR` saves the page before and after
+the failover, with the system chromium).
+
     python scripts/demo.py [--switches 4] [--url embedded:///dir | zookeeper://...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -34,7 +40,8 @@ from coordination import Change, Mastership, Snapshot
 from coordination.cli import table
 
 MEMBERS = ("c1", "c2", "c3")
-APPS = ("ryu_integration.mastership", "ryu_integration.apps.learning_switch")
+APPS = ("ryu_integration.mastership", "ryu_integration.topology_sync",
+        "ryu_integration.apps.learning_switch")
 
 
 class MastershipLog:
@@ -70,7 +77,7 @@ def free_ports(count: int) -> list[int]:
 def start_controller(member: str, port: int, url: str, workdir: Path) -> subprocess.Popen:
     conf = workdir / f"{member}.conf"
     conf.write_text(
-        f"[DEFAULT]\nofp_tcp_listen_port = {port}\n"
+        f"[DEFAULT]\nofp_tcp_listen_port = {port}\nobserve_links = true\n"
         f"[coordination]\nbackend_url = {url}\nmember_id = {member}\nsession_timeout = 3\n"
     )
     manager = shutil.which("coord-manager", path=str(Path(sys.executable).parent)) \
@@ -78,6 +85,60 @@ def start_controller(member: str, port: int, url: str, workdir: Path) -> subproc
     log = open(workdir / f"{member}.log", "wb")  # noqa: SIM115 - owned by the process
     return subprocess.Popen([manager, "--config-file", str(conf), *APPS],
                             stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+
+
+def start_webview(url: str, listen: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """`coordctl serve` on the demo's backend; returns the process and the page URL."""
+    import selectors
+
+    coordctl = shutil.which("coordctl", path=str(Path(sys.executable).parent)) or "coordctl"
+    log = open(workdir / "webview.log", "wb")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen([coordctl, "--url", url, "serve", "--listen", listen],
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        line = proc.stdout.readline() if sel.select(30) else ""
+    if not line.startswith("coordctl: serving "):
+        proc.kill()
+        proc.wait(10)
+        err = (workdir / "webview.log").read_text(errors="replace").strip()
+        raise SystemExit(f"demo: coordctl serve did not start: {err or line!r}")
+    return proc, line.split()[2]
+
+
+class Camera:
+    """The live page in headless chromium (selenium), for screenshots taken when the page shows
+    a given state: `when` is pushed by the page itself (window.coordView.when)."""
+
+    def __init__(self, page: str) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium") or "chromium"
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1400,820"):
+            options.add_argument(arg)
+        self.driver = webdriver.Chrome(
+            options=options, service=Service(shutil.which("chromedriver") or "chromedriver"))
+        self.driver.set_script_timeout(60)
+        self.driver.get(page)
+
+    def shot(self, path: Path, masters: dict[int, str]) -> None:
+        """Save the page once it shows every switch of `masters`, confirmed, with links."""
+        want = {f"{dpid:016x}": owner for dpid, owner in masters.items()}
+        self.driver.execute_async_script(
+            "const want = arguments[0], done = arguments[arguments.length - 1];"
+            "window.coordView.when((m) => m.links.length > 0 && Object.entries(want).every("
+            "([d, o]) => m.masters[d] && m.masters[d].leader === o && m.masters[d].confirmed),"
+            " done);", want)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.driver.save_screenshot(str(path))
+        print(f"screenshot of the live page: {path}")
+
+    def close(self) -> None:
+        self.driver.quit()
 
 
 def wait_listening(proc: subprocess.Popen, member: str, port: int, workdir: Path,
@@ -131,6 +192,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--switches", type=int, default=4)
     parser.add_argument("--url", help="backend URL (default: embedded store in a temp dir)")
+    parser.add_argument("--listen", default="127.0.0.1:0",
+                        help="where the live page listens (default: a free loopback port)")
+    parser.add_argument("--linger", type=float, default=os.environ.get("DEMO_LINGER", "0"),
+                        help="keep everything running N seconds after the summary "
+                             "(or $DEMO_LINGER; Ctrl-C ends it sooner)")
+    parser.add_argument("--screenshots", type=Path, metavar="DIR",
+                        help="save the live page into DIR: webview.png (every switch mastered), "
+                             "webview-failover.png (after the kill)")
     args = parser.parse_args()
     if shutil.which("ovs-vswitchd") is None:
         print("demo: Open vSwitch is not installed (Debian package openvswitch-switch; "
@@ -145,9 +214,14 @@ def main() -> int:
     procs: dict[str, subprocess.Popen] = {}
     ovs = OvsInstance(workdir / "ovs")
     observer = None
+    webview = camera = None
     try:
         print(f"backend: {url}\ncontrollers: " + ", ".join(
             f"{m} on 127.0.0.1:{p}" for p, m in port_to_member.items()))
+        webview, page = start_webview(url, args.listen, workdir)
+        print(f"live page: {page}  (coordctl serve; JSON at {page}api/masters)", flush=True)
+        if args.screenshots:
+            camera = Camera(page)
         ovs.start()
         observer = coordination.connect(url, "demo-observer")
         log = MastershipLog()
@@ -170,6 +244,9 @@ def main() -> int:
         for name, dpid in bridges:
             wait_ovs_master(ovs, name, ports[MEMBERS.index(log.current[dpid].owner)])
         show("Who masters which switch:", log, observer, ovs, bridges, port_to_member)
+        if camera is not None:
+            camera.shot(args.screenshots / "webview.png",
+                        {d: log.current[d].owner for _, d in bridges})
 
         name, dpid = bridges[0]
         victim = log.current[dpid].owner
@@ -194,8 +271,25 @@ def main() -> int:
         print(f"\nsummary: {len(bridges)} switches, 3 controllers on {url.split(':')[0]}; "
               f"kill -9 failover {failover_ms:.1f} ms; generation_id grew {old_term} -> "
               f"{new.term}")
+        if camera is not None:
+            camera.shot(args.screenshots / "webview-failover.png",
+                        {d: log.current[d].owner for _, d in bridges})
+        if args.linger > 0:
+            print(f"\nstill running for {args.linger:.0f} s: live page {page} (Ctrl-C stops)",
+                  flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait(args.linger)
         return 0
     finally:
+        if camera is not None:
+            camera.close()
+        if webview is not None and webview.poll() is None:
+            webview.terminate()
+            try:
+                webview.wait(10)
+            except subprocess.TimeoutExpired:
+                webview.kill()
+                webview.wait(5)
         for proc in procs.values():
             if proc.poll() is None:
                 proc.terminate()

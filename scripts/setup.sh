@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(default-jre-headless zookeeper etcd-server etcd-client openvswitch-switch
-              netcat-openbsd python3-venv python3-dev iproute2 util-linux)
+              netcat-openbsd python3-venv python3-dev iproute2 util-linux
+              chromium chromium-driver)  # chromium: the web view's browser tests
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-test,etcd,os-ken,ryu}
+EXTRAS=${EXTRAS:-test,etcd,os-ken,ryu,web}
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do

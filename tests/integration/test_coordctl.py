@@ -62,7 +62,7 @@ def test_coordctl_reports_masters_members_and_topology(url: str, tmp_path: Path)
         assert masters.returncode == 0, masters.stderr
         rows = json.loads(masters.stdout)
         assert rows == [{"dpid": "0000000000000001", "master": "c1", "term": term,
-                         "confirmed": True, "candidates": ["c1", "c2"]}]
+                         "confirmed": True, "candidates": ["c1", "c2"], "hint": ""}]
 
         conf = tmp_path / "ryu.conf"
         conf.write_text(f"[coordination]\nbackend_url = {url}\nmember_id = c9\n")
@@ -90,3 +90,34 @@ def test_coordctl_names_an_unreachable_server() -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("coordctl: error:") and f"127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_flags_after_the_command_as_the_readme_writes_them(url: str) -> None:
+    with coordination.connect(url, "c1") as c1:
+        elected = Recorder()
+        c1.election("dpid-0000000000000001").campaign(on_elected=elected)
+        term = elected.wait_count(1, WAIT)[0].term
+        out = _coordctl("masters", "--url", url, "--json")
+        assert out.returncode == 0, out.stderr
+        assert [(r["master"], r["term"]) for r in json.loads(out.stdout)] == [("c1", term)]
+
+
+@pytest.mark.parametrize("text", [
+    "[coordination]\nbackend_url = memory://x\nsession_timeout = abc\n",
+    "[coordination]\nbackend_url = bogus\n",
+    "[coordination]\nbackend_url = memory://x\npriority = 1000000\n",
+    "[coordination\nbackend_url = memory://x\n",
+])
+def test_config_errors_are_those_of_coord_manager(tmp_path: Path, text: str) -> None:
+    """coordctl reads ryu.conf with coord-manager's loader: the same one-line error."""
+    manager = shutil.which("coord-manager", path=str(Path(sys.executable).parent))
+    assert manager, "coord-manager is not installed in this environment (pip install -e .)"
+    conf = tmp_path / "ryu.conf"
+    conf.write_text(text)
+    ctl = _coordctl("--config-file", str(conf), "members")
+    ran = subprocess.run([manager, "--config-file", str(conf), "ryu_integration.mastership"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert ctl.returncode == ran.returncode == 2
+    assert ctl.stderr.startswith("coordctl: error: ") and "Traceback" not in ctl.stderr
+    assert ctl.stderr.removeprefix("coordctl: error: ") == \
+        ran.stderr.removeprefix("coord-manager: error: ")
