@@ -13,7 +13,9 @@ Choice, made once when this module is first imported:
 
 Exports: `FRAMEWORK`, `RyuApp` (the app base class), `app_manager`, `ofp_event`, `set_ev_cls`,
 `register_service`, `HANDSHAKE_DISPATCHER`, `CONFIG_DISPATCHER`, `MAIN_DISPATCHER`,
-`DEAD_DISPATCHER`, `ofproto_v1_3`, `ofproto_v1_3_parser`, `hub`, `cfg`, `EventBase`,
+`DEAD_DISPATCHER`, `ofproto_v1_3`, `ofproto_v1_3_parser`, `ofproto_v1_0` (with the Nicira
+extension's constants), `ofproto_v1_0_parser`, `ofproto_v1_2`, `ofproto_v1_4`, `ofproto_v1_5`
+(the role messages of every version), `hub`, `cfg`, `EventBase`,
 `packet`, `ethernet`, `ether_types` (packet library), `uses_eventlet()`, `version()`,
 `framework_module()`.
 
@@ -53,8 +55,13 @@ __all__ = [
     "framework_module",
     "hub",
     "ofp_event",
+    "ofproto_v1_0",
+    "ofproto_v1_0_parser",
+    "ofproto_v1_2",
     "ofproto_v1_3",
     "ofproto_v1_3_parser",
+    "ofproto_v1_4",
+    "ofproto_v1_5",
     "other_framework_loaded",
     "packet",
     "register_service",
@@ -95,6 +102,11 @@ app_manager: Any = _import("base.app_manager")
 ofp_event: Any = _import("controller.ofp_event")
 ofproto_v1_3: Any = _import("ofproto.ofproto_v1_3")
 ofproto_v1_3_parser: Any = _import("ofproto.ofproto_v1_3_parser")
+ofproto_v1_0: Any = _import("ofproto.ofproto_v1_0")
+ofproto_v1_0_parser: Any = _import("ofproto.ofproto_v1_0_parser")
+ofproto_v1_2: Any = _import("ofproto.ofproto_v1_2")
+ofproto_v1_4: Any = _import("ofproto.ofproto_v1_4")
+ofproto_v1_5: Any = _import("ofproto.ofproto_v1_5")
 packet: Any = _import("lib.packet.packet")
 ethernet: Any = _import("lib.packet.ethernet")
 ether_types: Any = _import("lib.packet.ether_types")

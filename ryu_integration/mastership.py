@@ -1,4 +1,10 @@
-"""The mastership app: per-switch elections in the coordination store -> OpenFlow 1.3 roles.
+"""The mastership app: per-switch elections in the coordination store -> OpenFlow roles.
+
+OpenFlow 1.2-1.5 use OFPT_ROLE_REQUEST with `generation_id = term` (the switch fences a stale
+master); 1.4+ also tell a demoted master at once with OFPT_ROLE_STATUS; 1.0 uses the Nicira role
+extension (NXT_ROLE_REQUEST), which has no generation_id: the switch cannot fence, so the state
+machine waits for the previous master to stop before claiming (`MastershipFSM(fenced=False)`).
+Each version's wire details live in one `RoleCodec` below; the state machine sees none of them.
 
 Thin glue around `mastership_fsm.MastershipFSM` (one per connected datapath): it turns Ryu events
 and coordination callbacks into FSM inputs, and performs the actions the FSM returns.
@@ -30,6 +36,7 @@ clock (`t=<unix seconds>`), in `key=value` form, so failover can be measured fro
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -38,6 +45,7 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import coordination
@@ -54,13 +62,19 @@ from .compat import (
     cfg,
     hub,
     ofp_event,
+    ofproto_v1_0,
+    ofproto_v1_0_parser,
+    ofproto_v1_2,
     ofproto_v1_3,
+    ofproto_v1_4,
+    ofproto_v1_5,
     register_service,
     set_ev_cls,
 )
 from .mastership_fsm import (
     Action,
     Campaign,
+    CheckPredecessor,
     MastershipChanged,
     MastershipFSM,
     ReadLeader,
@@ -81,13 +95,76 @@ STOP_TIMEOUT = 5.0
 register_service("ryu_integration.mastership")
 config.register(cfg.CONF)
 
-_OFP = ofproto_v1_3
-_ROLE_CODES = {Role.MASTER: _OFP.OFPCR_ROLE_MASTER, Role.SLAVE: _OFP.OFPCR_ROLE_SLAVE,
-               Role.EQUAL: _OFP.OFPCR_ROLE_EQUAL}
-_ROLES = {code: role for role, code in _ROLE_CODES.items()}
 _SESSIONS = {coordination.SessionState.CONNECTED: Session.CONNECTED,
              coordination.SessionState.SUSPENDED: Session.SUSPENDED,
              coordination.SessionState.LOST: Session.LOST}
+
+
+# ---- per-version role messages -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoleCodec:
+    """How one OpenFlow version asks for a role and tells what happened to it.
+
+    `fenced`: the switch compares generation_ids (1.2+); `codes`: role -> wire value;
+    `request(datapath, code, generation_id)` builds the request; `is_slave` and `stale` are the
+    (error type, code) pairs of "refused: you are slave" and "refused: old generation_id"."""
+
+    name: str
+    fenced: bool
+    codes: dict[Role, int]
+    request: Callable[[Any, int, int], Any]
+    is_slave: tuple[int, int]
+    stale: tuple[int, int] | None
+    role_failed_type: int | None
+
+    def role_of(self, code: int) -> Role:
+        """The role a reply or status names (anything unknown reads as EQUAL)."""
+        return next((role for role, c in self.codes.items() if c == code), Role.EQUAL)
+
+
+def _standard(name: str, ofp: Any) -> RoleCodec:
+    """OpenFlow 1.2-1.5: OFPT_ROLE_REQUEST / ROLE_REPLY with a generation_id."""
+    return RoleCodec(
+        name, True,
+        {Role.MASTER: ofp.OFPCR_ROLE_MASTER, Role.SLAVE: ofp.OFPCR_ROLE_SLAVE,
+         Role.EQUAL: ofp.OFPCR_ROLE_EQUAL},
+        # keywords: 1.5 puts `short_id` between the two
+        lambda dp, code, generation_id: dp.ofproto_parser.OFPRoleRequest(
+            dp, role=code, generation_id=generation_id),
+        (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE),
+        (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE),
+        ofp.OFPET_ROLE_REQUEST_FAILED)
+
+
+def _nicira(ofp: Any) -> RoleCodec:
+    """OpenFlow 1.0: the Nicira extension's NXT_ROLE_REQUEST (other/master/slave), no
+    generation_id; a slave's writes are refused with OFPBRC_EPERM."""
+    return RoleCodec(
+        "1.0", False,
+        {Role.MASTER: ofp.NX_ROLE_MASTER, Role.SLAVE: ofp.NX_ROLE_SLAVE,
+         Role.EQUAL: ofp.NX_ROLE_OTHER},
+        lambda dp, code, _generation_id: ofproto_v1_0_parser.NXTRoleRequest(dp, code),
+        (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_EPERM), None, None)
+
+
+#: OpenFlow version number -> its role messages (1.1 has no roles and is not offered).
+CODECS: dict[int, RoleCodec] = {
+    ofproto_v1_0.OFP_VERSION: _nicira(ofproto_v1_0),
+    ofproto_v1_2.OFP_VERSION: _standard("1.2", ofproto_v1_2),
+    ofproto_v1_3.OFP_VERSION: _standard("1.3", ofproto_v1_3),
+    ofproto_v1_4.OFP_VERSION: _standard("1.4", ofproto_v1_4),
+    ofproto_v1_5.OFP_VERSION: _standard("1.5", ofproto_v1_5),
+}
+_ROLE_STATUS_REASONS = {ofproto_v1_4.OFPCRR_MASTER_REQUEST: "master_request",
+                        ofproto_v1_4.OFPCRR_CONFIG: "config",
+                        ofproto_v1_4.OFPCRR_EXPERIMENTER: "experimenter"}
+
+
+def codec_of(dp: Any) -> RoleCodec:
+    """The role messages of a datapath's negotiated OpenFlow version."""
+    return CODECS[dp.ofproto.OFP_VERSION]
 
 
 def election_name(dpid: int) -> str:
@@ -144,7 +221,7 @@ _instance: Mastership | None = None
 class Mastership(RyuApp):
     """Elects one master controller per switch and makes the switch enforce it."""
 
-    OFP_VERSIONS: ClassVar[list[int]] = [_OFP.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = sorted(CODECS)
     _EVENTS: ClassVar[list[type]] = [EventMastershipChanged]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -153,6 +230,18 @@ class Mastership(RyuApp):
         _instance = self
         self.settings = config.load(self.CONF)
         self.member_id = self.settings.member_id
+        #: unfenced (OpenFlow 1.0) switches wait at most a session timeout for their previous
+        #: master to stop: by then its session is gone if it is unreachable
+        self.timing = dataclasses.replace(
+            self.settings.timing, predecessor_timeout=self.settings.session_timeout or 10.0)
+        #: dpids of OpenFlow 1.0 switches already warned about (once per switch per process)
+        self._warned_unfenced: set[int] = set()
+        #: dpid -> (epoch, term, previous leader) of unfenced switches waiting for their
+        #: previous master to stop
+        self._awaiting: dict[int, tuple[int, int, str | None]] = {}
+        self._records_watch: Any = None
+        #: dpid -> term of the STALE-hint Mastership record we published (not a confirmation)
+        self._hinted: dict[int, int] = {}
         self.coord: coordination.Coordinator | None = None
         self._fsms: dict[int, MastershipFSM] = {}
         self._datapaths: dict[int, Any] = {}
@@ -201,11 +290,16 @@ class Mastership(RyuApp):
             LOG.error("mastership: cannot start: %s", exc)
             raise
         self._session = _SESSIONS[self.coord.session_state]
+        session_timeout = self.coord.options.get("session_timeout")  # the driver's, if unset
+        if session_timeout:
+            self.timing = dataclasses.replace(self.timing,
+                                              predecessor_timeout=float(session_timeout))
         self.coord.add_session_listener(self._on_session)
         self._worker = BatchingExecutor(f"mastership-store[{self.member_id}]", {
             "campaign": self._campaign_batch, "resign": self._resign_batch})
         self._reader = BatchingExecutor(f"mastership-reads[{self.member_id}]",
-                                        {"read": self._read_batch})
+                                        {"read": self._read_batch,
+                                         "predecessor": self._predecessor_batch})
         self._recorder = SerialExecutor(f"mastership-records[{self.member_id}]")
         raise_open_file_limit()
         self._running = True
@@ -238,7 +332,7 @@ class Mastership(RyuApp):
         worker, coord = self._worker, self.coord
         if coord is None or worker is None:
             return
-        published = dict(self._published)
+        published = {**self._hinted, **self._published}
         if self._recorder is not None:  # records first: they are withdrawn next
             self._recorder.stop(max(0.1, deadline - time.monotonic()))
         future = worker.submit(self._store_shutdown, coord, published)
@@ -287,11 +381,23 @@ class Mastership(RyuApp):
                 del self._fsms[dpid]
             if dpid in self._fsms:
                 return
-            fsm = MastershipFSM(dpid, self.member_id, self.settings.timing,
-                                session=self._session, epoch=next(self._epochs))
+            codec = codec_of(dp)
+            fsm = MastershipFSM(dpid, self.member_id, self.timing, session=self._session,
+                                epoch=next(self._epochs), fenced=codec.fenced)
             self._fsms[dpid] = fsm
             self._datapaths[dpid] = dp
-            LOG.info("SWITCH_UP dpid=%016x member=%s t=%.6f", dpid, self.member_id, time.time())
+            LOG.info("SWITCH_UP dpid=%016x member=%s openflow=%s t=%.6f", dpid, self.member_id,
+                     codec.name, time.time())
+            if not codec.fenced and dpid not in self._warned_unfenced:
+                self._warned_unfenced.add(dpid)
+                LOG.warning(
+                    "mastership: switch %016x speaks OpenFlow 1.0: its Nicira roles carry no "
+                    "generation_id, so the switch cannot refuse a deposed master. A master stops "
+                    "as soon as it loses its session, is suspended or sees a newer leader; a new "
+                    "master claims only once the previous one's session is gone, it left the "
+                    "election or withdrew its Mastership record (waiting at most %.1f s). Use "
+                    "OpenFlow 1.3+ for fencing by the switch.", dpid,
+                    self.timing.predecessor_timeout)
             self._run(fsm, fsm.switch_up(now))
         elif ev.state == DEAD_DISPATCHER:
             if self._datapaths.get(dpid) is not dp:
@@ -307,10 +413,37 @@ class Mastership(RyuApp):
         fsm = self._fsm_for(msg.datapath)
         if fsm is None:
             return
-        role = _ROLES.get(msg.role, Role.EQUAL)
+        role = codec_of(msg.datapath).role_of(msg.role)
         LOG.info("ROLE_REPLY dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f",
                  fsm.dpid, self.member_id, role.value, msg.generation_id, msg.xid, time.time())
         self._run(fsm, fsm.role_reply(msg.xid, role, msg.generation_id, time.monotonic()))
+
+    @set_ev_cls(ofp_event.EventOFPVendor, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _vendor(self, ev: Any) -> None:
+        """OpenFlow 1.0: NXT_ROLE_REPLY (the Nicira extension's answer, no generation_id)."""
+        msg = ev.msg
+        if not isinstance(msg.data, ofproto_v1_0_parser.NXTRoleReply):
+            return
+        fsm = self._fsm_for(msg.datapath)
+        if fsm is None:
+            return
+        role = codec_of(msg.datapath).role_of(msg.data.role)
+        LOG.info("ROLE_REPLY dpid=%016x member=%s role=%s generation_id=none xid=%#x t=%.6f",
+                 fsm.dpid, self.member_id, role.value, msg.xid, time.time())
+        self._run(fsm, fsm.role_reply(msg.xid, role, 0, time.monotonic()))
+
+    @set_ev_cls(ofp_event.EventOFPRoleStatus, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _role_status(self, ev: Any) -> None:
+        """OpenFlow 1.4+: the switch changed our role (another controller claimed MASTER)."""
+        msg = ev.msg
+        fsm = self._fsm_for(msg.datapath)
+        if fsm is None:
+            return
+        role = codec_of(msg.datapath).role_of(msg.role)
+        LOG.info("ROLE_STATUS dpid=%016x member=%s role=%s reason=%s generation_id=%d t=%.6f",
+                 fsm.dpid, self.member_id, role.value,
+                 _ROLE_STATUS_REASONS.get(msg.reason, msg.reason), msg.generation_id, time.time())
+        self._run(fsm, fsm.role_status(role, msg.generation_id, time.monotonic()))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev: Any) -> None:
@@ -319,21 +452,18 @@ class Mastership(RyuApp):
         if fsm is None:
             return
         now = time.monotonic()
-        if msg.type == _OFP.OFPET_ROLE_REQUEST_FAILED:
-            stale = msg.code == _OFP.OFPRRFC_STALE
+        codec = codec_of(msg.datapath)
+        if msg.type == codec.role_failed_type:
+            stale = (msg.type, msg.code) == codec.stale
             LOG.warning("ROLE_REFUSED dpid=%016x member=%s code=%s xid=%#x t=%.6f", fsm.dpid,
                         self.member_id, "STALE" if stale else msg.code, msg.xid, time.time())
             self._run(fsm, fsm.role_error(msg.xid, stale, now))
-            if stale and fsm.stale_streak in _STALE_WARN_AT:
-                LOG.warning(
-                    "mastership: switch %016x refused %d role requests in a row as STALE: it "
-                    "has seen a larger generation_id than this store's terms for it (were its "
-                    "controllers moved from another backend, or the store wiped?). The switch "
-                    "keeps that number for as long as it runs, across reconnects: restart it "
-                    "(Open vSwitch: restart ovs-vswitchd, or delete and re-add the bridge) so "
-                    "it accepts this store's terms.", fsm.dpid,
-                    fsm.stale_streak)
-        elif msg.type == _OFP.OFPET_BAD_REQUEST and msg.code == _OFP.OFPBRC_IS_SLAVE:
+            if stale and fsm.stale_hint and fsm.stale_streak in _STALE_WARN_AT:
+                LOG.warning("STALE_HINT dpid=%016x member=%s refused=%d t=%.6f hint=%r",
+                            fsm.dpid, self.member_id, fsm.stale_streak, time.time(),
+                            fsm.stale_hint)
+                self._publish_hint(fsm)
+        elif (msg.type, msg.code) == codec.is_slave:
             LOG.info("IS_SLAVE dpid=%016x member=%s xid=%#x t=%.6f", fsm.dpid, self.member_id,
                      msg.xid, time.time())
             self._run(fsm, fsm.not_master_error(now))
@@ -375,6 +505,9 @@ class Mastership(RyuApp):
         if ev.kind == "tick":
             self._tick(now)
             return
+        if ev.kind == "records_changed":
+            self._recheck_predecessors(ev.data["target"])
+            return
         if ev.kind == "session":
             self._session = ev.data["state"]
             if self._session is not Session.CONNECTED:
@@ -406,6 +539,8 @@ class Mastership(RyuApp):
             self._run(fsm, fsm.leader_seen(lead and lead.member_id, lead and lead.term, now))
         elif ev.kind == "deposed":
             self._run(fsm, fsm.deposed(ev.data["term"], now))
+        elif ev.kind == "predecessor":
+            self._predecessor_answer(fsm, ev.data["term"], ev.data["gone"], ev.data["why"], now)
 
     # ---- performing actions ------------------------------------------------------------------
 
@@ -421,7 +556,9 @@ class Mastership(RyuApp):
             elif isinstance(action, Resign):
                 self._resign(action.dpid)
             elif isinstance(action, ReadLeader):
-                self._request_read(action.dpid, fsm.epoch)
+                self._request_read(action.dpid, fsm.epoch, fresh=action.fresh)
+            elif isinstance(action, CheckPredecessor):
+                self._check_predecessor(fsm, action.term)
         self._schedule(fsm)
         if not self._feeding:
             self._feed_local_reads()
@@ -466,8 +603,8 @@ class Mastership(RyuApp):
         dp = self._datapaths.get(action.dpid)
         if dp is None:
             return
-        parser = dp.ofproto_parser
-        request = parser.OFPRoleRequest(dp, _ROLE_CODES[action.role], action.generation_id)
+        codec = codec_of(dp)
+        request = codec.request(dp, codec.codes[action.role], action.generation_id)
         request.set_xid(action.xid)
         LOG.info("ROLE_REQUEST dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f "
                  "reason=%r", action.dpid, self.member_id, action.role.value, action.generation_id,
@@ -482,6 +619,13 @@ class Mastership(RyuApp):
         LOG.info("MASTERSHIP dpid=%016x member=%s role=%s term=%d may_program=%s t=%.6f "
                  "reason=%r", change.dpid, self.member_id, change.role.value, change.term,
                  str(change.may_program).lower(), time.time(), change.reason)
+        hinted = self._hinted.get(change.dpid)
+        if hinted is not None and (change.may_program or fsm.elected_term != hinted):
+            # the hint is overwritten by the confirmation below, or no longer ours to give
+            del self._hinted[change.dpid]
+            if not change.may_program:
+                self._record(lambda: self.coord and self._withdraw(self.coord, change.dpid,
+                                                                   hinted))
         if change.may_program and self.settings.publish_mastership:
             self._published[change.dpid] = change.term
             self._record(self._publish, change.dpid, fsm.epoch, change.term)
@@ -505,15 +649,19 @@ class Mastership(RyuApp):
         if self._worker is None or not self._running:
             return
         self._worker.put("resign", dpid)
+        self._awaiting.pop(dpid, None)
         term = self._published.pop(dpid, None)
+        if term is None:
+            term = self._hinted.pop(dpid, None)
         if term is not None:
             self._record(lambda: self.coord and self._withdraw(self.coord, dpid, term))
 
-    def _request_read(self, dpid: int, epoch: int) -> None:
+    def _request_read(self, dpid: int, epoch: int, fresh: bool = False) -> None:
         """Read the leader of `dpid` (event loop only). One read in flight per switch; asks made
         meanwhile are folded into one more read after it. A switch whose election's listener
-        has reported is answered from that report: the same store state, pushed."""
-        if dpid in self._seen_leaders:
+        has reported is answered from that report (the same store state, pushed) unless
+        `fresh`: the switch has just contradicted that report."""
+        if dpid in self._seen_leaders and not fresh:
             self._local_reads.append((dpid, epoch))
             return
         if dpid in self._reads:
@@ -592,6 +740,96 @@ class Mastership(RyuApp):
                 coord.topology.delete("mastership", key, term=term, domain=dpid)
         except coordination.CoordinationError as exc:
             LOG.info("mastership: withdrawing the mastership record of %016x: %s", dpid, exc)
+
+
+    # ---- unfenced switches: has the previous master stopped? ---------------------------------
+
+    def _check_predecessor(self, fsm: MastershipFSM, term: int) -> None:
+        """Ask the read worker whether `fsm`'s switch's previous master has stopped."""
+        self._awaiting[fsm.dpid] = (fsm.epoch, term, fsm.previous_leader)
+        if self._reader is not None and self._running:
+            self._reader.put("predecessor", (fsm.dpid, fsm.epoch, term, fsm.previous_leader))
+
+    def _predecessor_batch(self, items: list[tuple[int, int, int, str | None]]) -> None:
+        """The previous master of each switch has stopped if the store no longer has its
+        session (member record gone); if it is no candidate any more (it resigns only after it
+        stopped, and a failure detector evicts only members it declared dead); or if it
+        withdrew its Mastership record (a master withdraws only after it stopped programming).
+        The read worker."""
+        assert self.coord is not None
+        try:
+            members = self.coord.members()
+            if self._records_watch is None:  # a withdrawal is pushed to us from now on
+                self._records_watch = self.coord.topology.watch(self._on_records,
+                                                                kinds=["mastership"])
+            records = {dpid: self.coord.topology.get("mastership", f"{dpid:016x}")
+                       for dpid, _epoch, _term, _previous in items}
+            candidates = {dpid: {c.member_id for c in
+                                 self.coord.election(election_name(dpid)).candidates()}
+                          for dpid, _epoch, _term, _previous in items}
+        except coordination.CoordinationError as exc:
+            LOG.info("mastership: cannot check previous masters yet: %s", exc)
+            return  # re-checked on the next record change, else the FSM's timeout claims
+        for dpid, epoch, term, previous in items:
+            record = records.get(dpid)
+            owner = record.owner if record is not None else previous
+            if owner is None or owner == self.member_id:
+                gone, why = True, "no previous master known"
+            elif owner not in members:
+                gone, why = True, f"{owner}'s session is gone"
+            elif owner not in candidates[dpid]:
+                gone, why = True, f"{owner} resigned or was evicted"
+            elif record is None:
+                # Masters publish a record once confirmed and withdraw it once stopped; with
+                # publishing off there is no such word, only the session (or the timeout).
+                gone = self.settings.publish_mastership
+                why = (f"{owner} withdrew its Mastership record" if gone else
+                       f"{owner} is alive (no Mastership records: publish_mastership is off)")
+            else:
+                gone, why = False, f"{owner} is alive and still holds its Mastership record"
+            self._post(_Input("predecessor", dpid, epoch, term=term, gone=gone, why=why))
+
+    def _on_records(self, event: Any) -> None:
+        """Mastership record changes (callback thread): a withdrawal may clear a claim."""
+        dpid = int(event.key, 16) if isinstance(event, coordination.Change) else None
+        self._post(_Input("records_changed", target=dpid))
+
+    def _predecessor_answer(self, fsm: MastershipFSM, term: int, gone: bool, why: str,
+                            now: float) -> None:
+        if self._awaiting.get(fsm.dpid, (None, None))[:2] != (fsm.epoch, term):
+            return
+        LOG.info("PREDECESSOR dpid=%016x member=%s term=%d stopped=%s t=%.6f why=%r", fsm.dpid,
+                 self.member_id, term, str(gone).lower(), time.time(), why)
+        if gone:
+            del self._awaiting[fsm.dpid]
+            self._run(fsm, fsm.predecessor_gone(term, now))
+
+    def _recheck_predecessors(self, dpid: int | None) -> None:
+        """A Mastership record changed (or the watch resynchronised): check again."""
+        for waiting, (epoch, term, previous) in list(self._awaiting.items()):
+            fsm = self._fsms.get(waiting)
+            if fsm is None or fsm.epoch != epoch or fsm.elected_term != term:
+                del self._awaiting[waiting]
+            elif (dpid is None or dpid == waiting) and self._reader is not None:
+                self._reader.put("predecessor", (waiting, epoch, term, previous))
+
+    def _publish_hint(self, fsm: MastershipFSM) -> None:
+        """Say in the store why the elected leader cannot master the switch (a STALE streak),
+        so `coordctl masters` shows it. Only the leader writes it, under its term."""
+        term = fsm.elected_term
+        if term is None or fsm.stale_hint is None or not self.settings.publish_mastership:
+            return
+        self._hinted[fsm.dpid] = term
+        record = coordination.Mastership(owner=self.member_id, term=term, dpid=fsm.dpid,
+                                         hint=fsm.stale_hint)
+        self._record(self._put_record, record)
+
+    def _put_record(self, record: coordination.Mastership) -> None:
+        assert self.coord is not None
+        try:
+            self.coord.topology.put(record)
+        except coordination.CoordinationError as exc:
+            LOG.info("mastership: publishing the hint for %016x failed: %s", record.dpid, exc)
 
 
 def raise_open_file_limit() -> None:

@@ -11,8 +11,15 @@ The rules, and the incident each one answers (issues reported against ONOS, kazo
 - The generation_id is always a term read from the store: our own term when elected, the newest
   leader term we know of otherwise (a SLAVE request is checked for staleness too). It is never
   guessed; with no known term we send nothing and ask the store again.
-- Revoked, session LOST, a newer leader observed, IS_SLAVE or STALE while master: stop acting as
-  master at once (`may_program` drops in the same step), then claim SLAVE.
+- Revoked, session LOST, a newer leader observed, IS_SLAVE, STALE or ROLE_STATUS (OpenFlow 1.4+:
+  another controller became master) while master: stop acting as master at once (`may_program`
+  drops in the same step), then claim SLAVE. When the *switch* said so (IS_SLAVE, STALE,
+  ROLE_STATUS), MASTER is not claimed again until a fresh read of the store has answered: the
+  store, not a retry, decides whether we still lead.
+- Unfenced switches (OpenFlow 1.0 with the Nicira role extension: no generation_id, so the
+  switch cannot refuse a stale master): a newly elected leader claims MASTER only once the
+  previous master is known to have stopped (`CheckPredecessor` -> `predecessor_gone()`), or
+  after `predecessor_timeout`; and a suspended session always holds (the switch cannot fence us).
 - Session SUSPENDED: hold. `may_program` is false and nothing is sent, but no state is dropped;
   if the session survives (CONNECTED again) the roles are re-read and re-asserted. With
   `hold_on_suspend=False` (Curator's "session" error policy) a master keeps its role through a
@@ -37,6 +44,13 @@ MAX_GENERATION_ID = 2**64 - 1
 MAX_XID = 2**32 - 1
 #: Outstanding (or timed-out) role requests remembered per datapath, to match late replies.
 _MAX_TRACKED_REQUESTS = 16
+#: STALE refusals in a row (no role confirmed in between) after which `stale_hint` explains them.
+STALE_HINT_AFTER = 5
+STALE_HINT = ("the switch refuses every role request as STALE: it has seen a larger generation_id "
+              "than this store's terms for it, so it was mastered through another coordination "
+              "store, or this store was reset. Reset the switch's role state: Open vSwitch keeps "
+              "it across controller reconnects and set-controller, but forgets it when the "
+              "bridge is deleted and re-added or ovs-vswitchd restarts")
 
 
 class Role(enum.Enum):
@@ -65,9 +79,12 @@ class Timing:
     retry_max: float = 5.0
     reassert_interval: float = 30.0
     hold_on_suspend: bool = True
+    #: Unfenced switches only: longest wait for the previous master to stop before claiming.
+    predecessor_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("role_request_timeout", "retry_initial", "retry_max", "reassert_interval"):
+        for name in ("role_request_timeout", "retry_initial", "retry_max", "reassert_interval",
+                     "predecessor_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.retry_max < self.retry_initial:
@@ -94,9 +111,20 @@ class Resign:
 @dataclass(frozen=True)
 class ReadLeader:
     """Read the election's leader from the store and feed it back with `leader_read()` (or
-    `leader_read_failed()` if the store cannot be reached)."""
+    `leader_read_failed()` if the store cannot be reached). `fresh`: ask the store itself, not
+    what its watches last pushed (the switch has just contradicted what we believed)."""
 
     dpid: int
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class CheckPredecessor:
+    """Unfenced switches: find out whether the switch's previous master has stopped (its session
+    is gone, or it withdrew its Mastership record) and feed `predecessor_gone(term)` when so."""
+
+    dpid: int
+    term: int
 
 
 @dataclass(frozen=True)
@@ -121,7 +149,7 @@ class MastershipChanged:
     reason: str = ""
 
 
-Action = Campaign | Resign | ReadLeader | SendRoleRequest | MastershipChanged
+Action = Campaign | Resign | ReadLeader | CheckPredecessor | SendRoleRequest | MastershipChanged
 
 
 @dataclass
@@ -150,7 +178,8 @@ class MastershipFSM:
 
     Every input method takes `now` (a monotonic time in seconds) and returns the actions to
     perform, in order. `epoch` is opaque to the machine: the app uses it to drop election
-    callbacks that belong to an earlier connection of the same datapath.
+    callbacks that belong to an earlier connection of the same datapath. `fenced`: the switch
+    checks generation_ids (OpenFlow 1.2+); False for OpenFlow 1.0's Nicira roles.
     """
 
     def __init__(
@@ -162,11 +191,13 @@ class MastershipFSM:
         session: Session = Session.CONNECTED,
         next_xid: Callable[[], int] | None = None,
         epoch: int = 0,
+        fenced: bool = True,
     ) -> None:
         self.dpid = dpid
         self.member_id = member_id
         self.timing = timing or Timing()
         self.epoch = epoch
+        self.fenced = fenced
         self._next_xid = next_xid or xid_counter()
         self.session = session
         self.connected = False
@@ -191,6 +222,15 @@ class MastershipFSM:
         #: the switch holds a newer generation_id than this store's terms)
         self.stale_streak = 0
         self.timeouts = 0
+        #: the switch contradicted us (IS_SLAVE, STALE, ROLE_STATUS): no MASTER claim until the
+        #: store has answered a read
+        self._verifying = False
+        #: unfenced switches: the term for which the previous master is known to have stopped,
+        #: and until when we wait for that
+        self._cleared_term: int | None = None
+        self._gate_until: float | None = None
+        #: the last other member the store showed leading this switch's election
+        self.previous_leader: str | None = None
 
     # ---- derived state ----------------------------------------------------------------------
 
@@ -208,6 +248,11 @@ class MastershipFSM:
         )
 
     @property
+    def stale_hint(self) -> str | None:
+        """Why a STALE streak does not end and what to do, once it is long enough to say."""
+        return STALE_HINT if self.stale_streak >= STALE_HINT_AFTER else None
+
+    @property
     def term(self) -> int:
         """The term to report: ours while we may program, else the one the role was confirmed
         under, else the newest known."""
@@ -219,18 +264,29 @@ class MastershipFSM:
         """The (role, generation_id) we want the switch to hold now; None: send nothing."""
         if not self.connected:
             return None
-        if self.session is Session.SUSPENDED and self.timing.hold_on_suspend:
+        if self.session is Session.SUSPENDED and self._holds():
             return None
         if self.elected_term is not None and self.session is not Session.LOST:
+            if self._verifying or not self._predecessor_cleared():
+                return None  # wait for the store's answer / the previous master to stop
             return Role.MASTER, self.elected_term
         if self.known_term > 0:
             return Role.SLAVE, self.known_term
         return None
 
+    def _holds(self) -> bool:
+        """Hold while suspended: as configured, and always on an unfenced switch (it could not
+        refuse us once a successor claims)."""
+        return self.timing.hold_on_suspend or not self.fenced
+
     def _session_allows_master(self) -> bool:
         if self.session is Session.CONNECTED:
             return True
-        return self.session is Session.SUSPENDED and not self.timing.hold_on_suspend
+        return self.session is Session.SUSPENDED and not self._holds()
+
+    def _predecessor_cleared(self) -> bool:
+        return self.fenced or (self._cleared_term is not None
+                               and self._cleared_term == self.elected_term)
 
     def next_deadline(self) -> float | None:
         """The earliest time `tick()` has something to do, so an app ticks only the machines
@@ -241,7 +297,7 @@ class MastershipFSM:
             return 0.0
         times = [r.sent_at + self.timing.role_request_timeout
                  for r in self._requests.values() if not r.timed_out]
-        for t in (self._retry_at, self._read_at):
+        for t in (self._retry_at, self._read_at, self._gate_until):
             if t is not None:
                 times.append(t)
         if self._confirmed_at is not None:
@@ -267,7 +323,8 @@ class MastershipFSM:
         self.role = Role.NONE
         self.role_generation_id = None
         self._requests.clear()
-        self._retry_at = self._read_at = self._confirmed_at = None
+        self._retry_at = self._read_at = self._confirmed_at = self._gate_until = None
+        self._verifying = False
         out: list[Action] = [Resign(self.dpid)]
         return out + self._report("switch disconnected")
 
@@ -282,8 +339,21 @@ class MastershipFSM:
             return []
         self.elected_term = term
         self.known_term = max(self.known_term, term)
+        self._verifying = False
         self._reset_backoff()
-        return self._sync(now, f"elected, term {term}")
+        if self._predecessor_cleared():
+            return self._sync(now, f"elected, term {term}")
+        self._gate_until = now + self.timing.predecessor_timeout
+        return [CheckPredecessor(self.dpid, term)] + self._sync(
+            now, f"elected, term {term}: waiting for the previous master to stop")
+
+    def predecessor_gone(self, term: int, now: float) -> list[Action]:
+        """Unfenced switches: the previous master has stopped (its session is gone, or it
+        withdrew its Mastership record), so claiming MASTER under `term` cannot overlap it."""
+        if term != self.elected_term or self._predecessor_cleared():
+            return []
+        self._cleared_term, self._gate_until = term, None
+        return self._sync(now, f"previous master stopped, claiming under term {term}")
 
     def revoked(self, term: int | None, now: float) -> list[Action]:
         """Our leadership ended (resign, preemption, lost session): stop mastering at once."""
@@ -296,10 +366,13 @@ class MastershipFSM:
     def leader_seen(self, member_id: str | None, term: int | None, now: float) -> list[Action]:
         """A leader observation (listener, or the answer to `ReadLeader`). None: no leader."""
         self._read_at = None
+        self._verifying = False
         if member_id is None or term is None:
             return self._sync(now, "no leader")
         _check_generation_id(term)
         self._read_backoff = self.timing.retry_initial
+        if member_id != self.member_id:
+            self.previous_leader = member_id
         if term > self.known_term:
             # Fresh information: a retry held back by a refusal may go out now. A SLAVE claim
             # follows the newest term too (desired() changes), which also fences a stale master
@@ -383,25 +456,31 @@ class MastershipFSM:
                f"{'STALE' if stale else 'by the switch'}")
         out: list[Action] = []
         if stale:
+            # A newer generation_id reached the switch, so it has (or will soon have) another
+            # master: stop now; claim MASTER again only once the store says we still lead,
+            # and only after a backoff.
             self.stale_refusals += 1
             self.stale_streak += 1
+            self._verifying = self.elected_term is not None
             if self.role is Role.MASTER:
-                # A newer generation_id reached the switch, so it has (or will soon have)
-                # another master: stop now; re-read the leader and retry only after a backoff.
                 self.role = Role.SLAVE
                 out += self._report(why)
-        out.append(ReadLeader(self.dpid))
+        out.append(ReadLeader(self.dpid, fresh=stale))
         return out + self._schedule_retry(now, why)
 
     def not_master_error(self, now: float) -> list[Action]:
         """OFPET_BAD_REQUEST/OFPBRC_IS_SLAVE: the switch treats us as slave. Over OpenFlow 1.3
         this is how a demoted master learns it was demoted."""
-        if self.role is not Role.MASTER or not self.connected:
+        return self._switch_demoted(now, "switch says we are slave (IS_SLAVE)")
+
+    def role_status(self, role: Role, generation_id: int, now: float) -> list[Action]:
+        """OFPT_ROLE_STATUS (OpenFlow 1.4+): the switch changed our role by itself, e.g. to
+        SLAVE because another controller claimed MASTER with `generation_id`. Only a demotion
+        is acted on; a promotion counts only as the reply to our own request."""
+        if role is Role.MASTER:
             return []
-        self.role = Role.SLAVE
-        self._reassert = True
-        return self._report("switch says we are slave (IS_SLAVE)") + [ReadLeader(self.dpid)] + \
-            self._sync(now, "re-claiming after IS_SLAVE")
+        return self._switch_demoted(
+            now, f"switch says we are {role.value} (ROLE_STATUS, generation_id {generation_id})")
 
     # ---- inputs: time ------------------------------------------------------------------------
 
@@ -422,6 +501,12 @@ class MastershipFSM:
         if self._read_at is not None and now >= self._read_at:
             self._read_at = None
             out.append(ReadLeader(self.dpid))
+        if self._gate_until is not None and now >= self._gate_until:
+            self._gate_until = None
+            if self.elected_term is not None and not self._predecessor_cleared():
+                self._cleared_term = self.elected_term
+                out += self._sync(now, f"previous master not confirmed stopped within "
+                                       f"{self.timing.predecessor_timeout} s: claiming anyway")
         if (self._confirmed_at is not None
                 and now - self._confirmed_at >= self.timing.reassert_interval):
             self._confirmed_at = now
@@ -439,9 +524,20 @@ class MastershipFSM:
     def _unclaimed(self) -> bool:
         """Connected, EQUAL, nothing to claim and nothing scheduled to find out."""
         return (self.desired() is None and self.role is Role.EQUAL and self._read_at is None
-                and not self._requests and self.session is Session.CONNECTED)
+                and not self._requests and self.session is Session.CONNECTED
+                and self.elected_term is None)
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _switch_demoted(self, now: float, why: str) -> list[Action]:
+        """The switch no longer treats us as master: stop at once, ask the store who leads, and
+        claim MASTER again only if its answer says we still do."""
+        if self.role is not Role.MASTER or not self.connected:
+            return []
+        self.role = Role.SLAVE
+        self._reassert = True
+        self._verifying = self.elected_term is not None
+        return self._report(why) + [ReadLeader(self.dpid, fresh=True)] + self._sync(now, why)
 
     def _demoted(self, now: float, why: str) -> list[Action]:
         """Stop acting as master immediately, then claim SLAVE (with a term from the store)."""

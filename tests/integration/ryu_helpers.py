@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.requirements import missing
 from tests.servers._process import LOOPBACK, pid_alive
@@ -340,3 +340,82 @@ def print_measurements(config: Any, title: str, measured: list[tuple[str, float]
         reporter.write_sep("-", title)
         for what, seconds in measured:
             reporter.write_line(f"{what:<72} {seconds * 1000:8.1f} ms")
+
+
+class RoleProbe:
+    """A minimal OpenFlow 1.3 controller on a loopback port that only claims roles.
+
+    What: accepts a switch's connection, exchanges HELLOs, answers echo requests, and sends
+    OFPT_ROLE_REQUEST with any generation_id, returning the switch's answer. Why: to put a real
+    switch into states a coordination store cannot produce on demand (a generation_id far above
+    the store's terms, as after a move from another store), without a second framework.
+    """
+
+    VERSION = 4  # OpenFlow 1.3
+    ROLES: ClassVar[dict[str, int]] = {"equal": 1, "master": 2, "slave": 3}
+    _HEADER = "!BBHI"
+
+    def __init__(self, timeout: float = 20.0) -> None:
+        import socket
+
+        self.timeout = timeout
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self._listener.settimeout(timeout)
+        self.port: int = self._listener.getsockname()[1]
+        self._conn: Any = None
+        self._xid = 0x5000
+
+    @property
+    def target(self) -> str:
+        return f"tcp:{LOOPBACK}:{self.port}"
+
+    def accept(self) -> None:
+        """Wait (bounded) for the switch to connect and exchange HELLOs."""
+        import struct
+
+        self._conn, _ = self._listener.accept()
+        self._conn.settimeout(self.timeout)
+        self._conn.sendall(struct.pack(self._HEADER, self.VERSION, 0, 8, 1))
+
+    def _recv_exact(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self._conn.recv(size - len(data))
+            if not chunk:
+                raise AssertionError("the switch closed the probe's connection")
+            data += chunk
+        return data
+
+    def _recv(self) -> tuple[int, int, bytes]:
+        import struct
+
+        _version, kind, length, xid = struct.unpack(self._HEADER, self._recv_exact(8))
+        return kind, xid, self._recv_exact(length - 8)
+
+    def claim(self, role: str, generation_id: int) -> tuple[str, int]:
+        """Send ROLE_REQUEST; returns ("reply", generation_id) or ("error", code) (type 11:
+        ROLE_REQUEST_FAILED; code 0 is STALE)."""
+        import struct
+
+        self._xid += 1
+        body = struct.pack("!I4xQ", self.ROLES[role], generation_id)
+        self._conn.sendall(struct.pack(self._HEADER, self.VERSION, 24, 8 + len(body), self._xid)
+                           + body)
+        while True:
+            kind, xid, body = self._recv()
+            if kind == 2:  # ECHO_REQUEST
+                self._conn.sendall(struct.pack(self._HEADER, self.VERSION, 3, 8 + len(body), xid)
+                                   + body)
+            elif kind == 25 and xid == self._xid:  # ROLE_REPLY
+                _role, gen = struct.unpack_from("!I4xQ", body)
+                return "reply", gen
+            elif kind == 1 and xid == self._xid:  # ERROR
+                err_type, code = struct.unpack_from("!HH", body)
+                assert err_type == 11, f"unexpected error type {err_type}, code {code}"
+                return "error", code
+
+    def close(self) -> None:
+        for sock in (self._conn, self._listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()

@@ -9,7 +9,9 @@ import pytest
 
 from ryu_integration.mastership_fsm import (
     MAX_GENERATION_ID,
+    STALE_HINT_AFTER,
     Campaign,
+    CheckPredecessor,
     MastershipChanged,
     MastershipFSM,
     ReadLeader,
@@ -176,12 +178,15 @@ def test_an_older_leader_observation_does_not_demote():
     assert d.fsm.may_program
 
 
-def test_is_slave_error_while_master_stops_at_once_and_reclaims():
+def test_is_slave_error_while_master_stops_at_once_and_reclaims_once_the_store_agrees():
     d = make()
     master(d, 10)
     out = d("not_master_error")
     assert reports(out)[0].role is Role.SLAVE and not reports(out)[0].may_program
-    assert ReadLeader(DPID) in out
+    assert ReadLeader(DPID, fresh=True) in out
+    assert not sends(out)  # the store decides, not a retry
+    assert not sends(d.advance(5.0))
+    out = d("leader_read", ME, 10)
     assert [(s.role, s.generation_id) for s in sends(out)] == [(Role.MASTER, 10)]
 
 
@@ -237,9 +242,11 @@ def test_without_hold_a_suspended_master_keeps_programming_and_reasserting():
     # A successor claimed a newer term: the switch refuses our old one. Stop at once.
     out = d("role_error", request.xid, True)
     assert not d.fsm.may_program and d.fsm.role is Role.SLAVE
-    assert ReadLeader(DPID) in out and not sends(out)
+    assert ReadLeader(DPID, fresh=True) in out and not sends(out)
     d("leader_read_failed")  # the store is unreachable from here
     assert not d.fsm.may_program
+    # No MASTER claim with the old term while the store has not answered, backoff or not.
+    assert not any(s.role is Role.MASTER for s in sends(d.advance(3.0)))
 
 
 # ---- refusals, timeouts, retries ---------------------------------------------------------------
@@ -250,11 +257,13 @@ def test_stale_rereads_and_retries_with_exponential_backoff_never_inventing_a_te
     d("switch_up")
     (first,) = sends(d("elected", 10))
     out = d("role_error", first.xid, True)
-    assert ReadLeader(DPID) in out and not sends(out)
-    assert not sends(d.advance(0.1))  # backoff 0.2 s not over
+    assert ReadLeader(DPID, fresh=True) in out and not sends(out)
+    assert not sends(d("leader_read", ME, 10))  # still ours, but backoff 0.2 s not over
+    assert not sends(d.advance(0.1))
     (second,) = sends(d.advance(0.15))
     assert (second.role, second.generation_id) == (Role.MASTER, 10)
     d("role_error", second.xid, True)
+    d("leader_read", ME, 10)
     assert not sends(d.advance(0.35))  # now 0.4 s
     (third,) = sends(d.advance(0.1))
     assert third.generation_id == 10
@@ -411,7 +420,8 @@ def test_random_inputs_never_break_the_invariants(seed: int) -> None:
     hold = rng.random() < 0.7
     timing = Timing(role_request_timeout=1.0, retry_initial=0.1, retry_max=0.8,
                     reassert_interval=3.0, hold_on_suspend=hold)
-    d = make(timing)
+    fenced = rng.random() < 0.7
+    d = make(timing, fenced=fenced)
     d("switch_up")
     terms_given: set[int] = set()
     term = 0
@@ -435,11 +445,15 @@ def test_random_inputs_never_break_the_invariants(seed: int) -> None:
             request = pending.pop(0)
             if rng.random() < 0.15:
                 out = []  # the switch never answers this one
-            elif request.generation_id < switch_gen:
+            elif fenced and request.generation_id < switch_gen:
                 out = d("role_error", request.xid, True)
             else:
                 switch_gen = request.generation_id
                 out = d.reply_to(request)
+        elif choice < 0.63:
+            out = d("role_status", Role.SLAVE, term + 1)
+        elif choice < 0.645 and d.fsm.elected_term is not None:
+            out = d("predecessor_gone", d.fsm.elected_term)
         elif choice < 0.66:
             out = d("not_master_error")
         else:
@@ -450,12 +464,12 @@ def test_random_inputs_never_break_the_invariants(seed: int) -> None:
                 if action.role is Role.MASTER:
                     assert action.generation_id == d.fsm.elected_term
                     assert d.fsm.session is Session.CONNECTED or (
-                        not hold and d.fsm.session is Session.SUSPENDED)
+                        not hold and fenced and d.fsm.session is Session.SUSPENDED)
                 pending.append(action)
         fsm = d.fsm
         if fsm.may_program:
             assert fsm.role is Role.MASTER and fsm.role_generation_id == fsm.elected_term
-            assert fsm.session is Session.CONNECTED or not hold
+            assert fsm.session is Session.CONNECTED or (not hold and fenced)
     # Let everything settle: answer everything, connect the session, run the clock.
     d("session_changed", Session.CONNECTED)
     term += 1
@@ -466,7 +480,7 @@ def test_random_inputs_never_break_the_invariants(seed: int) -> None:
         pending += sends(out)
         while pending:
             request = pending.pop(0)
-            if request.generation_id < switch_gen:
+            if fenced and request.generation_id < switch_gen:
                 pending += sends(d("role_error", request.xid, True))
             else:
                 switch_gen = request.generation_id
@@ -481,3 +495,143 @@ def test_deposed_by_the_store_fence_stops_mastering_and_rereads():
     out = d("deposed", 10)
     assert not d.fsm.may_program and ReadLeader(DPID) in out
     assert [(s.role, s.generation_id) for s in sends(out)] == [(Role.SLAVE, 10)]
+
+
+# ---- OpenFlow 1.4+ ROLE_STATUS, and the switch's word in general ------------------------------
+
+
+def test_role_status_slave_stops_programming_at_once_and_asks_the_store():
+    d = make()
+    master(d, 10)
+    out = d("role_status", Role.SLAVE, 12)
+    assert out[0] == MastershipChanged(DPID, Role.SLAVE, 10, False, out[0].reason)
+    assert "ROLE_STATUS" in out[0].reason and not d.fsm.may_program
+    assert ReadLeader(DPID, fresh=True) in out and not sends(out)
+    assert not sends(d.advance(5.0))  # no MASTER claim on our own say-so
+    # The store answers: a successor leads under term 12 -> claim SLAVE with it.
+    out = d("leader_read", OTHER, 12)
+    assert [(s.role, s.generation_id) for s in sends(out)] == [(Role.SLAVE, 12)]
+    assert d.fsm.elected_term is None
+
+
+def test_role_status_while_not_master_or_promoting_changes_nothing():
+    d = make()
+    d("switch_up")
+    d.reply_to(sends(d("leader_seen", OTHER, 4))[0])
+    assert d("role_status", Role.SLAVE, 4) == []
+    d2 = make()
+    master(d2, 10)
+    assert d2("role_status", Role.MASTER, 10) == [] and d2.fsm.may_program
+
+
+def test_non_stale_refusal_reads_from_the_watch_cache_not_fresh():
+    d = make()
+    d("switch_up")
+    (request,) = sends(d("elected", 3))
+    out = d("role_error", request.xid, False)
+    assert ReadLeader(DPID) in out and ReadLeader(DPID, fresh=True) not in out
+
+
+def test_stale_hint_after_a_streak_and_gone_once_the_switch_confirms():
+    d = make()
+    d("switch_up")
+    d("elected", 10)
+    for _ in range(STALE_HINT_AFTER):
+        assert d.fsm.stale_hint is None
+        request = next(a for a in reversed(d.actions) if isinstance(a, SendRoleRequest))
+        d("role_error", request.xid, True)
+        d("leader_read", ME, 10)
+        while not sends(d.advance(0.1)):
+            pass
+    hint = d.fsm.stale_hint
+    assert hint and "larger generation_id" in hint and "another coordination store" in hint
+    request = next(a for a in reversed(d.actions) if isinstance(a, SendRoleRequest))
+    d.reply_to(request)
+    assert d.fsm.may_program and d.fsm.stale_hint is None
+
+
+# ---- unfenced switches (OpenFlow 1.0 Nicira roles: no generation_id) ---------------------------
+
+
+def test_unfenced_claims_master_only_after_the_predecessor_stopped():
+    d = make(fenced=False)
+    d("switch_up")
+    out = d("elected", 10)
+    assert CheckPredecessor(DPID, 10) in out and not sends(out)
+    assert d("predecessor_gone", 9) == []  # an older term's answer
+    out = d("predecessor_gone", 10)
+    (request,) = sends(out)
+    assert (request.role, request.generation_id) == (Role.MASTER, 10)
+    d.reply_to(request)
+    assert d.fsm.may_program
+
+
+def test_unfenced_claims_anyway_after_the_predecessor_timeout():
+    timing = Timing(role_request_timeout=1.0, retry_initial=0.2, retry_max=1.6,
+                    reassert_interval=10.0, predecessor_timeout=2.0)
+    d = make(timing, fenced=False)
+    d("switch_up")
+    d("elected", 10)
+    assert d.fsm.next_deadline() is not None and d.fsm.next_deadline() <= d.now + 2.0
+    assert not sends(d.advance(1.9))
+    (request,) = sends(d.advance(0.2))
+    assert (request.role, request.generation_id) == (Role.MASTER, 10)
+    assert "claiming anyway" in request.reason
+
+
+def test_fenced_switch_needs_no_predecessor_check():
+    d = make()
+    d("switch_up")
+    out = d("elected", 10)
+    assert not any(isinstance(a, CheckPredecessor) for a in out)
+    assert sends(out)
+
+
+def test_unfenced_switch_always_holds_when_suspended():
+    timing = Timing(role_request_timeout=1.0, retry_initial=0.2, retry_max=1.6,
+                    reassert_interval=2.0, hold_on_suspend=False)
+    d = make(timing, fenced=False)
+    d("switch_up")
+    d("elected", 10)
+    (request,) = sends(d("predecessor_gone", 10))
+    d.reply_to(request)
+    assert d.fsm.may_program
+    out = d("session_changed", Session.SUSPENDED)
+    assert not d.fsm.may_program and reports(out)[-1].may_program is False
+    assert not sends(d.advance(5.0))
+
+
+# ---- the glue's per-version codecs (the only part that knows the wire) -------------------------
+
+
+@pytest.mark.parametrize("version", [1, 3, 4, 5, 6])
+def test_every_codec_puts_role_and_generation_id_where_the_switch_reads_them(version: int):
+    """Serialized with the installed framework's own parsers: OpenFlow 1.2-1.5 carry the role
+    and the 64-bit generation_id at fixed offsets (1.5 has `short_id` in between: passed by
+    keyword); 1.0 sends a Nicira NXT_ROLE_REQUEST with the Nicira role code and no
+    generation_id. Replies and statuses decode back to the same roles."""
+    import struct
+
+    from ryu_integration.compat import framework_module
+    from ryu_integration.mastership import CODECS
+
+    codec = CODECS[version]
+    datapath = framework_module("ofproto.ofproto_protocol").ProtocolDesc(version)
+    for role in (Role.MASTER, Role.SLAVE, Role.EQUAL):
+        request = codec.request(datapath, codec.codes[role], 0x0102030405060708)
+        request.set_xid(0xC0000001)
+        request.serialize()
+        wire = bytes(request.buf)
+        wire_version, _type, length, xid = struct.unpack_from("!BBHI", wire)
+        assert (wire_version, length, xid) == (version, len(wire), 0xC0000001)
+        if version == 1:
+            vendor, subtype, code = struct.unpack_from("!III", wire, 8)
+            assert (vendor, subtype) == (0x2320, 10)  # Nicira, NXT_ROLE_REQUEST
+            assert code == {Role.EQUAL: 0, Role.MASTER: 1, Role.SLAVE: 2}[role]
+            assert codec.fenced is False and codec.stale is None
+        else:
+            code, generation_id = struct.unpack_from("!I4xQ", wire, 8)
+            assert code == {Role.EQUAL: 1, Role.MASTER: 2, Role.SLAVE: 3}[role]
+            assert generation_id == 0x0102030405060708 and codec.fenced
+        assert codec.role_of(codec.codes[role]) is role
+    assert codec.role_of(99) is Role.EQUAL
