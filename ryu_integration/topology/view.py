@@ -58,9 +58,10 @@ class Topology:
         return _port_of(switch, port_no) if switch is not None else None
 
     def master_of(self, dpid: int) -> str | None:
-        """The member id mastering `dpid`, as published; None if nobody does."""
+        """The member id mastering `dpid`, as published; None if nobody does (a record with a
+        `hint` names an elected leader the switch has not confirmed: nobody masters it)."""
         record = self.masters.get(dpid)
-        return record.owner if record is not None else None
+        return record.owner if record is not None and not record.hint else None
 
     def graph(self, hosts: bool = False) -> Any:
         """A `networkx.DiGraph` for path computation.

@@ -140,6 +140,15 @@ def test_mastership_changes() -> None:
     assert delete(view, m2) == [MasterChanged(1, None, m2)]
 
 
+def test_a_hinted_mastership_record_names_no_master() -> None:
+    """A record with a hint says the switch refuses its elected leader: nobody masters it."""
+    view = TopologyView()
+    put(view, Mastership(owner="c1", term=3, dpid=1))
+    assert view.topology().master_of(1) == "c1"
+    put(view, Mastership(owner="c2", term=9, dpid=1, hint="switch refuses every role request"))
+    assert view.topology().master_of(1) is None
+
+
 def test_resync_snapshot_emits_only_the_difference() -> None:
     view = TopologyView()
     view.apply(Snapshot((sw(1, 1), sw(2, 1), ln(1, 1, 2, 1))))
