@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self
 
+from . import instrument
 from .dispatch import SerialExecutor
 from .election import CampaignRequest, Election, check_priority
 from .errors import ClosedError, ConfigurationError, CoordinationError
@@ -186,7 +187,8 @@ class Coordinator(ABC):
     def members(self) -> dict[str, MemberInfo]:
         """Every member whose session is alive, by member id."""
         self._check_open()
-        return self._driver_members()
+        with instrument.timed(self.url.scheme, "members"):
+            return self._driver_members()
 
     def election(self, name: str) -> Election:
         """The election called `name` (one object per name and coordinator)."""
@@ -221,8 +223,9 @@ class Coordinator(ABC):
         for election, request in zip(elections, requests, strict=True):
             election._begin_campaign(request)
         if elections:
-            self._driver_join_many([(e, r.priority) for e, r in zip(elections, requests,
-                                                                    strict=True)])
+            with instrument.timed(self.url.scheme, "campaign"):
+                self._driver_join_many([(e, r.priority) for e, r in zip(elections, requests,
+                                                                        strict=True)])
 
     def resign_many(self, names: Iterable[str]) -> None:
         """Leave many elections at once (as `Election.resign` for each; unknown names and
@@ -234,14 +237,18 @@ class Coordinator(ABC):
     def _resign(self, elections: list[Election]) -> None:
         leaving = [e for e in elections if e._end_campaign()]
         if leaving:
-            self._driver_leave_many(leaving)
+            with instrument.timed(self.url.scheme, "resign"):
+                self._driver_leave_many(leaving)
 
     def read_leaders(self, names: Iterable[str]) -> dict[str, Leadership | None]:
         """The leader of each named election, as the store says now (`Election.leader` for
         each, read in batches where the driver can)."""
         self._check_open()
         elections = [self.election(n) for n in dict.fromkeys(names)]
-        return self._driver_read_leaders(elections) if elections else {}
+        if not elections:
+            return {}
+        with instrument.timed(self.url.scheme, "read_leaders"):
+            return self._driver_read_leaders(elections)
 
     def elections(self) -> list[str]:
         """Names of every election that has or had candidates in this namespace."""

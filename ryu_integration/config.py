@@ -67,6 +67,11 @@ OPTS = [
                      "keep programming and rely on the switch to fence a deposed master."),
     cfg.BoolOpt("publish_mastership", default=True,
                 help="Write a Mastership record to the topology store once the switch confirms."),
+    cfg.IntOpt("metrics_port", default=None, min=0, max=65535,
+               help="Serve Prometheus metrics on this TCP port (0: any free port, logged). "
+                    "Unset: no metrics endpoint. See docs/operations.md, Metrics."),
+    cfg.HostAddressOpt("metrics_address", default="127.0.0.1",
+                       help="Address the metrics endpoint listens on (default loopback only)."),
 ]
 
 
@@ -85,6 +90,9 @@ class Settings:
     priority: int
     timing: Timing
     publish_mastership: bool
+    #: where to serve Prometheus metrics; port None: not at all
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int | None = None
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword options for `coordination.connect` (only those set, so URL values apply)."""
@@ -129,6 +137,8 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         priority=group.priority,
         timing=timing,
         publish_mastership=group.publish_mastership,
+        metrics_address=group.metrics_address,
+        metrics_port=group.metrics_port,
     )
 
 

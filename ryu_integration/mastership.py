@@ -82,6 +82,7 @@ from .mastership_fsm import (
     Role,
     SendRoleRequest,
     Session,
+    reason_category,
 )
 
 LOG = logging.getLogger("ryu_integration.mastership")
@@ -271,6 +272,10 @@ class Mastership(RyuApp):
         self._reads: dict[int, bool] = {}
         self._running = False
         self._stopped = False
+        #: Prometheus metrics, when `metrics_port` is set (`ryu_integration.metrics`)
+        self.metrics: Any = None
+        #: (dpid, xid) -> when a role request went out, for the round-trip histogram
+        self._role_sent: dict[tuple[int, int], float] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -295,6 +300,8 @@ class Mastership(RyuApp):
             self.timing = dataclasses.replace(self.timing,
                                               predecessor_timeout=float(session_timeout))
         self.coord.add_session_listener(self._on_session)
+        if s.metrics_port is not None:
+            self._serve_metrics(url.scheme)
         self._worker = BatchingExecutor(f"mastership-store[{self.member_id}]", {
             "campaign": self._campaign_batch, "resign": self._resign_batch})
         self._reader = BatchingExecutor(f"mastership-reads[{self.member_id}]",
@@ -343,6 +350,8 @@ class Mastership(RyuApp):
         worker.stop(max(0.1, deadline - time.monotonic()))
         if self._reader is not None:
             self._reader.stop(0)
+        if self.metrics is not None:
+            self.metrics.close()
         LOG.info("SHUTDOWN member=%s resigned_all t=%.6f took=%.3fs", self.member_id, time.time(),
                  time.time() - started)
 
@@ -350,6 +359,40 @@ class Mastership(RyuApp):
         for dpid, term in published.items():
             self._withdraw(coord, dpid, term)
         coord.close()  # resigns every election
+
+    def _serve_metrics(self, backend: str) -> None:
+        """Serve Prometheus metrics (imported here: only controllers that serve them need
+        prometheus-client). A port in use is a one-line error, as any bad option."""
+        from .metrics import ControllerMetrics
+
+        s = self.settings
+        self.metrics = ControllerMetrics(self.member_id, backend)
+        self.metrics.set_state_source(self._metrics_state)
+        try:
+            url = self.metrics.serve(s.metrics_address, s.metrics_port or 0)
+        except OSError as exc:
+            self.metrics.close()
+            raise coordination.ConfigurationError(
+                f"[coordination] metrics_address/metrics_port {s.metrics_address}:"
+                f"{s.metrics_port}: cannot listen: {exc.strerror or exc}") from None
+        LOG.info("METRICS member=%s url=%s", self.member_id, url)
+
+    def _metrics_state(self) -> Any:
+        """What the gauges show (read at scrape time, from the metrics server's thread)."""
+        from .metrics import ControllerState
+
+        roles: collections.Counter[str] = collections.Counter()
+        led = 0
+        for fsm in list(self._fsms.values()):
+            if fsm.may_program:
+                roles["master"] += 1
+            elif fsm.role is Role.SLAVE:
+                roles["slave"] += 1
+            else:
+                roles["unconfirmed"] += 1
+            led += fsm.elected_term is not None
+        return ControllerState(switches=dict(roles), elections_led=led,
+                               session=self._session.value, topology_records=_topology_counts())
 
     # ---- queries for other apps (any thread) ---------------------------------------------
 
@@ -416,6 +459,7 @@ class Mastership(RyuApp):
         role = codec_of(msg.datapath).role_of(msg.role)
         LOG.info("ROLE_REPLY dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f",
                  fsm.dpid, self.member_id, role.value, msg.generation_id, msg.xid, time.time())
+        self._role_answered(fsm.dpid, msg.xid)
         self._run(fsm, fsm.role_reply(msg.xid, role, msg.generation_id, time.monotonic()))
 
     @set_ev_cls(ofp_event.EventOFPVendor, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -430,6 +474,7 @@ class Mastership(RyuApp):
         role = codec_of(msg.datapath).role_of(msg.data.role)
         LOG.info("ROLE_REPLY dpid=%016x member=%s role=%s generation_id=none xid=%#x t=%.6f",
                  fsm.dpid, self.member_id, role.value, msg.xid, time.time())
+        self._role_answered(fsm.dpid, msg.xid)
         self._run(fsm, fsm.role_reply(msg.xid, role, 0, time.monotonic()))
 
     @set_ev_cls(ofp_event.EventOFPRoleStatus, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -457,6 +502,7 @@ class Mastership(RyuApp):
             stale = (msg.type, msg.code) == codec.stale
             LOG.warning("ROLE_REFUSED dpid=%016x member=%s code=%s xid=%#x t=%.6f", fsm.dpid,
                         self.member_id, "STALE" if stale else msg.code, msg.xid, time.time())
+            self._role_answered(fsm.dpid, msg.xid, "stale" if stale else "other")
             self._run(fsm, fsm.role_error(msg.xid, stale, now))
             if stale and fsm.stale_hint and fsm.stale_streak in _STALE_WARN_AT:
                 LOG.warning("STALE_HINT dpid=%016x member=%s refused=%d t=%.6f hint=%r",
@@ -466,7 +512,19 @@ class Mastership(RyuApp):
         elif (msg.type, msg.code) == codec.is_slave:
             LOG.info("IS_SLAVE dpid=%016x member=%s xid=%#x t=%.6f", fsm.dpid, self.member_id,
                      msg.xid, time.time())
+            if self.metrics is not None:
+                self.metrics.refused("is_slave")
             self._run(fsm, fsm.not_master_error(now))
+
+    def _role_answered(self, dpid: int, xid: int, refused: str | None = None) -> None:
+        """A switch answered a role request: its round trip and any refusal, for the metrics."""
+        if self.metrics is None:
+            return
+        sent = self._role_sent.pop((dpid, xid), None)
+        if sent is not None:
+            self.metrics.role_reply(time.monotonic() - sent)
+        if refused is not None:
+            self.metrics.refused(refused)
 
     def _fsm_for(self, dp: Any) -> MastershipFSM | None:
         dpid = getattr(dp, "id", None)
@@ -609,6 +667,8 @@ class Mastership(RyuApp):
         LOG.info("ROLE_REQUEST dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f "
                  "reason=%r", action.dpid, self.member_id, action.role.value, action.generation_id,
                  action.xid, time.time(), action.reason)
+        if self.metrics is not None:
+            self._role_sent[(action.dpid, action.xid)] = time.monotonic()
         dp.send_msg(request)
 
     def _changed(self, fsm: MastershipFSM, change: MastershipChanged) -> None:
@@ -633,6 +693,11 @@ class Mastership(RyuApp):
             # Demoted (not merely holding): the record no longer tells the truth.
             term = self._published.pop(change.dpid)
             self._record(lambda: self.coord and self._withdraw(self.coord, change.dpid, term))
+        if self.metrics is not None:
+            self.metrics.role_changed(
+                "master" if change.may_program else
+                "slave" if change.role is Role.SLAVE else "unconfirmed",
+                reason_category(change.reason))
         self.send_event_to_observers(EventMastershipChanged(
             change.dpid, change.role.value, change.term, change.may_program, change.reason,
             self._datapaths.get(change.dpid)))
@@ -830,6 +895,18 @@ class Mastership(RyuApp):
             self.coord.topology.put(record)
         except coordination.CoordinationError as exc:
             LOG.info("mastership: publishing the hint for %016x failed: %s", record.dpid, exc)
+
+
+def _topology_counts() -> dict[str, int]:
+    """Records by kind in the topology sync app's view, if it runs in this process."""
+    from .topology import app as topology_app
+
+    sync = topology_app.instance()
+    if sync is None:
+        return {}
+    topo = sync.get_topology()
+    return {"switch": len(topo.switches), "link": len(topo.links) + len(topo.hidden_links),
+            "host": len(topo.hosts), "mastership": len(topo.masters)}
 
 
 def raise_open_file_limit() -> None:

@@ -53,6 +53,30 @@ STALE_HINT = ("the switch refuses every role request as STALE: it has seen a lar
               "bridge is deleted and re-added or ovs-vswitchd restarts")
 
 
+#: What a `MastershipChanged.reason` says, in a few words fit for a metric label: the first
+#: rule whose text the reason contains (they follow the reasons this module writes).
+_REASON_CATEGORIES = (
+    ("switch confirmed", "confirmed"),
+    ("switch disconnected", "switch_down"),
+    ("IS_SLAVE", "switch_demoted"),
+    ("ROLE_STATUS", "switch_demoted"),
+    ("refused", "refused"),
+    ("asked ", "switch_disagrees"),
+    ("leadership revoked", "revoked"),
+    ("leads under newer term", "newer_leader"),
+    ("fenced by the store", "fenced"),
+    ("session", "session"),
+)
+
+
+def reason_category(reason: str) -> str:
+    """A bounded name for a change's free-text reason (e.g. `revoked`, `session`)."""
+    for text, category in _REASON_CATEGORIES:
+        if text in reason:
+            return category
+    return "other"
+
+
 class Role(enum.Enum):
     """A controller's role on one switch connection, as the switch last confirmed it."""
 

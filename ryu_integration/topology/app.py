@@ -91,6 +91,7 @@ class TopologySync(RyuApp):
         self.settings = topology_config.load(self.CONF, base.publish_mastership)
         self.runtime = TopologyRuntime(self.member_id, self.settings.runtime,
                                        on_changes=self._emit, on_forget_host=self._forget_host)
+        self.runtime.publish_observer = _publish_lag
         self._running = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -321,6 +322,13 @@ class TopologySync(RyuApp):
 
 def _coordinator() -> Any:
     return mastership.coordinator()
+
+
+def _publish_lag(seconds: float) -> None:
+    """Into the mastership app's metrics, if it serves them."""
+    app = mastership.instance()
+    if app is not None and app.metrics is not None:
+        app.metrics.published([seconds])
 
 
 def instance() -> TopologySync | None:

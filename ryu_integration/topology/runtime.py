@@ -124,6 +124,9 @@ class TopologyRuntime:
         #: Notified after every step the runtime takes (an input batch handled, a store event
         #: applied, changes delivered); `wait_until` sleeps on it. Runtimes may share one.
         self.progress = progress or threading.Condition()
+        #: Called with the seconds from the first observation of a batch to its store writes
+        #: done (e.g. a metrics histogram); on the writer thread, must be quick.
+        self.publish_observer: Callable[[float], None] | None = None
         #: Counters, for tests and logs.
         self.stats = {"puts": 0, "unchanged": 0, "deletes": 0, "refused": 0, "errors": 0,
                       "flushes": 0, "resyncs": 0, "overflows": 0, "events": 0}
@@ -182,6 +185,14 @@ class TopologyRuntime:
         self._call(self._flush_now)
         self._call(done.set)
         return done.wait(timeout)
+
+    def _observe_publish(self, lag: float) -> None:
+        observer = self.publish_observer
+        if observer is not None:
+            try:
+                observer(lag)
+            except Exception:
+                LOG.exception("topology: the publish observer failed")
 
     def _progressed(self) -> None:
         with self.progress:
@@ -260,10 +271,10 @@ class TopologyRuntime:
                 behind = len(self._inbox)
                 self._inbox.clear()
                 self._inbox.append(Snapshot(tuple(self.view.records()), resync=True))
-                self.stats["overflows"] += 1
                 LOG.warning("topology: member %s: applications fell %d store events behind; "
                             "resynchronising them from a snapshot of the view", self.member_id,
                             behind)
+                self.stats["overflows"] += 1
         self._wake_notifier.set()
         self._progressed()
 
@@ -380,6 +391,7 @@ class TopologyRuntime:
         next_resync = self._clock() + self.settings.resync_interval
         next_janitor = self._clock()
         retry_at: float | None = None
+        pending_since: float | None = None
         while True:
             now = self._clock()
             deadlines = [next_resync, next_janitor if self._janitor_leader else None, batch_due,
@@ -402,6 +414,8 @@ class TopologyRuntime:
             now = self._clock()
             if self.publisher.pending and batch_due is None:
                 batch_due = max(now + self.settings.batch_delay, retry_at or 0.0)
+                if pending_since is None:
+                    pending_since = now
             window = self.publisher.next_deadline()
             due = (batch_due is not None and now >= batch_due) or (
                 window is not None and now >= window and (retry_at is None or now >= retry_at))
@@ -418,6 +432,9 @@ class TopologyRuntime:
                     self.publisher.mark_all()
                     ok = False
                 retry_at = None if ok else now + self.settings.retry_delay
+                if ok and pending_since is not None:
+                    self._observe_publish(self._clock() - pending_since)
+                    pending_since = None
             if self._janitor_leader and now >= next_janitor and not stopping:
                 try:
                     self._run_janitor(now)
@@ -467,11 +484,11 @@ class TopologyRuntime:
                     op.path, op.record.term if isinstance(op, Put) else op.term, op.reason)
         except coordination.StaleTermError as exc:
             # The store holds a newer term for this switch: we were deposed ("I was deposed").
-            self.stats["refused"] += 1
             term = op.record.term if isinstance(op, Put) else op.term
             if self.publisher.deposed(op.dpid, term):
                 LOG.warning("topology: member %s deposed as publisher of %016x: %s",
                             self.member_id, op.dpid, exc)
+            self.stats["refused"] += 1  # last: a reader of the stats finds the rest done
             return True
         except coordination.ClosedError:
             return True  # shutting down
