@@ -74,11 +74,13 @@ def free_ports(count: int) -> list[int]:
     return pick(count)
 
 
-def start_controller(member: str, port: int, url: str, workdir: Path) -> subprocess.Popen:
+def start_controller(member: str, port: int, url: str, workdir: Path,
+                     metrics_port: int) -> subprocess.Popen:
     conf = workdir / f"{member}.conf"
     conf.write_text(
         f"[DEFAULT]\nofp_tcp_listen_port = {port}\nobserve_links = true\n"
         f"[coordination]\nbackend_url = {url}\nmember_id = {member}\nsession_timeout = 3\n"
+        f"metrics_port = {metrics_port}\n"
     )
     manager = shutil.which("coord-manager", path=str(Path(sys.executable).parent)) \
         or "coord-manager"
@@ -210,6 +212,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sdn-demo-"))
     url = args.url or f"embedded://{workdir}/store"
     ports = free_ports(len(MEMBERS))
+    metrics_ports = free_ports(len(MEMBERS))
     port_to_member = dict(zip(ports, MEMBERS, strict=True))
     procs: dict[str, subprocess.Popen] = {}
     ovs = OvsInstance(workdir / "ovs")
@@ -226,10 +229,13 @@ def main() -> int:
         observer = coordination.connect(url, "demo-observer")
         log = MastershipLog()
         observer.topology.watch(log, kinds=["mastership"])
-        for member, port in zip(MEMBERS, ports, strict=True):
-            procs[member] = start_controller(member, port, url, workdir)
+        for member, port, mport in zip(MEMBERS, ports, metrics_ports, strict=True):
+            procs[member] = start_controller(member, port, url, workdir, mport)
         for member, port in zip(MEMBERS, ports, strict=True):
             wait_listening(procs[member], member, port, workdir)
+        print("metrics (Prometheus): " + ", ".join(
+            f"{m} http://127.0.0.1:{p}/metrics" for m, p in zip(MEMBERS, metrics_ports,
+                                                                 strict=True)), flush=True)
         start = time.perf_counter()
         bridges = [(f"s{i}", i) for i in range(1, args.switches + 1)]
         ovs.add_bridges([{"name": n, "dpid": d, "controller_ports": ports} for n, d in bridges])
