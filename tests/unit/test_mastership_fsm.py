@@ -613,7 +613,7 @@ def test_every_codec_puts_role_and_generation_id_where_the_switch_reads_them(ver
     import struct
 
     from ryu_integration.compat import framework_module
-    from ryu_integration.mastership import CODECS
+    from ryu_integration.mastership.roles import CODECS
 
     codec = CODECS[version]
     datapath = framework_module("ofproto.ofproto_protocol").ProtocolDesc(version)
@@ -635,3 +635,36 @@ def test_every_codec_puts_role_and_generation_id_where_the_switch_reads_them(ver
             assert generation_id == 0x0102030405060708 and codec.fenced
         assert codec.role_of(codec.codes[role]) is role
     assert codec.role_of(99) is Role.EQUAL
+
+
+# ---- the glue's packaging: what Ryu / os-ken see of `ryu_integration.mastership` ---------------
+
+
+def test_the_package_name_loads_the_app_and_every_input_has_one_handler():
+    """The framework loads only classes *defined* in the module it is given: the package's own
+    subclass, named "Mastership" (what `lookup_service_brick` finds). Each typed loop input has
+    exactly one handler, and an app consuming `EventMastershipChanged` pulls the mastership app
+    in as a service."""
+    import inspect
+
+    from ryu_integration import mastership
+    from ryu_integration.apps.learning_switch import LearningSwitch
+    from ryu_integration.compat import app_manager, framework_module
+    from ryu_integration.mastership import inputs
+
+    loaded = app_manager.AppManager().load_app("ryu_integration.mastership")
+    assert loaded is mastership.Mastership and loaded.__name__ == "Mastership"
+    assert issubclass(loaded, mastership.app.Mastership)
+
+    handled: dict[type, list[str]] = {}
+    for name, method in inspect.getmembers(loaded, inspect.isfunction):
+        for ev_cls in getattr(method, "callers", {}):
+            handled.setdefault(ev_cls, []).append(name)
+    kinds = [cls for _, cls in inspect.getmembers(inputs, inspect.isclass)
+             if cls.__module__ == inputs.__name__]
+    assert len(kinds) == 9
+    assert {cls: len(handled.get(cls, [])) for cls in kinds} == dict.fromkeys(kinds, 1)
+
+    handler = framework_module("controller.handler")
+    assert "ryu_integration.mastership" in handler.get_dependent_services(LearningSwitch)
+    assert "ryu_integration.mastership" not in handler.get_dependent_services(loaded)

@@ -1,20 +1,16 @@
-"""The mastership app: per-switch elections in the coordination store -> OpenFlow roles.
+"""The mastership Ryu app: glue between Ryu events, the coordination store and the FSMs.
 
-OpenFlow 1.2-1.5 use OFPT_ROLE_REQUEST with `generation_id = term` (the switch fences a stale
-master); 1.4+ also tell a demoted master at once with OFPT_ROLE_STATUS; 1.0 uses the Nicira role
-extension (NXT_ROLE_REQUEST), which has no generation_id: the switch cannot fence, so the state
-machine waits for the previous master to stop before claiming (`MastershipFSM(fenced=False)`).
-Each version's wire details live in one `RoleCodec` below; the state machine sees none of them.
-
-Thin glue around `mastership_fsm.MastershipFSM` (one per connected datapath): it turns Ryu events
-and coordination callbacks into FSM inputs, and performs the actions the FSM returns.
+Thin glue around `ryu_integration.mastership_fsm.MastershipFSM` (one per connected datapath): it
+turns Ryu events and coordination callbacks into FSM inputs, and performs the actions the FSM
+returns (role requests through the per-version codecs of `roles`, store work, metrics hooks,
+`EventMastershipChanged` for other apps).
 
 Threads. Every FSM input runs on this app's own event loop, so the FSMs need no locks:
 - Ryu events (state changes, role replies, errors) arrive there already;
 - coordination callbacks (elected/revoked, leader changes, session state) arrive on the
   coordinator's callback thread (a real OS thread under os-ken's native hub, a green thread under
-  Ryu's eventlet) and are re-posted to the loop as private events with `send_event`, whose queue
-  is safe for either kind of thread;
+  Ryu's eventlet) and are re-posted to the loop as typed events (`inputs`) with `send_event`,
+  whose queue is safe for either kind of thread; one handler per event class feeds them in;
 - store I/O never runs on the loop. One worker does campaigns and resigns in the order they
   were asked for, handing each run of consecutive campaigns (or resigns) to the coordinator as
   one batch (`campaign_many` / `resign_many`): thousands of switches connecting at once cost a
@@ -26,11 +22,11 @@ Threads. Every FSM input runs on this app's own event loop, so the FSMs need no 
   whose next deadline has come (role request timeouts, backoff, periodic re-assert), kept in a
   heap, so an idle network of thousands of switches costs nothing per tick.
 
-Other apps: listen for `EventMastershipChanged`, or call `is_master(dpid)`, or decorate a handler
-with `@only_master` / send with `send_if_master(datapath, msg)`.
-
 Logs: every role request, reply, refusal and mastership change is logged at INFO with the wall
 clock (`t=<unix seconds>`), in `key=value` form, so failover can be measured from the logs.
+
+Ryu loads this class as `ryu_integration.mastership.Mastership` (a subclass defined in the
+package, see its `__init__`).
 """
 
 from __future__ import annotations
@@ -45,33 +41,25 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import coordination
 from coordination.dispatch import BatchingExecutor, SerialExecutor
 
-from . import config, lifecycle
-from .compat import (
+from .. import config, lifecycle
+from ..compat import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
     MAIN_DISPATCHER,
     EventBase,
     RyuApp,
-    app_manager,
     cfg,
     hub,
     ofp_event,
-    ofproto_v1_0,
     ofproto_v1_0_parser,
-    ofproto_v1_2,
-    ofproto_v1_3,
-    ofproto_v1_4,
-    ofproto_v1_5,
-    register_service,
     set_ev_cls,
 )
-from .mastership_fsm import (
+from ..mastership_fsm import (
     Action,
     Campaign,
     CheckPredecessor,
@@ -84,6 +72,20 @@ from .mastership_fsm import (
     Session,
     reason_category,
 )
+from . import guard
+from .guard import EventMastershipChanged, election_name
+from .inputs import (
+    Deposed,
+    Elected,
+    LeaderRead,
+    LeaderSeen,
+    PredecessorAnswer,
+    RecordsChanged,
+    Revoked,
+    SessionChanged,
+    Tick,
+)
+from .roles import CODECS, ROLE_STATUS_REASONS, codec_of
 
 LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
@@ -93,130 +95,11 @@ _STALE_WARN_AT = frozenset({5, 50, 500, 5000})
 #: Seconds a graceful stop may spend resigning and closing the coordinator.
 STOP_TIMEOUT = 5.0
 
-register_service("ryu_integration.mastership")
 config.register(cfg.CONF)
 
 _SESSIONS = {coordination.SessionState.CONNECTED: Session.CONNECTED,
              coordination.SessionState.SUSPENDED: Session.SUSPENDED,
              coordination.SessionState.LOST: Session.LOST}
-
-
-# ---- per-version role messages -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RoleCodec:
-    """How one OpenFlow version asks for a role and tells what happened to it.
-
-    `fenced`: the switch compares generation_ids (1.2+); `codes`: role -> wire value;
-    `request(datapath, code, generation_id)` builds the request; `is_slave` and `stale` are the
-    (error type, code) pairs of "refused: you are slave" and "refused: old generation_id"."""
-
-    name: str
-    fenced: bool
-    codes: dict[Role, int]
-    request: Callable[[Any, int, int], Any]
-    is_slave: tuple[int, int]
-    stale: tuple[int, int] | None
-    role_failed_type: int | None
-
-    def role_of(self, code: int) -> Role:
-        """The role a reply or status names (anything unknown reads as EQUAL)."""
-        return next((role for role, c in self.codes.items() if c == code), Role.EQUAL)
-
-
-def _standard(name: str, ofp: Any) -> RoleCodec:
-    """OpenFlow 1.2-1.5: OFPT_ROLE_REQUEST / ROLE_REPLY with a generation_id."""
-    return RoleCodec(
-        name, True,
-        {Role.MASTER: ofp.OFPCR_ROLE_MASTER, Role.SLAVE: ofp.OFPCR_ROLE_SLAVE,
-         Role.EQUAL: ofp.OFPCR_ROLE_EQUAL},
-        # keywords: 1.5 puts `short_id` between the two
-        lambda dp, code, generation_id: dp.ofproto_parser.OFPRoleRequest(
-            dp, role=code, generation_id=generation_id),
-        (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE),
-        (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE),
-        ofp.OFPET_ROLE_REQUEST_FAILED)
-
-
-def _nicira(ofp: Any) -> RoleCodec:
-    """OpenFlow 1.0: the Nicira extension's NXT_ROLE_REQUEST (other/master/slave), no
-    generation_id; a slave's writes are refused with OFPBRC_EPERM."""
-    return RoleCodec(
-        "1.0", False,
-        {Role.MASTER: ofp.NX_ROLE_MASTER, Role.SLAVE: ofp.NX_ROLE_SLAVE,
-         Role.EQUAL: ofp.NX_ROLE_OTHER},
-        lambda dp, code, _generation_id: ofproto_v1_0_parser.NXTRoleRequest(dp, code),
-        (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_EPERM), None, None)
-
-
-#: OpenFlow version number -> its role messages (1.1 has no roles and is not offered).
-CODECS: dict[int, RoleCodec] = {
-    ofproto_v1_0.OFP_VERSION: _nicira(ofproto_v1_0),
-    ofproto_v1_2.OFP_VERSION: _standard("1.2", ofproto_v1_2),
-    ofproto_v1_3.OFP_VERSION: _standard("1.3", ofproto_v1_3),
-    ofproto_v1_4.OFP_VERSION: _standard("1.4", ofproto_v1_4),
-    ofproto_v1_5.OFP_VERSION: _standard("1.5", ofproto_v1_5),
-}
-_ROLE_STATUS_REASONS = {ofproto_v1_4.OFPCRR_MASTER_REQUEST: "master_request",
-                        ofproto_v1_4.OFPCRR_CONFIG: "config",
-                        ofproto_v1_4.OFPCRR_EXPERIMENTER: "experimenter"}
-
-
-def codec_of(dp: Any) -> RoleCodec:
-    """The role messages of a datapath's negotiated OpenFlow version."""
-    return CODECS[dp.ofproto.OFP_VERSION]
-
-
-def election_name(dpid: int) -> str:
-    """The election of one datapath: `dpid-<16 hex digits>`."""
-    return f"dpid-{dpid:016x}"
-
-
-# ---- public events -------------------------------------------------------------------------
-
-
-class EventMastershipChanged(EventBase):
-    """This controller's role on a switch changed.
-
-    `role`: "master", "slave", "equal" (connected, no role confirmed) or "none" (disconnected).
-    `datapath`: the switch's connection (None once disconnected).
-    `term`: the generation_id the role was confirmed under. `may_program`: true only while the
-    switch has confirmed us MASTER under our current term and the session allows it; send
-    FLOW_MOD/PACKET_OUT/GROUP_MOD only then. On a change to true, re-sync the switch's state
-    (ONOS-3509): whatever the previous master did may be gone or half done.
-    """
-
-    def __init__(self, dpid: int, role: str, term: int, may_program: bool, reason: str = "",
-                 datapath: Any = None) -> None:
-        super().__init__()
-        self.dpid = dpid
-        self.datapath = datapath
-        self.role = role
-        self.term = term
-        self.may_program = may_program
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return (f"EventMastershipChanged(dpid={self.dpid:016x}, role={self.role}, "
-                f"term={self.term}, may_program={self.may_program})")
-
-
-class _Input(EventBase):
-    """Private: something for an FSM, posted to the app's own event loop."""
-
-    def __init__(self, kind: str, dpid: int | None = None, epoch: int | None = None,
-                 **data: Any) -> None:
-        super().__init__()
-        self.kind = kind
-        self.dpid = dpid
-        self.epoch = epoch
-        self.data = data
-
-
-# ---- the app -------------------------------------------------------------------------------
-
-_instance: Mastership | None = None
 
 
 class Mastership(RyuApp):
@@ -227,8 +110,7 @@ class Mastership(RyuApp):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        global _instance
-        _instance = self
+        guard.register(self)
         self.settings = config.load(self.CONF)
         self.member_id = self.settings.member_id
         #: unfenced (OpenFlow 1.0) switches wait at most a session timeout for their previous
@@ -363,7 +245,7 @@ class Mastership(RyuApp):
     def _serve_metrics(self, backend: str) -> None:
         """Serve Prometheus metrics (imported here: only controllers that serve them need
         prometheus-client). A port in use is a one-line error, as any bad option."""
-        from .metrics import ControllerMetrics
+        from ..metrics import ControllerMetrics
 
         s = self.settings
         self.metrics = ControllerMetrics(self.member_id, backend)
@@ -379,7 +261,7 @@ class Mastership(RyuApp):
 
     def _metrics_state(self) -> Any:
         """What the gauges show (read at scrape time, from the metrics server's thread)."""
-        from .metrics import ControllerState
+        from ..metrics import ControllerState
 
         roles: collections.Counter[str] = collections.Counter()
         led = 0
@@ -487,7 +369,7 @@ class Mastership(RyuApp):
         role = codec_of(msg.datapath).role_of(msg.role)
         LOG.info("ROLE_STATUS dpid=%016x member=%s role=%s reason=%s generation_id=%d t=%.6f",
                  fsm.dpid, self.member_id, role.value,
-                 _ROLE_STATUS_REASONS.get(msg.reason, msg.reason), msg.generation_id, time.time())
+                 ROLE_STATUS_REASONS.get(msg.reason, msg.reason), msg.generation_id, time.time())
         self._run(fsm, fsm.role_status(role, msg.generation_id, time.monotonic()))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -532,73 +414,119 @@ class Mastership(RyuApp):
             return None
         return self._fsms.get(dpid)
 
-    # ---- coordination callbacks (callback thread) -> private events (event loop) ----------
+    # ---- coordination callbacks (callback thread) -> typed inputs (event loop) ------------
 
-    def _post(self, item: _Input) -> None:
+    def _post(self, item: EventBase) -> None:
         """Queue `item` for the event loop, from another thread (never from the loop itself:
         the framework's queue is bounded, and the loop would wait on itself)."""
         if self._running:
             self.send_event(self.name, item)
 
     def _on_session(self, state: coordination.SessionState) -> None:
-        self._post(_Input("session", state=_SESSIONS[state]))
+        self._post(SessionChanged(_SESSIONS[state]))
 
     def _on_elected(self, dpid: int, epoch: int, leadership: coordination.Leadership) -> None:
-        self._post(_Input("elected", dpid, epoch, term=leadership.term))
+        self._post(Elected(dpid, epoch, leadership.term))
 
     def _on_revoked(self, dpid: int, epoch: int, leadership: coordination.Leadership) -> None:
-        self._post(_Input("revoked", dpid, epoch, term=leadership.term))
+        self._post(Revoked(dpid, epoch, leadership.term))
 
     def _on_leader(self, dpid: int, leadership: coordination.Leadership | None) -> None:
-        self._post(_Input("leader", dpid, None, leadership=leadership))
+        self._post(LeaderSeen(dpid, leadership))
 
     def _ticker(self) -> None:
         while self._running:
             hub.sleep(TICK)
-            self._post(_Input("tick"))
+            self._post(Tick())
 
-    @set_ev_cls(_Input)
-    def _input(self, ev: _Input) -> None:
+    # ---- typed inputs (event loop): one handler per class ---------------------------------
+
+    def _current(self, dpid: int, epoch: int | None) -> MastershipFSM | None:
+        """The state machine an input is for; None if its connection is gone (`epoch` None:
+        any connection of `dpid`)."""
+        fsm = self._fsms.get(dpid)
+        if fsm is None or (epoch is not None and epoch != fsm.epoch):
+            return None
+        return fsm
+
+    @set_ev_cls(Tick)
+    def _handle_tick(self, ev: Tick) -> None:
+        self._tick(time.monotonic())
+
+    @set_ev_cls(RecordsChanged)
+    def _handle_records_changed(self, ev: RecordsChanged) -> None:
+        self._recheck_predecessors(ev.target)
+
+    @set_ev_cls(SessionChanged)
+    def _handle_session(self, ev: SessionChanged) -> None:
         now = time.monotonic()
-        if ev.kind == "tick":
-            self._tick(now)
+        self._session = ev.state
+        if self._session is not Session.CONNECTED:
+            self._seen_leaders.clear()  # watches may miss changes now: read the store
+        LOG.info("SESSION member=%s state=%s t=%.6f", self.member_id, self._session.value,
+                 time.time())
+        for fsm in list(self._fsms.values()):
+            self._run(fsm, fsm.session_changed(self._session, now))
+
+    @set_ev_cls(Elected)
+    def _handle_elected(self, ev: Elected) -> None:
+        now = time.monotonic()
+        fsm = self._current(ev.dpid, ev.epoch)
+        if fsm is None:
             return
-        if ev.kind == "records_changed":
-            self._recheck_predecessors(ev.data["target"])
+        LOG.info("ELECTED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
+                 ev.term, time.time())
+        self._run(fsm, fsm.elected(ev.term, now))
+
+    @set_ev_cls(Revoked)
+    def _handle_revoked(self, ev: Revoked) -> None:
+        now = time.monotonic()
+        fsm = self._current(ev.dpid, ev.epoch)
+        if fsm is None:
             return
-        if ev.kind == "session":
-            self._session = ev.data["state"]
-            if self._session is not Session.CONNECTED:
-                self._seen_leaders.clear()  # watches may miss changes now: read the store
-            LOG.info("SESSION member=%s state=%s t=%.6f", self.member_id, self._session.value,
-                     time.time())
-            for fsm in list(self._fsms.values()):
-                self._run(fsm, fsm.session_changed(self._session, now))
+        LOG.info("REVOKED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
+                 ev.term, time.time())
+        self._run(fsm, fsm.revoked(ev.term, now))
+
+    @set_ev_cls(LeaderSeen)
+    def _handle_leader_seen(self, ev: LeaderSeen) -> None:
+        now = time.monotonic()
+        if self._session is Session.CONNECTED:
+            self._seen_leaders[ev.dpid] = ev.leadership
+        fsm = self._current(ev.dpid, None)
+        if fsm is None:
             return
-        fsm = self._fsms.get(ev.dpid) if ev.dpid is not None else None
-        if ev.kind == "leader" and self._session is Session.CONNECTED:
-            self._seen_leaders[ev.dpid] = ev.data["leadership"]
-        if ev.kind == "leader_read" and self._reads.pop(ev.dpid, False) and fsm is not None:
+        lead = ev.leadership
+        self._run(fsm, fsm.leader_seen(lead and lead.member_id, lead and lead.term, now))
+
+    @set_ev_cls(LeaderRead)
+    def _handle_leader_read(self, ev: LeaderRead) -> None:
+        now = time.monotonic()
+        fsm = self._fsms.get(ev.dpid)
+        if self._reads.pop(ev.dpid, False) and fsm is not None:
             self._request_read(fsm.dpid, fsm.epoch)  # asked again while this one was in flight
-        if fsm is None or (ev.epoch is not None and ev.epoch != fsm.epoch):
-            return  # for a connection that is gone
-        if ev.kind == "elected":
-            LOG.info("ELECTED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
-                     ev.data["term"], time.time())
-            self._run(fsm, fsm.elected(ev.data["term"], now))
-        elif ev.kind == "revoked":
-            LOG.info("REVOKED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
-                     ev.data["term"], time.time())
-            self._run(fsm, fsm.revoked(ev.data["term"], now))
-        elif ev.kind == "leader_read" and ev.data["failed"]:
+        fsm = self._current(ev.dpid, ev.epoch)
+        if fsm is None:
+            return
+        if ev.failed:
             self._run(fsm, fsm.leader_read_failed(now))
-        elif ev.kind in ("leader", "leader_read"):
-            lead = ev.data["leadership"]
+        else:
+            lead = ev.leadership
             self._run(fsm, fsm.leader_seen(lead and lead.member_id, lead and lead.term, now))
-        elif ev.kind == "deposed":
-            self._run(fsm, fsm.deposed(ev.data["term"], now))
-        elif ev.kind == "predecessor":
-            self._predecessor_answer(fsm, ev.data["term"], ev.data["gone"], ev.data["why"], now)
+
+    @set_ev_cls(Deposed)
+    def _handle_deposed(self, ev: Deposed) -> None:
+        now = time.monotonic()
+        fsm = self._current(ev.dpid, ev.epoch)
+        if fsm is not None:
+            self._run(fsm, fsm.deposed(ev.term, now))
+
+    @set_ev_cls(PredecessorAnswer)
+    def _handle_predecessor(self, ev: PredecessorAnswer) -> None:
+        now = time.monotonic()
+        fsm = self._current(ev.dpid, ev.epoch)
+        if fsm is not None:
+            self._predecessor_answer(fsm, ev.term, ev.gone, ev.why, now)
 
     # ---- performing actions ------------------------------------------------------------------
 
@@ -779,11 +707,10 @@ class Mastership(RyuApp):
             LOG.info("mastership: reading the leaders of %d switch(es) failed: %s", len(latest),
                      exc)
             for dpid, epoch in latest.items():
-                self._post(_Input("leader_read", dpid, epoch, failed=True))
+                self._post(LeaderRead(dpid, epoch, failed=True))
             return
         for dpid, epoch in latest.items():
-            self._post(_Input("leader_read", dpid, epoch, failed=False,
-                              leadership=leaders.get(election_name(dpid))))
+            self._post(LeaderRead(dpid, epoch, leaders.get(election_name(dpid))))
 
     def _publish(self, dpid: int, epoch: int, term: int) -> None:
         assert self.coord is not None
@@ -792,7 +719,7 @@ class Mastership(RyuApp):
             self.coord.topology.put(record)
         except coordination.StaleTermError as exc:
             LOG.warning("mastership: %016x deposed: %s", dpid, exc)
-            self._post(_Input("deposed", dpid, epoch, term=term))
+            self._post(Deposed(dpid, epoch, term))
         except coordination.CoordinationError as exc:
             LOG.warning("mastership: publishing mastership of %016x failed: %s", dpid, exc)
 
@@ -852,12 +779,12 @@ class Mastership(RyuApp):
                        f"{owner} is alive (no Mastership records: publish_mastership is off)")
             else:
                 gone, why = False, f"{owner} is alive and still holds its Mastership record"
-            self._post(_Input("predecessor", dpid, epoch, term=term, gone=gone, why=why))
+            self._post(PredecessorAnswer(dpid, epoch, term, gone, why))
 
     def _on_records(self, event: Any) -> None:
         """Mastership record changes (callback thread): a withdrawal may clear a claim."""
         dpid = int(event.key, 16) if isinstance(event, coordination.Change) else None
-        self._post(_Input("records_changed", target=dpid))
+        self._post(RecordsChanged(dpid))
 
     def _predecessor_answer(self, fsm: MastershipFSM, term: int, gone: bool, why: str,
                             now: float) -> None:
@@ -899,7 +826,7 @@ class Mastership(RyuApp):
 
 def _topology_counts() -> dict[str, int]:
     """Records by kind in the topology sync app's view, if it runs in this process."""
-    from .topology import app as topology_app
+    from ..topology import app as topology_app
 
     sync = topology_app.instance()
     if sync is None:
@@ -921,56 +848,6 @@ def raise_open_file_limit() -> None:
 
 
 def _framework() -> str:
-    from .compat import FRAMEWORK
+    from ..compat import FRAMEWORK
 
     return FRAMEWORK
-
-
-# ---- the guard -----------------------------------------------------------------------------
-
-
-def coordinator() -> coordination.Coordinator | None:
-    """The coordinator of this process's mastership app (None until it has connected), for
-    other apps that share its session: one member, one session, per controller."""
-    app = instance()
-    return app.coord if app is not None else None
-
-
-def instance() -> Mastership | None:
-    """The running mastership app of this process, if any."""
-    return _instance or app_manager.lookup_service_brick("Mastership")
-
-
-def is_master(dpid: int) -> bool:
-    """True if this controller may program `dpid` now. False with no mastership app running."""
-    app = instance()
-    return app is not None and app.is_master(dpid)
-
-
-def _datapath_of(ev: Any) -> Any:
-    msg = getattr(ev, "msg", None)
-    found = getattr(msg, "datapath", None) or getattr(ev, "datapath", None)
-    return found or getattr(ev, "dp", None)
-
-
-def only_master(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    """Decorator for an event handler `(self, ev)`: run it only if we may program the event's
-    datapath (from `ev.msg.datapath`, `ev.datapath` or `ev.dp`). Order with `@set_ev_cls` does
-    not matter."""
-
-    @functools.wraps(handler)
-    def guarded(self: Any, ev: Any) -> Any:
-        dp = _datapath_of(ev)
-        if dp is None or dp.id is None or not is_master(dp.id):
-            return None
-        return handler(self, ev)
-
-    return guarded
-
-
-def send_if_master(datapath: Any, msg: Any) -> bool:
-    """Send `msg` only if we may program `datapath`; returns whether it was sent."""
-    if datapath.id is None or not is_master(datapath.id):
-        return False
-    datapath.send_msg(msg)
-    return True
