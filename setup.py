@@ -9,7 +9,7 @@ ETCD = ["python3-etcd3>=0.13,<0.14", "protobuf>=5.29", "grpcio>=1.66", "requests
 METRICS = ["prometheus-client>=0.20"]
 RYU = ["ryu==4.34", "eventlet>=0.35", "networkx>=3", *METRICS]
 OS_KEN = ["os-ken>=4.2", "networkx>=3", *METRICS]
-#: `coordctl serve`: the live page and JSON/HTTP API (coordination.webview).
+#: `coordctl serve`: the live page and JSON/HTTP API (ryu_integration.webview).
 WEB = ["aiohttp>=3.9"]
 #: selenium drives the system chromium in the web view's browser tests.
 TEST = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "hypothesis>=6", "selenium>=4.10",
@@ -28,7 +28,7 @@ setup(
     packages=find_packages(include=["coordination*", "backends*", "ryu_integration*"]),
     # oslo.config: coordctl reads ryu.conf with the same loader as coord-manager.
     install_requires=["kazoo>=2.9", "stevedore>=5", "tenacity>=8", "oslo.config>=9"],
-    package_data={"coordination.webview": ["static/*.*", "static/vendor/*"]},
+    package_data={"ryu_integration.webview": ["static/*.*", "static/vendor/*"]},
     extras_require={
         "zookeeper": [],
         "etcd": ETCD,
@@ -47,7 +47,7 @@ setup(
             "etcd3 = backends.etcd:EtcdCoordinator",
         ],
         "console_scripts": [
-            "coordctl = coordination.cli:main",
+            "coordctl = ryu_integration.cli:main",
             "coord-manager = ryu_integration.manager:main",
         ],
     },

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import coordination
 from coordination import Change, Mastership, Snapshot
-from coordination.cli import table
+from ryu_integration.cli import table
 
 MEMBERS = ("c1", "c2", "c3")
 APPS = ("ryu_integration.mastership", "ryu_integration.topology_sync",

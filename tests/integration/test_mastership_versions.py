@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import coordination
-from coordination.cli import main as coordctl
+from ryu_integration.cli import main as coordctl
 from tests.servers._process import free_ports
 
 from .ryu_helpers import (

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import coordination
-from coordination.cli import main, parse_listen, table, url_from_config
 from coordination.errors import ConfigurationError
 from coordination.testing import Recorder
-from coordination.webview.model import LiveView
+from ryu_integration.cli import main, parse_listen, table, url_from_config
 from ryu_integration.config import DEFAULT_BACKEND_URL
+from ryu_integration.webview.model import LiveView
 
 URL = "memory://coordctl-unit"
 
@@ -139,7 +139,7 @@ def test_config_file_needs_no_ryu(tmp_path: Path, network: coordination.Coordina
     conf = tmp_path / "ryu.conf"
     conf.write_text("[coordination]\nbackend_url = zookeeper://127.0.0.1:2181/x\n")
     code = ("import sys; sys.modules['ryu'] = None; sys.modules['os_ken'] = None; "
-            "sys.modules['eventlet'] = None; from coordination.cli import url_from_config; "
+            "sys.modules['eventlet'] = None; from ryu_integration.cli import url_from_config; "
             f"print(url_from_config({str(conf)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=False)
@@ -198,7 +198,7 @@ def test_web_server_errors_headers_and_host_check(network: coordination.Coordina
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from coordination.webview.server import allowed_hosts, build_app
+    from ryu_integration.webview.server import allowed_hosts, build_app
 
     async def scenario(view: LiveView) -> None:
         async with TestClient(TestServer(build_app(view, allowed_hosts("127.0.0.1")))) as client:

@@ -37,13 +37,13 @@ from coordination import (
     Switch,
     parse_url,
 )
-from coordination.cli import main as coordctl
-from coordination.cli import table
 from coordination.loader import load_driver
 from coordination.names import validate_election_name, validate_member_id
 from coordination.options import COMMON_OPTIONS, Option, resolve_options
 from coordination.testing import Recorder
 from ryu_integration import frameworks
+from ryu_integration.cli import main as coordctl
+from ryu_integration.cli import table
 from tests.requirements import missing
 
 WAIT = 10.0

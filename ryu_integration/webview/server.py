@@ -30,9 +30,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api import Coordinator
-from ..errors import ConfigurationError, CoordinationError
-from ..names import printable
+from coordination.api import Coordinator
+from coordination.errors import ConfigurationError, CoordinationError
+from coordination.names import printable
+
 from .model import Event, LiveView
 
 LOG = logging.getLogger(__name__)

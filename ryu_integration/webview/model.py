@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from ..api import Coordinator
-from ..errors import CoordinationError
-from ..names import election_name_problem, printable
-from ..records import Mastership, Record, dpid_key
-from ..topology import Change, Snapshot, TopologyEvent, TopologyWatch
-from ..types import Leadership, SessionState
+from coordination.api import Coordinator
+from coordination.errors import CoordinationError
+from coordination.names import election_name_problem, printable
+from coordination.records import Mastership, Record, dpid_key
+from coordination.topology import Change, Snapshot, TopologyEvent, TopologyWatch
+from coordination.types import Leadership, SessionState
 
 LOG = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ The URL comes from `--url`, else `backend_url` in the `[coordination]` section o
 `--config-file` (read and validated by coord-manager's own loader, `ryu_integration.config`),
 else `$COORDINATION_URL`. Output is a table for people, `--json` for scripts. The global flags
 go before or after the command. `serve` is the live web page and JSON/HTTP API
-(`coordination.webview`).
+(`ryu_integration.webview`).
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from .api import Coordinator
-from .connect import connect
-from .errors import ConfigurationError, CoordinationError
-from .names import printable, shown, validate_election_name
-from .options import DAY, Option
-from .records import Record
-from .topology import Change, Snapshot, TopologyEvent
-from .types import Leadership
-from .urls import parse_url, redact_raw
+from coordination.api import Coordinator
+from coordination.connect import connect
+from coordination.errors import ConfigurationError, CoordinationError
+from coordination.names import printable, shown, validate_election_name
+from coordination.options import DAY, Option
+from coordination.records import Record
+from coordination.topology import Change, Snapshot, TopologyEvent
+from coordination.types import Leadership
+from coordination.urls import parse_url, redact_raw
 
 DPID_PREFIX = "dpid-"
 #: Where `coordctl serve` listens unless told: loopback only (the page has no authentication).
@@ -80,7 +80,7 @@ def url_from_config(config_file: str) -> str:
     try:
         from oslo_config import cfg
 
-        from ryu_integration import config as ryu_config
+        from . import config as ryu_config
     except ImportError as exc:  # pragma: no cover - oslo.config is a core dependency
         raise ConfigurationError(
             f"--config-file needs the Python package {exc.name!r}: pip install oslo.config"
@@ -174,7 +174,7 @@ def cmd_topology(coord: Coordinator, _args: argparse.Namespace) -> tuple[list[di
 
 
 def cmd_serve(coord: Coordinator, args: argparse.Namespace) -> None:
-    """Serve the live page and the JSON/HTTP API until interrupted (coordination.webview)."""
+    """Serve the live page and the JSON/HTTP API until interrupted (ryu_integration.webview)."""
     try:
         from .webview.server import serve
     except ImportError as exc:
