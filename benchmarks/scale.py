@@ -17,9 +17,21 @@ Each phase is bounded by --timeout: a backend that does not converge is reported
 `--ovs 100` also measures (a) with 100 real Open vSwitch bridges, from the controllers' own
 MASTERSHIP log lines (their ROLE_REPLY-confirmed master), and the fleet at the same N the same
 way, to show the emulation tells the truth. Every process started here is stopped by PID.
+`--topology` also runs `ryu_integration.topology_sync` (with --observe-links) in the controllers
+and joins the fleet's switches in a line (`--links line`: N-1 links, 2(N-1) directed), and
+measures from the controllers' `TOPOLOGY member=... links=... owners=... t=...` log lines:
+  (e) all links: from `fleet_start` to the first moment every controller's view holds all
+      2(N-1) directed links;
+  (f) topology failover: after the kill -9 of (b), until every survivor's view again holds all
+      links and no record is owned by the dead controller (each re-published by a survivor);
+      also the fewest links a survivor's view showed meanwhile.
+  `--link-timeout S` sets Ryu's link timeout (10 s) and topology_reconcile_window to S: one
+  LLDP round walks every port a controller knows (2N) at 50 ms each, so beyond ~200 ports the
+  default timeout drops links before their next LLDP and (e) never holds.
 
 Usage: .venv/bin/python benchmarks/scale.py [--quick] [--backends zookeeper,etcd,embedded]
-       [--switches 100,1000,5000] [--timeout 120] [--ovs 100] [--json out.json] [--plot out.png]
+       [--switches 100,1000,5000] [--timeout 120] [--ovs 100] [--topology [--link-timeout S]]
+       [--json out.json] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -98,11 +110,15 @@ class FleetView:
     all_mastered_at: float | None = None
     grants: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
+    packets: dict[str, Any] = field(default_factory=dict)  # the last `packet_in` counters line
 
     def apply(self, rec: dict[str, Any]) -> None:
         kind = rec.get("kind")
         if kind == "fleet_start":
             self.started = rec["t"]
+            return
+        if kind == "packet_in":
+            self.packets = rec
             return
         dpid, ctl = rec.get("dpid"), rec.get("controller")
         current = self.masters.get(dpid)
@@ -222,24 +238,49 @@ class Backend:
     options: dict[str, Any]
 
 
-class Controllers:
-    """Three coord-manager processes on one store; stopped by PID."""
+def _link_timeout_app(workdir: Path, seconds: float) -> Path:
+    """A one-line app that sets Ryu's link timeout (class attribute `Switches.LINK_TIMEOUT`, 10 s;
+    no option exists): an LLDP round over P ports takes P x 50 ms, so beyond ~200 ports a link
+    is dropped before its next LLDP unless the timeout is longer than a round."""
+    path = workdir / "link_timeout.py"
+    path.write_text(
+        '"""Benchmark helper: Ryu\'s link timeout, longer than one LLDP round."""\n'
+        "from ryu_integration.compat import RyuApp, framework_module\n\n"
+        f'framework_module("topology.switches").Switches.LINK_TIMEOUT = {float(seconds)!r}\n\n\n'
+        "class LinkTimeout(RyuApp):\n"
+        '    """Nothing to run: importing the module set the timeout."""\n')
+    return path
 
-    def __init__(self, workdir: Path, backend: Backend) -> None:
+
+class Controllers:
+    """Three coord-manager processes on one store; stopped by PID. With `topology`, they run
+    the topology sync app too and discover links (--observe-links)."""
+
+    def __init__(self, workdir: Path, backend: Backend, topology: bool = False,
+                 link_timeout: float | None = None) -> None:
         self.workdir = workdir
         self.ports = free_ports(CONTROLLERS)
         self.procs: dict[str, ManagedProcess] = {}
         self.logs: dict[str, Path] = {}
+        self.members: dict[str, str] = {}  # target -> member id
         url = backend.url()
         workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        apps = ["ryu_integration.mastership"]
+        options = dict(backend.options)
+        if topology:
+            apps.append("ryu_integration.topology_sync")
+            if link_timeout is not None:
+                apps.append(str(_link_timeout_app(workdir, link_timeout)))
+                options["topology_reconcile_window"] = link_timeout
         for i, port in enumerate(self.ports):
             target = f"tcp:{LOOPBACK}:{port}"
+            self.members[target] = f"c{i}:{port}"
             conf = write_conf(workdir / f"c{i}.conf", {"coordination": {
-                "backend_url": url, "member_id": f"c{i}:{port}", **backend.options}})
+                "backend_url": url, "member_id": self.members[target], **options}})
             argv = [*coord_manager_argv(), "--framework", FRAMEWORK, "--config-file", str(conf),
                     "--ofp-listen-host", LOOPBACK, "--ofp-tcp-listen-port", str(port),
-                    "ryu_integration.mastership"]
+                    *(["--observe-links"] if topology else []), *apps]
             self.logs[target] = workdir / f"c{i}.log"
             self.procs[target] = ManagedProcess(f"c{i}", argv, cwd=workdir,
                                                 log_path=self.logs[target], env=env)
@@ -289,15 +330,50 @@ class Controllers:
         return first
 
 
+@dataclass
+class TopologyViews:
+    """Every controller's view, replayed from their `TOPOLOGY ... links=... owners=... t=...`
+    log lines (one per batch the sync app delivers)."""
+
+    followers: dict[str, Follower]  # member id -> its log
+    links: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)  # the most links each view ever held
+    owners: dict[str, set[str]] = field(default_factory=dict)
+
+    def replay(self) -> Iterator[float]:
+        """Apply the new lines of every log in time order; yields each line's t once it is
+        applied, so a caller can test every state the views went through."""
+        records = []
+        for member, follower in self.followers.items():
+            for seq, line in enumerate(follower.lines()):
+                rec = parse_line(line, seq)
+                if rec and rec.kind == "TOPOLOGY" and rec.get("member") == member:
+                    owners = set(rec.get("owners", "-").split(",")) - {"-"}
+                    records.append((rec.t, member, int(rec["links"]), owners))
+        records.sort(key=lambda r: r[0])
+        for t, member, links, owners in records:
+            self.links[member], self.owners[member] = links, owners
+            self.peak[member] = max(self.peak.get(member, 0), links)
+            yield t
+
+
 def _fmt(seconds: float | None, timeout: float) -> str:
     return f"not converged after {timeout:g} s" if seconds is None else f"{seconds:.2f} s"
 
 
 def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
-              compare_logs: bool) -> dict[str, Any]:
-    """One backend x N with the emulated fleet: phases (a) to (d)."""
+              compare_logs: bool, topology: bool = False,
+              link_timeout: float | None = None) -> dict[str, Any]:
+    """One backend x N with the emulated fleet: phases (a) to (d), and (e), (f) with
+    `topology`."""
     result: dict[str, Any] = {"backend": backend.name, "switches": n, "switch": "fleet"}
-    controllers = Controllers(workdir, backend)
+    controllers = Controllers(workdir, backend, topology, link_timeout)
+    topo = TopologyViews({m: Follower(controllers.logs[t])
+                          for t, m in controllers.members.items()})
+    full = 2 * (n - 1)  # directed links of a line
+    if topology:
+        result["links_expected"] = full
+        result["link_timeout_s"] = link_timeout
     fleet: ManagedProcess | None = None
     try:
         controllers.start(timeout)
@@ -310,6 +386,8 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
                 "--events", str(events)]
         for target in controllers.targets:
             argv += ["--controller", target]
+        if topology:
+            argv += ["--links", "line"]
         fleet = ManagedProcess("fleet", argv, cwd=ROOT, log_path=workdir / "fleet.log",
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
         fleet.start()
@@ -351,6 +429,31 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
         result["all_mastered_s"] = view.all_mastered_at - view.started
         firsts = sorted(t - view.started for t in view.first_master.values())
         result["first_master_p50_s"] = statistics.median(firsts)
+        members = list(controllers.members.values())
+        if topology:  # (e) every view holds every link
+            links_all_at: float | None = None
+
+            def all_links() -> float | None:
+                nonlocal links_all_at
+                for t in topo.replay():
+                    if links_all_at is None and all(topo.links.get(m, 0) >= full
+                                                    for m in members):
+                        links_all_at = t
+                return links_all_at
+
+            wait_until(all_links, timeout, alive)
+            cpu2 = {t: cpu_seconds(p) for t, p in pids.items()}
+            result["topology_cpu_s_per_1k"] = sum(cpu2[t] - cpu1[t] for t in pids) / per_k
+            if links_all_at is None:
+                result["links_all_s"] = None
+                result["links_at_timeout"] = sorted(topo.links.values())
+                result["links_peak"] = sorted(topo.peak.values())
+            else:
+                result["links_all_s"] = links_all_at - view.started
+            replay()
+            if view.packets and view.packets["t"] > view.started:  # LLDP the fleet carried
+                result["packet_outs_per_s"] = (view.packets["packet_outs_total"]
+                                               / (view.packets["t"] - view.started))
         # (b) kill -9 the busiest master
         owned = view.by_controller()
         victim = max(owned, key=lambda t: len(owned[t]))
@@ -379,6 +482,30 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
         else:
             result["failover_s"] = None
             result["failed_over_at_timeout"] = len(taken)
+        if topology and result.get("links_all_s") is not None:  # (f)
+            dead = controllers.members[victim]
+            survivors = [m for m in members if m != dead]
+            fewest = min(topo.links.get(m, 0) for m in survivors)
+            whole_at: float | None = None
+
+            def republished() -> float | None:
+                nonlocal whole_at, fewest
+                for t in topo.replay():
+                    if t < kill_at or whole_at is not None:
+                        continue
+                    fewest = min([fewest, *(topo.links.get(m, 0) for m in survivors)])
+                    if all(topo.links.get(m, 0) >= full and dead not in topo.owners.get(m, ())
+                           for m in survivors):
+                        whole_at = t
+                return whole_at
+
+            wait_until(republished, timeout, alive)
+            result["topology_failover_s"] = None if whole_at is None else whole_at - kill_at
+            result["links_fewest_after_kill"] = fewest
+            if whole_at is None:
+                result["links_at_timeout"] = sorted(topo.links[m] for m in survivors)
+                result["dead_owner_left_in"] = sum(dead in topo.owners.get(m, ())
+                                                   for m in survivors)
         if compare_logs:
             first = controllers.confirmed_masters()
             if len(first) >= n:
@@ -482,7 +609,15 @@ per run; ZooKeeper / etcd sessions {session} s; switches emulated by ryu_integra
                  'all mastered', per switch
   ovs rows     = real Open vSwitch bridges; 'all mastered' from the controllers' MASTERSHIP
                  log lines (ROLE_REPLY-confirmed), from the add-br transaction
-Per-phase timeout {timeout:g} s."""
+Per-phase timeout {timeout:g} s.{topology}"""
+
+TOPOLOGY_HOW = """
+--topology: the controllers also run ryu_integration.topology_sync (--observe-links), the fleet
+joins its switches in a line (N-1 links = 2(N-1) directed, as the views count them).
+  all links    = fleet start -> every controller's view holds every link (TOPOLOGY log lines)
+  topology failover = the kill -9 above -> every survivor's view holds every link again and
+                 no record is owned by the dead controller; min = fewest links a survivor
+                 showed meanwhile{link_timeout}"""
 
 
 def _formatter(r: dict[str, Any]) -> Callable[[str, str], str]:
@@ -500,6 +635,8 @@ def table(results: list[dict[str, Any]], timeout: float) -> str:
     head = (f"{'backend':<10} {'switch':<6} {'N':>5}  {'all mastered':<26} "
             f"{'failover (kill -9)':<28} {'RSS MB':>7} {'MB/1k':>6} {'CPU s/1k':>8} "
             f"{'store ops/sw':>12}")
+    if any("links_expected" in r for r in results):
+        head += f"  {'all links (every view)':<26} {'topology failover (min links)':<36}"
     rows = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
@@ -523,11 +660,23 @@ def table(results: list[dict[str, Any]], timeout: float) -> str:
             if r.get("failover_s") is None:
                 b += f" {r.get('failed_over_at_timeout', 0)} done"
         num = _formatter(r)
+        topo = ""
+        if "links_expected" in r:
+            links = _fmt(r.get("links_all_s"), timeout) if "links_all_s" in r else "-"
+            again = "-"
+            if "topology_failover_s" in r:
+                again = _fmt(r["topology_failover_s"], timeout)
+                again += f" (min {r['links_fewest_after_kill']}/{r['links_expected']})"
+            topo = f"  {links:<26} {again:<36}"
 
         rows.append(f"{r['backend']:<10} {r['switch']:<6} {r['switches']:>5}  {a:<26} {b:<28} "
                     f"{num('controller_rss_mb', '7.0f')} {num('rss_growth_mb_per_1k', '6.1f')} "
                     f"{num('controller_cpu_s_per_1k', '8.2f')} "
-                    f"{num('store_ops_per_switch', '12.1f')}")
+                    f"{num('store_ops_per_switch', '12.1f')}{topo}")
+        if "links_at_timeout" in r:
+            peak = f" (most ever: {r['links_peak']})" if "links_peak" in r else ""
+            rows.append(f"{'':<24}^ links in the views at the timeout: "
+                        f"{r['links_at_timeout']}{peak} of {r['links_expected']}")
         if note:
             rows.append(f"{'':<24}^ at the timeout: {note}")
     return "\n".join(rows)
@@ -588,6 +737,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per phase (120)")
     p.add_argument("--ovs", type=int, default=0, metavar="N",
                    help="also measure 'all mastered' with N real OVS bridges")
+    p.add_argument("--topology", action="store_true",
+                   help="also run ryu_integration.topology_sync, link the fleet in a line and "
+                        "measure link discovery and its failover")
+    p.add_argument("--link-timeout", type=float, metavar="S",
+                   help="with --topology: set Ryu's link timeout (default 10 s) and "
+                        "topology_reconcile_window to S, to measure past Ryu's LLDP pacing")
     p.add_argument("--quick", action="store_true",
                    help="CI form: 100 switches, 30 s phases (backends as given)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -603,6 +758,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         p.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    if args.link_timeout is not None and not args.topology:
+        p.error("--link-timeout needs --topology")
     if args.quick:
         args.switches, args.timeout = [100], min(args.timeout, 30.0)
     return args
@@ -627,7 +784,14 @@ def _ovs_instance(n: int) -> Iterator[Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(HOW.format(cores=os.cpu_count(), session=SESSION_TIMEOUT, timeout=args.timeout,
-                     framework=FRAMEWORK))
+                     framework=FRAMEWORK,
+                     topology=TOPOLOGY_HOW.format(link_timeout=(
+                         f"\n  --link-timeout {args.link_timeout:g}: Ryu's link timeout and "
+                         f"topology_reconcile_window set to {args.link_timeout:g} s"
+                         if args.link_timeout is not None else
+                         "\n  Ryu's link timeout 10 s: an LLDP round over all 2N ports (50 ms "
+                         "each) must fit in it"))
+                     if args.topology else ""))
     results: list[dict[str, Any]] = []
     raise_nofile_limit()  # inherited by the controllers and the fleet
     with ExitStack() as stack:
@@ -643,11 +807,18 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.switches:
                 t0 = time.monotonic()
                 r = run_fleet(backend, n, tmp / f"{name}-{n}", args.timeout,
-                              compare_logs=n == args.ovs)
+                              compare_logs=n == args.ovs, topology=args.topology,
+                              link_timeout=args.link_timeout)
                 results.append(r)
+                links = ""
+                if args.topology:
+                    links = (f", all links {_fmt(r.get('links_all_s'), args.timeout)}, "
+                             f"topology failover "
+                             f"{_fmt(r.get('topology_failover_s'), args.timeout)}, "
+                             f"LLDP PACKET_OUTs {r.get('packet_outs_per_s', 0):.0f}/s")
                 print(f"  {name} fleet N={n}: all mastered "
                       f"{_fmt(r.get('all_mastered_s'), args.timeout)}, "
-                      f"failover {_fmt(r.get('failover_s'), args.timeout)}"
+                      f"failover {_fmt(r.get('failover_s'), args.timeout)}{links}"
                       f"{'  ERROR ' + r['error'] if 'error' in r else ''} "
                       f"[{time.monotonic() - t0:.0f} s]", flush=True)
             if ovs is not None:

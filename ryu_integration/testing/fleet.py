@@ -4,8 +4,11 @@ What: N switches (dpids `dpid_base` .. `dpid_base + N - 1`), each with one OpenF
 connection to every configured controller, like `ovs-vsctl set-controller br tcp:... tcp:...`:
 handshake, echo, barrier, config, DESC / PORT_DESC, and the controller-role rules of
 `fake_switch.FakeSwitch` (ROLE_REQUEST, STALE, silent demotion, IS_SLAVE). There is no datapath:
-accepted FLOW_MODs and PACKET_OUTs are recorded, not applied. A dropped or refused connection is
-re-dialled with a doubling backoff (0.1 s to `max_backoff`), as OVS does.
+accepted FLOW_MODs are recorded, not applied. With `links` ("line" or "ring") switches are joined
+port to port, and an accepted PACKET_OUT on a linked port arrives at the peer switch as a
+PACKET_IN for the channels that get packet-ins (MASTER and EQUAL), so LLDP discovery finds the
+links. A dropped or refused connection is re-dialled with a doubling backoff (0.1 s to
+`max_backoff`), as OVS does.
 Why: enough switches to load a controller cluster (5,000 x 3 controllers = 15,000 connections on
 2 cores) where one Open vSwitch with thousands of bridges is too slow to even create.
 
@@ -24,7 +27,7 @@ answers switches and sends requests through the same parser.
 CLI (one status line per second while something changes; events as JSON lines):
     python -m ryu_integration.testing.fleet --switches 5000 \
         --controller tcp:127.0.0.1:6653 --controller tcp:127.0.0.1:6654 [--dpid-base 1] \
-        [--events events.jsonl] [--max-backoff 2] [--connect-burst 32]
+        [--events events.jsonl] [--max-backoff 2] [--connect-burst 32] [--links none|line|ring]
 """
 
 from __future__ import annotations
@@ -47,7 +50,18 @@ from dataclasses import dataclass
 from typing import Any, Self, TextIO
 
 from ..frameworks import ENV_VAR, OS_KEN
-from .fake_switch import Event, FakeSwitch, Refusal, Role, RoleOutcome, Write, WriteOutcome
+from .fake_switch import (
+    AsyncConfig,
+    Event,
+    FakeSwitch,
+    Kind,
+    PacketInReason,
+    Refusal,
+    Role,
+    RoleOutcome,
+    Write,
+    WriteOutcome,
+)
 
 #: Dial backoff (seconds): first retry, doubling up to the maximum (OVS: 1 s to 8 s).
 INITIAL_BACKOFF = 0.1
@@ -61,6 +75,12 @@ SLOT_TIMEOUT = 5.0
 ERROR_DATA_LEN = 64
 PORTS_PER_SWITCH = 2
 MISS_SEND_LEN = 128
+#: Link layouts: none; a line joins switch i port 1 to switch i+1 port 2; a ring also joins the
+#: last switch's port 1 to the first one's port 2.
+LINKS = ("none", "line", "ring")
+#: Seconds over which PACKET_OUTs and delivered / suppressed PACKET_INs are summed into one
+#: events-file line.
+PACKET_IN_REPORT_PERIOD = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,29 @@ def raise_nofile_limit() -> int:
         return soft if soft != resource.RLIM_INFINITY else hard
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+#: A switch port: (dpid, port_no).
+PortId = tuple[int, int]
+
+
+def link_layout(kind: str, dpids: Sequence[int]) -> dict[PortId, PortId]:
+    """Both directions of every link of a `kind` layout over `dpids` (in order): switch i's
+    port 1 to switch i+1's port 2; a ring also closes the loop (it needs 3 switches or more)."""
+    if kind not in LINKS:
+        raise ValueError(f"links must be one of {', '.join(LINKS)}, got {kind!r}")
+    if kind == "ring" and len(dpids) < 3:
+        raise ValueError("a ring needs at least 3 switches")
+    pairs = list(itertools.pairwise(dpids)) if kind != "none" else []
+    if kind == "ring":
+        pairs.append((dpids[-1], dpids[0]))
+    peers: dict[PortId, PortId] = {}
+    for a, b in pairs:
+        peers[(a, 1)] = (b, 2)
+        peers[(b, 2)] = (a, 1)
+    # Every linked port is one the switch advertises in PORT_DESC.
+    assert all(1 <= port <= PORTS_PER_SWITCH for _, port in peers)
+    return peers
 
 
 # ---- the wire: the framework's parser and serializer ---------------------------------------
@@ -167,6 +210,15 @@ class Wire:
                     pack(ofp.OFP_PORT_PACK_STR, self.buf,
                          ofp.OFP_MULTIPART_REPLY_SIZE + i * ofp.OFP_PORT_SIZE, *port)
 
+        class PacketIn(parser.OFPPacketIn):
+            # The parser's own layout, in the order its `parser()` reads it back.
+            def _serialize_body(self) -> None:
+                pack(ofp.OFP_PACKET_IN_PACK_STR, self.buf, ofp.OFP_HEADER_SIZE, self.buffer_id,
+                     self.total_len, self.reason, self.table_id, self.cookie)
+                self.match.serialize(self.buf, ofp.OFP_PACKET_IN_SIZE - ofp.OFP_MATCH_SIZE)
+                self.buf += bytes(2) + self.data  # two bytes of padding, then the frame
+
+        self._packet_in = PacketIn
         self._role_reply = RoleReply
         self._get_config_reply = GetConfigReply
         self._get_async_reply = GetAsyncReply
@@ -211,9 +263,11 @@ class Wire:
         msg = self._get_config_reply(self.dp, self.ofp.OFPC_FRAG_NORMAL, miss_send_len)
         return self.encode(msg, xid)
 
-    def get_async_reply(self, xid: int) -> bytes:
-        # OVS's defaults, [master/equal, slave]: measured, see docs/ryu.md.
-        msg = self._get_async_reply(self.dp, [0x3, 0x0], [0x7, 0x7], [0xF, 0x0])
+    def get_async_reply(self, xid: int, config: AsyncConfig) -> bytes:
+        """The channel's async config, [master/equal, slave] masks per message (the model's
+        default is OVS's, measured: docs/ryu.md)."""
+        msg = self._get_async_reply(self.dp, list(config.packet_in), list(config.port_status),
+                                    list(config.flow_removed))
         return self.encode(msg, xid)
 
     def desc_reply(self, xid: int, dpid: int) -> bytes:
@@ -234,7 +288,38 @@ class Wire:
                                              feats, 0, 0, 0, 10_000_000, 10_000_000))
         return self.encode(self._port_desc_reply(self.dp, body=ports, flags=0), xid)
 
+    def packet_in(self, in_port: int, data: bytes, reason: PacketInReason,
+                  table_id: int = 0, cookie: int = 0) -> bytes:
+        """An unbuffered PACKET_IN of the whole frame (xid 0, as OVS sends them)."""
+        ofp = self.ofp
+        msg = self._packet_in(self.dp, buffer_id=ofp.OFP_NO_BUFFER, total_len=len(data),
+                              reason=reason.value, table_id=table_id, cookie=cookie,
+                              match=self.parser.OFPMatch(in_port=in_port), data=bytes(data))
+        return self.encode(msg, 0)
+
     # -- decode ------------------------------------------------------------------------------
+
+    def packet_out(self, msg: bytes) -> tuple[int, list[int], bytes] | None:
+        """A PACKET_OUT's (in_port, output ports, frame), its actions decoded by the parser's
+        action classes; None if it carries no frame (a buffer_id) or an action the parser
+        does not know."""
+        ofp = self.ofp
+        buffer_id, in_port, actions_len = self.unpack(ofp.OFP_PACKET_OUT_PACK_STR, msg)
+        end = ofp.OFP_PACKET_OUT_SIZE + actions_len
+        if buffer_id != ofp.OFP_NO_BUFFER or end > len(msg):
+            return None
+        ports, offset = [], ofp.OFP_PACKET_OUT_SIZE
+        try:
+            while offset < end:
+                action = self.parser.OFPAction.parser(msg, offset)
+                if action.len < ofp.OFP_ACTION_HEADER_SIZE:
+                    return None
+                if isinstance(action, self.parser.OFPActionOutput):
+                    ports.append(action.port)
+                offset += action.len
+        except (AssertionError, KeyError, struct.error):  # the parser's ways of saying "unknown"
+            return None
+        return in_port, ports, msg[end:]
 
     def header(self, buf: bytes | bytearray) -> tuple[int, int, int, int]:
         """(version, msg_type, msg_len, xid) of the message at the start of `buf`."""
@@ -381,10 +466,15 @@ class _Connection(asyncio.Protocol):
             self._error(xid, msg, "OFPET_BAD_REQUEST", "OFPBRC_BAD_MULTIPART")
 
     def on_get_async_request(self, xid: int, msg: bytes) -> None:
-        self.send(self.fleet.wire.get_async_reply(xid))
+        config = self.switch.async_config(self.controller)
+        self.send(self.fleet.wire.get_async_reply(xid, config))
 
     def on_set_async(self, xid: int, msg: bytes) -> None:
-        pass  # accepted; async messages are not emulated
+        """Remembered per channel by the model: it decides who gets the emulated PACKET_INs."""
+        wire = self.fleet.wire
+        pi_m, pi_s, ps_m, ps_s, fr_m, fr_s = wire.unpack(wire.ofp.OFP_ASYNC_CONFIG_PACK_STR, msg)
+        self.switch.set_async(self.controller,
+                              AsyncConfig((pi_m, pi_s), (ps_m, ps_s), (fr_m, fr_s)))
 
     def on_experimenter(self, xid: int, msg: bytes) -> None:
         self._error(xid, msg, "OFPET_BAD_REQUEST", "OFPBRC_BAD_EXPERIMENTER")
@@ -406,6 +496,8 @@ class _Connection(asyncio.Protocol):
         kind = self.fleet.wire.writes[msg[1]]
         if self.fleet._write(self, kind).refused is Refusal.IS_SLAVE:
             self._error(xid, msg, "OFPET_BAD_REQUEST", "OFPBRC_IS_SLAVE")
+        elif kind is Write.PACKET_OUT and self.fleet.peers:
+            self.fleet._packet_out(self, msg)
 
 
 # ---- the fleet -----------------------------------------------------------------------------
@@ -416,6 +508,7 @@ class Fleet:
 
     Use from a running asyncio loop: `await start()`, then `masters()`, `switch(dpid)`,
     `await wait_all_mastered(timeout)` / `await wait_for(predicate, timeout)`, `await stop()`.
+    `links` ("none", "line", "ring"; `link_layout`) joins the switches for LLDP discovery.
     """
 
     def __init__(
@@ -427,9 +520,13 @@ class Fleet:
         events: TextIO | None = None,
         max_backoff: float = MAX_BACKOFF,
         connect_burst: int = CONNECT_BURST,
+        links: str = "none",
     ) -> None:
         if switches < 1 or not controllers:
             raise ValueError("a fleet needs at least one switch and one controller")
+        #: (dpid, port) -> (peer dpid, peer port), both directions (`link_layout`).
+        self.links = links
+        self.peers = link_layout(links, range(dpid_base, dpid_base + switches))
         self.wire = wire()
         self.controllers = [c if isinstance(c, ControllerAddress) else ControllerAddress.parse(c)
                             for c in controllers]
@@ -443,6 +540,15 @@ class Fleet:
         self._up = 0
         self.changes = 0  # grows on every recorded event
         self._connections: set[_Connection] = set()
+        #: dpid -> {controller target: its connection now}: where a switch's PACKET_INs go.
+        self._channels: dict[int, dict[str, _Connection]] = {d: {} for d in self.switches}
+        #: PACKET_INs sent to controllers / withheld from connected SLAVE channels, so far.
+        self.packet_ins_delivered = 0
+        self.packet_ins_suppressed = 0
+        #: Accepted PACKET_OUTs from the newest MASTER (counted, not a line each: LLDP).
+        self.packet_outs = 0
+        self._reported = (0, 0, 0)  # the counters at the last events-file line
+        self._report: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._changed: asyncio.Event | None = None
@@ -480,7 +586,8 @@ class Fleet:
         self._write_line({"t": self.started_at, "kind": "fleet_start",
                           "switches": len(self.switches), "dpid_base": min(self.switches),
                           "controllers": [c.target for c in self.controllers],
-                          "framework": self.wire.framework, "pid": os.getpid()})
+                          "framework": self.wire.framework, "pid": os.getpid(),
+                          "links": self.links, "linked_ports": len(self.peers)})
         slots = {c: asyncio.Semaphore(self.connect_burst) for c in self.controllers}
         # Interleaved (switch 1 to every controller, then switch 2 ...), like a booting network.
         for dpid, controller in itertools.product(self.switches, self.controllers):
@@ -496,6 +603,9 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._report is not None:
+            self._report.cancel()
+            self._report_packet_ins()
         for conn in list(self._connections):
             conn.close()
         # Transports close on the next loop iterations; their connection_lost records DISCONNECT.
@@ -538,6 +648,7 @@ class Fleet:
 
     def _channel_up(self, conn: _Connection) -> None:
         self._connections.add(conn)
+        self._channels[conn.switch.dpid][conn.controller] = conn
         self._up += 1
         conn.switch.connect(conn.controller, time.time())
         self._recorded(conn.switch)
@@ -545,6 +656,9 @@ class Fleet:
     def _channel_down(self, conn: _Connection) -> None:
         if conn in self._connections:
             self._connections.discard(conn)
+            channels = self._channels[conn.switch.dpid]
+            if channels.get(conn.controller) is conn:
+                del channels[conn.controller]
             self._up -= 1
             conn.switch.disconnect(conn.controller, time.time())
             self._recorded(conn.switch)
@@ -559,6 +673,67 @@ class Fleet:
         self._recorded(conn.switch)
         return outcome
 
+    def _packet_out(self, conn: _Connection, msg: bytes) -> None:
+        """An accepted PACKET_OUT: each output on a linked port arrives at the peer port."""
+        wire = self.wire
+        decoded = wire.packet_out(msg)
+        if decoded is None:
+            return
+        in_port, outputs, data = decoded
+        dpid = conn.switch.dpid
+        flood = (wire.ofp.OFPP_FLOOD, wire.ofp.OFPP_ALL)
+        for out in outputs:
+            ports = range(1, PORTS_PER_SWITCH + 1) if out in flood else (out,)
+            for port in ports:
+                peer = self.peers.get((dpid, port))
+                if peer is not None and port != in_port:
+                    self._deliver(*peer, data)
+
+    def _deliver(self, dpid: int, port: int, data: bytes) -> None:
+        """The frame arrives on `port` of `dpid`, where it matches the controller's LLDP flow
+        (output:CONTROLLER): a PACKET_IN with reason ACTION to every channel the switch's model
+        says gets one (MASTER and EQUAL under the default async config), none to the others."""
+        switch = self.switches[dpid]
+        reason = PacketInReason.ACTION
+        receivers = switch.packet_in(time.time(), reason, data, table_id=0, cookie=0)
+        connections = self._channels[dpid]
+        sent = 0
+        if receivers:
+            encoded = self.wire.packet_in(port, data, reason)
+            for message in receivers:
+                target = connections.get(str(message.channel))
+                if target is not None:
+                    target.send(encoded)
+                    sent += 1
+        self.packet_ins_delivered += sent
+        self.packet_ins_suppressed += len(connections) - sent
+        self._schedule_report()
+        self._wake()
+
+    def _schedule_report(self) -> None:
+        if self._report is None and self._events is not None:
+            self._report = asyncio.get_running_loop().call_later(
+                PACKET_IN_REPORT_PERIOD, self._report_packet_ins)
+
+    def _report_packet_ins(self) -> None:
+        """One events-file line with the packets of the last period (not one per LLDP)."""
+        self._report = None
+        now = (self.packet_outs, self.packet_ins_delivered, self.packet_ins_suppressed)
+        if now != self._reported:
+            outs, delivered, suppressed = (a - b for a, b in zip(now, self._reported,
+                                                                 strict=True))
+            self._write_line({"t": time.time(), "kind": "packet_in", "packet_outs": outs,
+                              "delivered": delivered, "suppressed": suppressed,
+                              "packet_outs_total": now[0], "delivered_total": now[1],
+                              "suppressed_total": now[2]})
+            self._reported = now
+
+    def _wake(self) -> None:
+        """Wake `wait_for` callers to re-check their predicate."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
     def _recorded(self, switch: FakeSwitch) -> None:
         """Emit the switch's new events, update the mastered set, wake waiters."""
         start = self._emitted[switch.dpid]
@@ -567,8 +742,12 @@ class Fleet:
             return
         self._emitted[switch.dpid] = len(switch.events)
         self.changes += len(new)
-        if self._events is not None:
-            for event in new:
+        for event in new:
+            if (event.kind is Kind.WRITE and event.detail == Write.PACKET_OUT.value
+                    and not event.violation):
+                self.packet_outs += 1  # LLDP, every second per port: summed per period
+                self._schedule_report()
+            elif self._events is not None:
                 self._write_line(event_json(event))
         if switch.master is None:
             self._mastered.discard(switch.dpid)
@@ -579,9 +758,7 @@ class Fleet:
                 self._all_mastered.set()
             else:
                 self._all_mastered.clear()
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        self._wake()
 
     def _write_line(self, record: dict[str, Any]) -> None:
         if self._events is not None:
@@ -616,10 +793,15 @@ class Fleet:
         return len(self._mastered)
 
     def status(self) -> str:
-        """One line: mastered switches, connections up, events so far."""
+        """One line: mastered switches, connections up, events so far (and, with links, the
+        PACKET_INs delivered and withheld from SLAVE channels)."""
         age = time.time() - self.started_at if self.started_at else 0.0
-        return (f"fleet t={age:.1f}s mastered={self.mastered}/{len(self.switches)} "
+        line = (f"fleet t={age:.1f}s mastered={self.mastered}/{len(self.switches)} "
                 f"connections={self._up}/{self.connections_total} events={self.changes}")
+        if self.peers:
+            line += (f" packet_ins={self.packet_ins_delivered}"
+                     f" suppressed={self.packet_ins_suppressed}")
+        return line
 
     async def wait_all_mastered(self, timeout: float) -> None:
         """Until every switch has a MASTER (raises TimeoutError)."""
@@ -682,6 +864,8 @@ class ControllerChannel(asyncio.Protocol):
         self._buf = bytearray()
         self._xids = itertools.count(0x100)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        #: PACKET_INs the switch sent on this channel, oldest first (parsed).
+        self.packet_ins: asyncio.Queue[Any] = asyncio.Queue()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -716,6 +900,9 @@ class ControllerChannel(asyncio.Protocol):
         elif msg.msg_type == ofp.OFPT_FEATURES_REPLY and self.dpid is None:
             self.dpid, self.features = msg.datapath_id, msg
             self.end._identified(self)
+        elif msg.msg_type == ofp.OFPT_PACKET_IN:
+            self.packet_ins.put_nowait(msg)
+            return
         future = self._pending.pop(msg.xid, None)
         if future is not None and not future.done():
             future.set_result(msg)
@@ -754,6 +941,18 @@ class ControllerChannel(asyncio.Protocol):
         await self.request(self.wire.parser.OFPBarrierRequest(self.wire.dp), timeout)
         self._pending.pop(xid, None)
         return self._refusal(error.result()) if error.done() else None
+
+    async def packet_in(self, timeout: float = 10.0) -> Any:
+        """The next PACKET_IN from the switch (parsed); waits for it."""
+        async with asyncio.timeout(timeout):
+            return await self.packet_ins.get()
+
+    def packet_out(self, port: int, data: bytes) -> Any:
+        """A PACKET_OUT of `data` on `port`, as Ryu sends LLDP (in_port CONTROLLER)."""
+        parser, ofp = self.wire.parser, self.wire.ofp
+        return parser.OFPPacketOut(self.wire.dp, buffer_id=ofp.OFP_NO_BUFFER,
+                                   in_port=ofp.OFPP_CONTROLLER,
+                                   actions=[parser.OFPActionOutput(port, 0)], data=data)
 
     def flow_mod(self) -> Any:
         """A harmless FLOW_MOD (add a drop rule for one MAC) to test write permission."""
@@ -845,6 +1044,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"longest pause between re-dials, seconds (default {MAX_BACKOFF})")
     p.add_argument("--connect-burst", type=int, default=CONNECT_BURST,
                    help=f"unanswered dials per controller at once (default {CONNECT_BURST})")
+    p.add_argument("--links", choices=LINKS, default="none",
+                   help="join switches port 1 -> port 2 in a line or a ring; PACKET_OUTs on a "
+                        "linked port arrive as PACKET_INs at the peer (default none)")
     return p.parse_args(argv)
 
 
@@ -854,18 +1056,21 @@ async def _serve(args: argparse.Namespace, events: TextIO | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     fleet = Fleet(args.switches, args.controller, dpid_base=args.dpid_base, events=events,
-                  max_backoff=args.max_backoff, connect_burst=args.connect_burst)
+                  max_backoff=args.max_backoff, connect_burst=args.connect_burst,
+                  links=args.links)
     await fleet.start()
     print(f"fleet: {args.switches} switches x {len(args.controller)} controllers "
           f"({fleet.wire.framework}), dpids {args.dpid_base:#x}.."
-          f"{args.dpid_base + args.switches - 1:#x}, pid {os.getpid()}", flush=True)
-    shown = -1
+          f"{args.dpid_base + args.switches - 1:#x}, links {args.links}, pid {os.getpid()}",
+          flush=True)
+    shown: tuple[int, ...] = ()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await stop.wait()
-        if fleet.changes != shown:
-            shown = fleet.changes
+        now = (fleet.changes, fleet.packet_ins_delivered, fleet.packet_ins_suppressed)
+        if now != shown:
+            shown = now
             print(fleet.status(), flush=True)
             if events is not None:
                 events.flush()
@@ -879,6 +1084,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.switches < 1:
         print("--switches must be >= 1", file=sys.stderr)
+        return 2
+    if args.links == "ring" and args.switches < 3:
+        print("--links ring needs --switches >= 3", file=sys.stderr)
         return 2
     limit = raise_nofile_limit()
     needed = args.switches * len(args.controller) + 64

@@ -38,6 +38,19 @@ def test_scale_quick_masters_every_switch_and_recovers_from_a_crash(tmp_path: Pa
         assert sum(r["masters_per_controller"]) == r["switches"], r
 
 
+def test_scale_quick_topology_discovers_every_link_of_the_fleet(tmp_path: Path) -> None:
+    """The fleet's emulated links carry the controllers' LLDP: every view gets every link, and
+    after the kill -9 the survivors' views hold them all again, re-published by themselves."""
+    out = tmp_path / "scale.json"
+    result = _run(["benchmarks/scale.py", "--quick", "--topology", "--backends", "embedded",
+                   "--json", str(out)], timeout=300)
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["links_expected"] == 2 * (r["switches"] - 1), r  # a line, both directions
+    assert r["links_all_s"] is not None, r
+    assert r["topology_failover_s"] is not None, r
+    assert "all links (every view)" in result.stdout
+
+
 def test_elections_benchmark_leads_every_election_and_recovers_from_a_crash() -> None:
     _require_zookeeper()
     _require_etcd()

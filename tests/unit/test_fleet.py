@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 
 from ryu_integration.testing.fake_switch import MAX_GENERATION_ID, Kind, Refusal, Role
 from ryu_integration.testing.fleet import (
+    PORTS_PER_SWITCH,
     ControllerAddress,
     ControllerEnd,
     Fleet,
     RoleAnswer,
+    link_layout,
     wire,
 )
 
@@ -251,3 +254,159 @@ def test_cli_runs_until_sigterm_and_writes_events(tmp_path: Path):
         assert lines[-1]["kind"] == "fleet_stop"
 
     run(body)
+
+
+# ---- links: PACKET_OUT on a linked port -> PACKET_IN at the peer ------------------------------
+
+
+def _lldp(dpid: int, port: int) -> bytes:
+    """An LLDP frame as the framework's topology discovery sends it."""
+    from ryu_integration.compat import framework_module
+
+    lldp = framework_module("topology.switches").LLDPPacket
+    return bytes(lldp.lldp_packet(dpid, port, "02:00:00:00:00:01", 0))
+
+
+def test_link_layouts_join_advertised_ports_both_ways():
+    assert link_layout("none", [1, 2, 3]) == {}
+    assert link_layout("line", [1, 2, 3]) == {(1, 1): (2, 2), (2, 2): (1, 1),
+                                              (2, 1): (3, 2), (3, 2): (2, 1)}
+    ring = link_layout("ring", [5, 6, 7])
+    assert ring[(7, 1)] == (5, 2) and ring[(5, 2)] == (7, 1) and len(ring) == 6
+    assert {port for _, port in ring} <= set(range(1, PORTS_PER_SWITCH + 1))
+    for kind, dpids in (("mesh", [1, 2]), ("ring", [1, 2])):
+        try:
+            link_layout(kind, dpids)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {kind} over {dpids}")
+
+
+def test_packet_out_on_a_linked_port_reaches_master_and_equal_channels_of_the_peer():
+    """A masters switch 1 and is SLAVE on switch 2, B masters switch 2, C stays EQUAL: A's LLDP
+    out of switch 1 port 1 arrives at switch 2 port 2 for B and C, not A; A's refused PACKET_OUT
+    on switch 2 delivers nothing."""
+
+    async def body() -> None:
+        a, b, c = await ends(3)
+        events = io.StringIO()
+        fleet = Fleet(2, [a.target, b.target, c.target], dpid_base=1, events=events,
+                      links="line")
+        try:
+            await fleet.start()
+            a1, a2 = await a.channel(1, TIMEOUT), await a.channel(2, TIMEOUT)
+            b1, b2 = await b.channel(1, TIMEOUT), await b.channel(2, TIMEOUT)
+            c1, c2 = await c.channel(1, TIMEOUT), await c.channel(2, TIMEOUT)
+            await fleet.wait_for(lambda: fleet.connections_up == 6, TIMEOUT)
+            ofp = wire().ofp
+            # PORT_DESC advertises both linked ports of switch 1.
+            ports = (await a1.request(wire().parser.OFPPortDescStatsRequest(a1.wire.dp, 0))).body
+            assert {1, 2} <= {p.port_no for p in ports}
+            assert (await a1.role(Role.MASTER, 10)).role is Role.MASTER
+            assert (await a2.role(Role.SLAVE, 10)).role is Role.SLAVE
+            assert (await b2.role(Role.MASTER, 11)).role is Role.MASTER
+
+            frame = _lldp(1, 1)
+            assert await a1.write(a1.packet_out(1, frame)) is None  # accepted
+            for channel in (b2, c2):
+                msg = await channel.packet_in(TIMEOUT)
+                assert msg.match["in_port"] == 2
+                assert bytes(msg.data) == frame and msg.total_len == len(frame)
+                assert (msg.reason, msg.buffer_id) == (ofp.OFPR_ACTION, ofp.OFP_NO_BUFFER)
+            from ryu_integration.compat import framework_module
+
+            lldp = framework_module("topology.switches").LLDPPacket
+            assert lldp.lldp_parse(bytes(msg.data)) == (1, 1)
+            # A barrier on each other channel: any PACKET_IN for it would have come first.
+            for channel in (a1, a2, b1, c1):
+                await channel.request(wire().parser.OFPBarrierRequest(channel.wire.dp))
+                assert channel.packet_ins.empty(), channel.dpid
+            assert (fleet.packet_ins_delivered, fleet.packet_ins_suppressed) == (2, 1)
+
+            # Refused (A is SLAVE on switch 2): nothing reaches switch 1's channels.
+            assert await a2.write(a2.packet_out(2, _lldp(2, 2))) is Refusal.IS_SLAVE
+            # Not linked (switch 2 port 1 is the end of the line): nothing either.
+            assert await b2.write(b2.packet_out(1, _lldp(2, 1))) is None
+            for channel in (a1, b1, c1, a2, b2, c2):
+                await channel.request(wire().parser.OFPBarrierRequest(channel.wire.dp))
+                assert channel.packet_ins.empty(), channel.dpid
+            assert (fleet.packet_ins_delivered, fleet.packet_ins_suppressed) == (2, 1)
+            assert "packet_ins=2 suppressed=1" in fleet.status()
+        finally:
+            await close_all(fleet, [a, b, c])
+        lines = [json.loads(line) for line in events.getvalue().splitlines()]
+        assert lines[0]["links"] == "line" and lines[0]["linked_ports"] == 2
+        # Counters per period, not a line per packet: the accepted PACKET_OUTs are in them.
+        counted = [r for r in lines if r["kind"] == "packet_in"]
+        assert 1 <= len(counted) <= 2
+        assert [sum(r[k] for r in counted) for k in ("packet_outs", "delivered", "suppressed")
+                ] == [2, 2, 1]
+        assert not [r for r in lines if r.get("detail") == "packet_out" and r["kind"] == "write"]
+        assert [r["detail"] for r in lines if r["kind"] == "is_slave"] == ["packet_out"]
+
+    run(body)
+
+
+def test_a_ring_closes_the_loop_and_flood_goes_out_of_every_linked_port():
+    async def body() -> None:
+        (a,) = await ends(1)
+        fleet = Fleet(3, [a.target], dpid_base=1, links="ring")
+        try:
+            await fleet.start()
+            channels = {d: await a.channel(d, TIMEOUT) for d in (1, 2, 3)}
+            for dpid, channel in channels.items():  # EQUAL: every channel gets packet-ins
+                assert (await channel.role(Role.NOCHANGE, 0)).role is Role.EQUAL, dpid
+            ofp = wire().ofp
+            frame = _lldp(3, 1)
+            assert await channels[3].write(channels[3].packet_out(1, frame)) is None
+            assert (await channels[1].packet_in(TIMEOUT)).match["in_port"] == 2
+            flood = _lldp(1, ofp.OFPP_FLOOD)
+            assert await channels[1].write(channels[1].packet_out(ofp.OFPP_FLOOD, flood)) is None
+            assert (await channels[2].packet_in(TIMEOUT)).match["in_port"] == 2  # from 1 port 1
+            assert (await channels[3].packet_in(TIMEOUT)).match["in_port"] == 1  # from 1 port 2
+            assert fleet.packet_ins_delivered == 3
+        finally:
+            await close_all(fleet, [a])
+
+    run(body)
+
+
+def test_set_async_lets_a_slave_ask_for_packet_ins():
+    """OFPT_SET_ASYNC is the model's per-channel async config: a SLAVE that asks for ACTION
+    packet-ins in its slave mask gets them; GET_ASYNC reports the defaults, then the change."""
+
+    async def body() -> None:
+        a, b = await ends(2)
+        fleet = Fleet(2, [a.target, b.target], dpid_base=1, links="line")
+        try:
+            await fleet.start()
+            a1, a2, b2 = (await a.channel(1, TIMEOUT), await a.channel(2, TIMEOUT),
+                          await b.channel(2, TIMEOUT))
+            parser, dp = wire().parser, a2.wire.dp
+            before = await a2.request(parser.OFPGetAsyncRequest(dp))
+            assert (before.packet_in_mask, before.port_status_mask, before.flow_removed_mask) == (
+                [0x3, 0x0], [0x7, 0x7], [0xF, 0x0])  # OVS's defaults
+            assert (await b2.role(Role.MASTER, 3)).role is Role.MASTER
+            assert (await a2.role(Role.SLAVE, 3)).role is Role.SLAVE
+            a2.send(parser.OFPSetAsync(dp, [0x3, 0x2], [0x7, 0x7], [0xF, 0x0]))
+            after = await a2.request(parser.OFPGetAsyncRequest(dp))
+            assert after.packet_in_mask == [0x3, 0x2]
+            assert await a1.write(a1.packet_out(1, _lldp(1, 1))) is None
+            assert (await a2.packet_in(TIMEOUT)).match["in_port"] == 2  # the SLAVE that asked
+            assert (await b2.packet_in(TIMEOUT)).match["in_port"] == 2
+            assert (fleet.packet_ins_delivered, fleet.packet_ins_suppressed) == (2, 0)
+        finally:
+            await close_all(fleet, [a, b])
+
+    run(body)
+
+
+def test_cli_refuses_bad_links_in_one_line():
+    for links, switches, says in (("ring", "2", "--links ring needs --switches >= 3"),
+                                  ("mesh", "3", "invalid choice: 'mesh'")):
+        result = subprocess.run(
+            [sys.executable, "-m", "ryu_integration.testing.fleet", "--switches", switches,
+             "--controller", "tcp:127.0.0.1:9", "--links", links],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
