@@ -43,6 +43,7 @@ from ..compat import (
     uses_eventlet,
 )
 from . import config as topology_config
+from . import discovery
 from .publisher import ForgetHost, LocalHost, LocalSwitch
 from .runtime import TopologyRuntime
 from .ryu_objects import (
@@ -177,6 +178,7 @@ class TopologySync(RyuApp):
                     pass
 
             sw.send_lldp_packet = send_lldp_if_master
+            discovery.install(sw, mastership.is_master)
 
     def _datapath_of(self, dpid: int) -> Any:
         sw = self._switches()
@@ -287,7 +289,12 @@ class TopologySync(RyuApp):
     def _mastership(self, ev: Any) -> None:
         self.runtime.set_master(ev.dpid, ev.term if ev.may_program else None)
         sw = self._switches()
-        if ev.may_program and sw is not None and getattr(sw, "link_discovery", False):
+        if sw is None or not getattr(sw, "link_discovery", False):
+            return
+        if self.settings.discovery_master_only:
+            # LLDP from the switches we master only; the switches app's thread moves the ports
+            self.send_event(sw.name, discovery.ParkingRequest(ev.dpid, ev.may_program))
+        elif ev.may_program:
             sw.lldp_event.set()  # discover from the new switch now, not at the next round
 
     # ---- the view -> applications (runtime's notifier thread) ------------------------------

@@ -6,6 +6,7 @@ Needs Ryu or os-ken importable (no switch, no store); skipped otherwise.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from typing import Any
 
 import pytest
@@ -161,3 +162,40 @@ def test_forget_host_runs_in_the_switches_app_and_only_if_still_there(monkeypatc
     forget(topology_sync._EventForgetHost(ForgetHost("00:00:00:00:00:01", 1, 3)))
     forget(topology_sync._EventForgetHost(ForgetHost("00:00:00:00:00:02", 1, 4)))  # moved on
     assert set(switches.hosts) == {"00:00:00:00:00:02"}
+
+
+def test_lldp_schedule_holds_only_the_ports_of_switches_we_master() -> None:
+    """Ports of switches we do not master are parked out of the LLDP loop (which waits 50 ms
+    per port) and come back first in line when we become master; their up/down state and
+    removal still work while parked."""
+    from ryu_integration.topology import discovery
+
+    masters = {1}
+    sw = _Brick("switches")
+    sw.ports = tr.tswitches.PortDataState()
+    sw.lldp_event = threading.Event()
+    discovery.install(sw, lambda dpid: dpid in masters)
+    (handle,) = sw.event_handlers[discovery.ParkingRequest]
+    mine, theirs, gone = tr.ryu_port(1, Port(1)), tr.ryu_port(2, Port(1)), tr.ryu_port(2, Port(2))
+    for port in (mine, theirs, gone):
+        sw.ports.add_port(port, b"lldp")
+    assert list(sw.ports) == [mine]
+    with pytest.raises(KeyError):
+        sw.ports.lldp_sent(theirs)  # what send_lldp_packet does: nothing is sent
+    assert sw.ports.set_down(theirs) is False
+    sw.ports.del_port(gone)
+
+    masters.add(2)
+    handle(discovery.ParkingRequest(2, True))
+    assert list(sw.ports) == [theirs, mine] and sw.lldp_event.is_set()
+    assert sw.ports[theirs].timestamp is None  # sent at the next turn of the loop
+    masters.discard(1)
+    handle(discovery.ParkingRequest(1, False))
+    assert list(sw.ports) == [theirs]
+    discovery.install(sw, lambda dpid: True)  # idempotent
+    assert list(sw.ports) == [theirs]
+    # a round over the table fits in a quarter of the link timeout, never slower than Ryu's
+    discovery.pace(sw, 1)
+    assert sw.LLDP_SEND_GUARD == 0.05
+    discovery.pace(sw, 1000)
+    assert sw.LLDP_SEND_GUARD * 1000 <= 10.0 / 4
