@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup demo test test-unit test-conformance test-integration lint bench
+.PHONY: setup demo test test-unit test-conformance test-integration lint bench bench-failover
 
 setup:
 	./scripts/setup.sh
@@ -33,5 +33,13 @@ bench: setup
 	EXTRAS=test,etcd,os-ken,ryu,bench ./scripts/setup.sh
 	$(PY) benchmarks/handover.py
 	$(PY) benchmarks/elections.py --switches 1000,5000
+	$(PY) benchmarks/failover.py
+	$(PY) benchmarks/switch_failover.py --trials 20 --off-trials 5
 	$(PY) benchmarks/scale.py --switches 100,1000,5000 --timeout 60 --ovs 100 \
 	    --plot docs/images/scale.png
+
+# Failover as the switches see it, in full: >= 100 trials per configuration with the failure
+# detector, 20 without (each waits out a session), 1/10/100 switches, 2 s and 10 s sessions,
+# ZooKeeper and etcd (about an hour on 2 cores). `make bench` runs a shorter form.
+bench-failover: setup
+	$(PY) benchmarks/switch_failover.py --trials 100 --off-trials 20

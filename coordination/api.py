@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self
 
 from . import instrument
+from .detector import FailureDetector
+from .detector_link import DetectorLink
 from .dispatch import SerialExecutor
 from .election import CampaignRequest, Election, check_priority
 from .errors import ClosedError, ConfigurationError, CoordinationError
@@ -37,6 +39,8 @@ class Coordinator(ABC):
 
     #: Options this driver understands beyond `coordination.options.COMMON_OPTIONS`.
     OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: True if `_driver_evict_member` works: only then does the failure detector run.
+    EVICTS: ClassVar[bool] = False
 
     def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
         self.url = url
@@ -61,16 +65,24 @@ class Coordinator(ABC):
         #: elections a driver step could not settle; the watchdog looks at these only
         self._unsettled_names: set[str] = set()
         self._unsettled_lock = threading.Lock()
+        self._detector: DetectorLink | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Coordinator:
         """Connect, register this member and start the watchdog; raises on failure."""
         try:
+            self._detector = DetectorLink.create(self)
+            if self._detector is not None:
+                self._detector.listen()  # before registering: the record advertises it
             self._driver_start()
         except BaseException:
+            if self._detector is not None:
+                self._detector.stop()
             self._callbacks.stop(0)
             raise
+        if self._detector is not None:
+            self._detector.attach()
         interval = float(self.options.get("watchdog_interval") or 0)
         if interval > 0:
             self._watchdog = threading.Thread(
@@ -85,6 +97,8 @@ class Coordinator(ABC):
             return
         self._closed = True
         self._watchdog_stop.set()
+        if self._detector is not None:  # goodbye first: peers must not take us for dead
+            self._detector.stop()
         try:
             self._resign(list(self._elections.values()))
         except Exception:  # closing must finish even if the store is unreachable
@@ -103,6 +117,11 @@ class Coordinator(ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failure_detector(self) -> FailureDetector | None:
+        """This member's peer failure detector, if it runs (docs/failure-detector.md)."""
+        return self._detector.detector if self._detector is not None else None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -307,3 +326,20 @@ class Coordinator(ABC):
     def _driver_read_leaders(self, elections: list[Election]) -> dict[str, Leadership | None]:
         """The leader of each election; as `Election._driver_read_leader`."""
         return {e.name: e._driver_read_leader() for e in elections}
+
+    # ---- failure detector hooks -------------------------------------------------------------
+
+    def _driver_evict_member(self, member_id: str, incarnation: str | None = None) -> None:
+        """Tell the store that `member_id` is dead, so every election it led moves on now
+        (not when its session expires). With `incarnation`, only if its record still carries
+        that detector incarnation (a restarted member is left alone). A driver that can do
+        this sets `EVICTS`; the default does nothing."""
+        LOG.debug("member %s: this driver cannot evict %s; its session timeout decides",
+                  self.member_id, member_id)
+
+    def _driver_watch_members(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call `callback()` (from any thread, without blocking) whenever the member list may
+        have changed, for as long as the coordinator lives; returns a function that stops it,
+        or None if the driver has no such watch (the detector then re-reads the list at every
+        new session, and learns peers from their own connections)."""
+        return None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .detector_wire import format_endpoint, parse_bind_address
 from .errors import ConfigurationError
 from .names import shown
 from .types import MAX_ADDRESS_LENGTH
@@ -84,6 +85,11 @@ def _to_address(value: Any) -> str:
     return text
 
 
+def _to_bind_address(value: Any) -> str:
+    host, port = parse_bind_address(value)
+    return format_endpoint(host, port)
+
+
 _NOT_FINITE = frozenset({"nan", "inf", "infinity"})
 _CONVERTERS: dict[Callable[[Any], Any], Callable[[Any], Any]] = {
     bool: _to_bool, int: _to_int, float: _to_float}
@@ -135,6 +141,19 @@ COMMON_OPTIONS: dict[str, Option] = {
     "address": Option(_to_address, "", "address this member advertises (e.g. its OpenFlow "
                       "endpoint)"),
     "capacity": Option(int, 0, "relative capacity this member advertises", 0, 2**31 - 1),
+    # the peer failure detector (coordination.detector; docs/failure-detector.md)
+    "detector": Option(bool, True, "run the peer failure detector (drivers that can evict a "
+                       "dead member: zookeeper, etcd3)"),
+    "heartbeat_interval": Option(float, 0.1, "seconds between two detector heartbeats",
+                                 0.005, 60.0),
+    "heartbeat_misses": Option(int, 3, "heartbeats missed before a silent peer is declared "
+                               "dead", 1, 100),
+    "liveness_address": Option(_to_bind_address, "127.0.0.1:0", "host[:port] of this member's "
+                               "liveness endpoint (port 0: any free port); peers must reach it"),
+    "damping_window": Option(float, 30.0, "seconds within which a second declaration of the "
+                             "same member counts as flapping", 0.0, DAY),
+    "damping_backoff": Option(float, 120.0, "seconds a flapping member is not evicted (its "
+                              "session timeout decides)", 0.0, DAY),
 }
 
 

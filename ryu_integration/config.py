@@ -19,7 +19,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oslo_config import cfg
@@ -72,7 +72,26 @@ OPTS = [
                     "Unset: no metrics endpoint. See docs/operations.md, Metrics."),
     cfg.HostAddressOpt("metrics_address", default="127.0.0.1",
                        help="Address the metrics endpoint listens on (default loopback only)."),
+    # the peer failure detector (docs/failure-detector.md); unset: the URL's value or default
+    cfg.BoolOpt("detector", default=None,
+                help="Run the peer failure detector (zookeeper, etcd3): a crashed controller's "
+                     "switches move in well under a second instead of a session timeout."),
+    cfg.FloatOpt("heartbeat_interval", default=None, min=0.005, max=60.0,
+                 help="Seconds between two failure detector heartbeats (default 0.1)."),
+    cfg.IntOpt("heartbeat_misses", default=None, min=1, max=100,
+               help="Heartbeats missed before a silent controller is declared dead (default 3)."),
+    cfg.StrOpt("liveness_address", default=None,
+               help="host[:port] of this controller's liveness endpoint; other controllers must "
+                    "reach it (default 127.0.0.1:0, i.e. one host only)."),
+    cfg.FloatOpt("damping_window", default=None, min=0.0, max=DAY,
+                 help="Seconds within which a second declaration of one controller counts as "
+                      "flapping (default 30)."),
+    cfg.FloatOpt("damping_backoff", default=None, min=0.0, max=DAY,
+                 help="Seconds a flapping controller is not evicted (default 120)."),
 ]
+#: `[coordination]` options passed to the driver as they are, when set.
+DETECTOR_OPTIONS = ("detector", "heartbeat_interval", "heartbeat_misses", "liveness_address",
+                    "damping_window", "damping_backoff")
 
 
 def register(conf: cfg.ConfigOpts) -> None:
@@ -93,10 +112,15 @@ class Settings:
     #: where to serve Prometheus metrics; port None: not at all
     metrics_address: str = "127.0.0.1"
     metrics_port: int | None = None
+    #: the failure detector options that are set (`DETECTOR_OPTIONS`)
+    detector_options: dict[str, Any] = field(default_factory=dict)
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword options for `coordination.connect` (only those set, so URL values apply)."""
-        return {} if self.session_timeout is None else {"session_timeout": self.session_timeout}
+        options = dict(self.detector_options)
+        if self.session_timeout is not None:
+            options["session_timeout"] = self.session_timeout
+        return options
 
 
 def default_member_id(ofp_port: int | None) -> str:
@@ -117,9 +141,11 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         raise ConfigurationError(f"{_where(conf, 'member_id')}: [{GROUP}] member_id {problem}")
     session_timeout = group.session_timeout
     backend_url = (group.backend_url or DEFAULT_BACKEND_URL).strip()
+    detector_options = {name: group[name] for name in DETECTOR_OPTIONS
+                        if group[name] is not None}
     try:
         check_url(backend_url, **({} if session_timeout is None
-                                  else {"session_timeout": session_timeout}))
+                                  else {"session_timeout": session_timeout}), **detector_options)
     except CoordinationError as exc:
         raise ConfigurationError(
             f"{_where(conf, 'backend_url')}: [{GROUP}] backend_url: {_one_line(exc)}") from None
@@ -139,6 +165,7 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         publish_mastership=group.publish_mastership,
         metrics_address=group.metrics_address,
         metrics_port=group.metrics_port,
+        detector_options=detector_options,
     )
 
 

@@ -56,6 +56,7 @@ from .client import (
     prefix_end,
 )
 from .election import ElectionEngine, EtcdElection
+from .eviction import evict_member
 from .store import EtcdRecordStore
 
 LOG = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class EtcdCoordinator(Coordinator):
     """A member's lease-backed session with etcd. See the module docstring and the package's
     for the key layout."""
 
+    EVICTS: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, Option]] = {
         "lease_ttl": Option(float, None, "seconds the member's lease outlives its last "
                             "keep-alive (default: session_timeout); rounded up to whole seconds",
@@ -158,6 +160,8 @@ class EtcdCoordinator(Coordinator):
         self.granted_ttl = self.ttl
         self._last_ok = 0.0
         self._stop = threading.Event()
+        #: set to make the keep-alive thread check the lease now (we may have been evicted)
+        self._wake = threading.Event()
         self._keepalive: threading.Thread | None = None
         self._records: EtcdRecordStore | None = None
         #: held while the lease changes hands and while the worker reports leaderships, so
@@ -222,6 +226,7 @@ class EtcdCoordinator(Coordinator):
 
     def _driver_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._keepalive is not None and self._keepalive is not threading.current_thread():
             self._keepalive.join(self.op_timeout)
         for watch in list(self._records.watches if self._records else ()):
@@ -290,7 +295,9 @@ class EtcdCoordinator(Coordinator):
             deadline = self._last_ok + self.granted_ttl
             healthy = self.session_state is SessionState.CONNECTED
             interval = self.granted_ttl / 3 if healthy else min(0.25, self.granted_ttl / 8)
-            if self._stop.wait(max(0.0, min(interval, deadline - time.monotonic()))):
+            self._wake.wait(max(0.0, min(interval, deadline - time.monotonic())))
+            self._wake.clear()
+            if self._stop.is_set():
                 return
             if time.monotonic() >= deadline:
                 self._lose(lease, f"no keep-alive answered for {self.granted_ttl} s")
@@ -335,6 +342,12 @@ class EtcdCoordinator(Coordinator):
         except CoordinationError as exc:
             LOG.warning("member %s: no new etcd session yet (%s); retrying", self.member_id, exc)
 
+    def check_lease_soon(self) -> None:
+        """Something suggests our lease is gone (our candidate keys vanished: a peer's
+        failure detector may have revoked it): refresh it now rather than at the next
+        keep-alive, so a lost session is noticed at once."""
+        self._wake.set()
+
     def on_session_thread(self) -> bool:
         """True on the keep-alive thread, which applies session changes (never blocks on the
         worker: election steps it triggers are queued there)."""
@@ -359,6 +372,12 @@ class EtcdCoordinator(Coordinator):
 
     def _driver_election(self, name: str) -> Election:
         return EtcdElection(self, name)
+
+    def _driver_evict_member(self, member_id: str, incarnation: str | None = None) -> None:
+        self.call(lambda: evict_member(self, member_id, incarnation), "evict member")
+
+    # no `_driver_watch_members`: a member holds one watch in all (the election cache's); the
+    # detector learns newcomers from their own connections, and re-reads members per session
 
     def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
         own = [(e, p) for e, p in joins if isinstance(e, EtcdElection)]

@@ -146,6 +146,7 @@ class EtcdElection(BatchedElection):
             if cache_revision < joined_at:
                 return None  # our create is still on its way through the watch
             LOG.info("election %s: our candidate key vanished; re-creating it", self.name)
+            self.coordinator.check_lease_soon()  # a revoked lease deletes them all at once
             self._revoked()
             with self._lock:
                 if self.key == key:

@@ -53,6 +53,7 @@ from coordination.urls import BackendURL
 
 from .client import MULTI_SIZE, TRANSIENT, BoundedClient, KazooLog, make_handler
 from .election import ElectionEngine, ZooKeeperElection
+from .eviction import evict_member
 from .store import ZooKeeperRecordStore
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ _RETRIED = (ConnectionLoss,)  # a call that hit its deadline is not retried: it 
 class ZooKeeperCoordinator(Coordinator):
     """A member's kazoo session. See the module docstring for the znode layout."""
 
+    EVICTS: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, Option]] = {
         "auth": Option(str, "", "digest credentials 'user:password' (or 'digest:user:password'); "
                        "znodes created get an ACL for that identity only"),
@@ -95,6 +97,7 @@ class ZooKeeperCoordinator(Coordinator):
         self._session_id: int | None = None
         self._suspended_at: int = 0
         self._records: ZooKeeperRecordStore | None = None
+        self._member_callbacks: list[Callable[[], None]] = []
         self._retry = retrying(options["retry_attempts"], options["retry_max_delay"], _RETRIED,
                                "zookeeper operation")
         acl = None
@@ -260,11 +263,13 @@ class ZooKeeperCoordinator(Coordinator):
         for _ in range(3):
             try:
                 self.zk.create(path, data, ephemeral=True)
+                self._watch_registration()
                 return
             except NodeExistsError:
                 try:
                     _, stat = self.zk.get(path)
                     if stat.ephemeralOwner == self.client.client_id[0]:
+                        self._watch_registration()
                         return
                     LOG.warning("member id %r was registered by another session; taking it over",
                                 self.member_id)
@@ -272,6 +277,64 @@ class ZooKeeperCoordinator(Coordinator):
                 except (NoNodeError, BadVersionError):
                     continue
         raise CoordinationError(f"could not register member {self.member_id!r}")
+
+    def _watch_registration(self) -> None:
+        """Watch our own member znode (and the member list, for the failure detector)."""
+        self.zk.exists(self._member_path(), watch=self._on_member_event)
+        if self._member_callbacks:
+            self.client.get_children_async(f"{self.prefix}/members",
+                                           watch=self._on_members_changed)
+
+    def _on_member_event(self, _event: Any) -> None:
+        # kazoo's thread: queue only
+        self.session_worker.submit(self._check_registration)
+
+    def _check_registration(self) -> None:
+        """Our member znode changed. Deleted while our session lives means a peer's failure
+        detector declared us dead and evicted us (our candidacies are gone too): act as if
+        the session was lost (revoking every leadership through the listeners) and start
+        over, re-campaigning everywhere."""
+        if self.closed or self.session_state is not SessionState.CONNECTED:
+            return
+        try:
+            stat = self.zk.exists(self._member_path(), watch=self._on_member_event)
+        except KazooException as exc:
+            LOG.debug("member %s: checking our registration failed: %s", self.member_id, exc)
+            return
+        if stat is not None:
+            if stat.ephemeralOwner != (self.client.client_id or (None,))[0]:
+                LOG.error("member %s: our member record was taken over by another session: two "
+                          "controllers with the same member id?", self.member_id)
+            return
+        LOG.warning("member %s: our member record was removed while our session lives: a "
+                    "peer declared us dead; giving up every leadership and re-campaigning",
+                    self.member_id)
+        self._set_session_state(SessionState.LOST)
+        self._start_over()
+
+    def _start_over(self) -> None:
+        """Register and re-campaign on the session we still have; if the store does not let
+        us now, try again shortly (no connection event will come to retry it for us)."""
+        if self.closed or self.session_state is not SessionState.LOST \
+                or self.client.state != KazooState.CONNECTED:
+            return
+        try:
+            self._new_session()
+        except (KazooException, CoordinationError) as exc:
+            LOG.warning("member %s: re-registering failed (%s); trying again", self.member_id,
+                        self.translate_error(exc))
+            timer = threading.Timer(min(1.0, self.session_timeout / 4),
+                                    self.session_worker.submit, (self._start_over,))
+            timer.daemon = True
+            timer.start()
+
+    def _on_members_changed(self, _event: Any) -> None:
+        # kazoo's thread: re-arm (asynchronously) and tell the detector; never block here
+        if self.closed:
+            return
+        self.client.get_children_async(f"{self.prefix}/members", watch=self._on_members_changed)
+        for callback in list(self._member_callbacks):
+            callback()
 
     def _unregister(self) -> None:
         try:
@@ -312,6 +375,14 @@ class ZooKeeperCoordinator(Coordinator):
 
     def _driver_election(self, name: str) -> Election:
         return ZooKeeperElection(self, name)
+
+    def _driver_watch_members(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        self._member_callbacks.append(callback)
+        self.client.get_children_async(f"{self.prefix}/members", watch=self._on_members_changed)
+        return lambda: self._member_callbacks.remove(callback)
+
+    def _driver_evict_member(self, member_id: str, incarnation: str | None = None) -> None:
+        self.call(lambda: evict_member(self, member_id, incarnation), "evict member")
 
     def _driver_join_many(self, joins: list[tuple[Election, int]]) -> None:
         own = [(e, p) for e, p in joins if isinstance(e, ZooKeeperElection)]

@@ -13,7 +13,17 @@ list has exactly one first candidate, and every change of leader is a later stat
 unique and strictly increasing across leaders -- including when an older candidate returns after
 a high-priority one preempted it and left. It costs no write on the handover path: the new leader
 learns it from the read that tells it it is first. It then publishes {member, candidate, term}
-in the `leader` znode (CAS-guarded, never lowering the term) for `leader()` and listeners.
+in the `leader` znode (CAS-guarded, never lowering the term) for `leader()` and listeners, and
+only then reports its leadership (on_elected).
+
+A preemption the old leader never saw: a higher-priority candidate may take over and vanish
+(killed, evicted by a peer's failure detector) before the old leader re-reads the list. The
+old leader's term is then fenced by the switch, so it must not simply go on: when the list's
+cversion moved more than the changes it can see, it reads the leader znode, and if another
+candidate published a newer term meanwhile it takes leadership again under the current pzxid.
+
+A candidate znode no session owns (ephemeralOwner 0: left by a bug or by hand) is never a
+candidate: the member behind it skips it with a warning instead of waiting for it forever.
 
 Watches, none of them a herd: a follower watches only the candidate just before its own (a data
 watch); only the leader watches the candidate list (to notice preemption by a higher priority).
@@ -97,9 +107,12 @@ def leader_doc(data: bytes) -> dict[str, Any]:
     return doc if valid else {}
 
 
-def leader_of(doc: dict[str, Any], children: list[str]) -> Leadership | None:
-    """The published leader, if the candidacy it names is still first in line."""
-    first = ranked(children)
+def leader_of(doc: dict[str, Any], children: list[str],
+              orphans: set[str] | frozenset[str] = frozenset()
+              ) -> Leadership | None:
+    """The published leader, if the candidacy it names is still first in line (candidate
+    znodes known to be `orphans` do not count)."""
+    first = [c for c in ranked(children) if c[0] not in orphans]
     if first and doc and doc.get("candidate") == first[0][0]:
         return Leadership(doc["member_id"], doc["term"])
     return None
@@ -127,6 +140,12 @@ class ZooKeeperElection(BatchedElection):
         #: last read; each re-read only when its own watch fires (worker thread only)
         self.seen_doc: tuple[dict[str, Any], int] | None = None
         self.seen_children: list[str] | None = None
+        #: candidate znodes that belong to no session (not ephemeral): never candidates
+        self.orphans: set[str] = set()
+        #: while we lead: the candidate list and its cversion at our last read (`settle`)
+        self.seen_list: tuple[frozenset[str], int | None] | None = None
+        #: (campaign, candidate node) that `settle` found first, until `take`
+        self.electing: tuple[Any, str] | None = None
 
     # ---- hooks ----------------------------------------------------------------------------
 
@@ -170,18 +189,27 @@ class ZooKeeperElection(BatchedElection):
 
     # ---- worker thread ------------------------------------------------------------------------
 
-    def settle(self, children: list[str], pzxid: int) -> tuple[str | None, str | None]:
+    def settle(self, children: list[str], pzxid: int, cversion: int | None = None
+               ) -> tuple[str | None, str | None]:
         """Act on our rank in this state of the candidate list. Returns (what, predecessor):
-        "elected" (we just became leader under `pzxid`), "leading" (we still are), "following"
-        (the predecessor's node name comes with it), "rejoin" (our candidacy is gone but we
-        campaign), or None (we do not campaign)."""
+        "elected" (we are first: to publish, then take leadership under `pzxid`), "leading"
+        (we still are), "check" (we lead, but a candidate came and went unseen: see below),
+        "following" (the predecessor's node name comes with it), "rejoin" (our candidacy is
+        gone but we campaign), or None (we do not campaign).
+
+        A leader compares the list's `cversion` (its count of child changes) with the changes
+        it can see since its last read: more means a candidate came and went unseen, maybe a
+        higher priority that took over and was killed and evicted before we re-read. The
+        engine then reads the leader record: if that candidate published a newer term, the
+        switch has fenced ours, and we take leadership again under a newer one."""
         with self._lock:
             campaign, node = self._campaign, self.node
+        seen, self.seen_list = self.seen_list, None
         if campaign is None:
             return None, None
         if node is None:
             return "rejoin", None
-        order = [name for name, _, _ in ranked(children)]
+        order = [name for name, _, _ in ranked(children) if name not in self.orphans]
         if node not in order:  # deleted by hand, or by a peer that declared us dead
             self._revoked()
             with self._lock:
@@ -192,10 +220,28 @@ class ZooKeeperElection(BatchedElection):
         if index > 0:
             self._revoked()
             return "following", order[index - 1]
+        now = (frozenset(children), cversion)
         if self.is_leader:
-            return "leading", None
-        self._elected(pzxid)
-        return ("elected" if self.is_leader else None), None
+            self.seen_list = now
+            if cversion is None or seen is None or seen[1] is None \
+                    or cversion - seen[1] <= len(seen[0] ^ now[0]):
+                return "leading", None
+            return "check", None
+        if pzxid <= self._last_term:
+            return None, None  # (`_elected` would refuse it: terms only grow)
+        self.seen_list = now
+        self.electing = (campaign, node)
+        return "elected", None  # the engine publishes it, then calls `take`
+
+    def take(self, term: int) -> None:
+        """Take the leadership settled (and published) under `term`, unless the candidacy
+        it was settled for is gone meanwhile (resigned, re-entered, session lost)."""
+        with self._lock:
+            electing, self.electing = self.electing, None
+            current = (self._campaign, self.node)
+        if electing is None or electing[0] is not current[0] or electing[1] != current[1]:
+            return
+        self._elected(term)
 
     def leader_payload(self, term: int) -> bytes:
         return json.dumps({"member_id": self.coordinator.member_id, "candidate": self.node,
@@ -403,17 +449,18 @@ class ElectionEngine:
             rejoin: dict[ZooKeeperElection, int] = {}
             follow: list[tuple[ZooKeeperElection, str]] = []
             again: list[ZooKeeperElection] = []
+            recheck: list[tuple[ZooKeeperElection, int]] = []
             reads = self.zk.pipelined(elections, lambda e, watched=watched: (
                 self.zk.get_children_async(e.cands, include_data=True, watch=(
                     e.on_list_watch if watched[e] or e.is_leader else None))))
             for election, result in reads:
                 if isinstance(result, NoNodeError):
-                    children, pzxid = [], 0
+                    children, pzxid, cversion = [], 0, None
                 elif isinstance(result, Exception):
                     raise result
                 else:
-                    children, pzxid = result[0], result[1].pzxid
-                outcome, predecessor = election.settle(children, pzxid)
+                    children, pzxid, cversion = result[0], result[1].pzxid, result[1].cversion
+                outcome, predecessor = election.settle(children, pzxid, cversion)
                 if outcome != "following":
                     election.watching = None
                 if outcome == "elected" and not watched[election]:
@@ -421,22 +468,35 @@ class ElectionEngine:
                     again.append(election)
                 if outcome == "elected":
                     publish.append((election, pzxid))
+                elif outcome == "check":
+                    recheck.append((election, pzxid))
                 elif outcome == "following" and predecessor is not None:
                     election.watching = predecessor
                     follow.append((election, predecessor))
                 elif outcome == "rejoin" and election._campaign is not None:
                     rejoin[election] = election._campaign.priority
+            publish.extend(self.preempted_unseen(recheck))
             if publish:
+                # published first, then reported: a member told it leads (and sending its
+                # ROLE_REQUEST) has always left its term in the leader record, where a leader
+                # that missed it finds it (`preempted_unseen`)
                 self.publish(publish)
+                for election, term in publish:
+                    election.take(term)
             checks = self.zk.pipelined(follow, lambda item: self.zk.exists_async(
                 f"{item[0].cands}/{item[1]}", watch=item[0].on_pred_watch))
-            for (election, _), stat in checks:
+            for (election, predecessor), stat in checks:
                 if stat is None:  # the predecessor left before we watched it
                     election.watching = None
                     election.watch_list = True
                     again.append(election)
                 elif isinstance(stat, Exception):
                     raise stat
+                elif stat.ephemeralOwner == 0:  # no session owns it: not a real candidate
+                    self.orphan_found(election, predecessor)
+                    election.watching = None
+                    election.watch_list = True
+                    again.append(election)
             connected = self.co.session_state is SessionState.CONNECTED
             if rejoin and connected:
                 again.extend(self.create_candidacies(rejoin))
@@ -444,6 +504,52 @@ class ElectionEngine:
         for election in elections:
             LOG.warning("election %s did not settle; the watchdog will retry", election.name)
             election._unsettled()
+
+    def preempted_unseen(self, leaders: list[tuple[ZooKeeperElection, int]]
+                         ) -> list[tuple[ZooKeeperElection, int]]:
+        """Of these leaders that missed a change of their candidate list, those whose leader
+        record names another candidate with a newer term (it took over and is gone): those
+        must be elected again under the current pzxid (returned, to publish then elect)."""
+        again = []
+        reads = self.zk.pipelined(leaders, lambda item: self.zk.get_async(item[0].leader_path))
+        for (election, pzxid), result in reads:
+            if isinstance(result, Exception):
+                continue  # no record to go by: keep leading
+            doc, lead = leader_doc(result[0]), election.leadership
+            if lead is not None and doc.get("term", 0) > lead.term \
+                    and doc.get("candidate") != election.node:
+                LOG.info("election %s: %s led under term %d while we did not look; taking "
+                         "leadership again under a newer term", election.name,
+                         doc.get("member_id"), doc["term"])
+                election.electing = (election._campaign, election.node)
+                again.append((election, pzxid))
+        return again
+
+    def orphan_found(self, election: ZooKeeperElection, node: str) -> None:
+        if node not in election.orphans:
+            election.orphans.add(node)
+            LOG.warning("election %s: candidate znode %s is not ephemeral (no session owns "
+                        "it): skipping it; delete it by hand", election.name, node)
+
+    def find_orphans(self, elections: list[tuple[ZooKeeperElection, list[str], str | None]]
+                     ) -> bool:
+        """For each (election, candidate list, candidate its leader record names): look at
+        the candidates ranked ahead of the named one (all of them if it names none) and
+        remember those no session owns. True if any was found."""
+        ahead = []
+        for election, children, named in elections:
+            for node, _, _ in ranked(children):
+                if node == named:
+                    break
+                if node not in election.orphans:
+                    ahead.append((election, node))
+        found = False
+        for (election, node), stat in self.zk.pipelined(ahead, lambda item: self.zk.exists_async(
+                f"{item[0].cands}/{item[1]}")):
+            if stat is not None and not isinstance(stat, Exception) and stat.ephemeralOwner == 0:
+                self.orphan_found(election, node)
+                found = True
+        return found
 
     def publish(self, leaders: list[tuple[ZooKeeperElection, int]]) -> None:
         """Write each new leadership into its `leader` znode, unless a newer term is there:
@@ -503,9 +609,17 @@ class ElectionEngine:
                 election.seen_doc = (leader_doc(data), -2 if stat is None else stat.version)
             else:
                 election.seen_children = result
+        unsettled = []
         for election in observe:
             doc = election.seen_doc[0] if election.seen_doc else {}
-            election._leader_seen(leader_of(doc, election.seen_children or []))
+            if leader_of(doc, election.seen_children or [], election.orphans) is None \
+                    and doc.get("candidate") in (election.seen_children or []):
+                unsettled.append((election, election.seen_children or [], doc.get("candidate")))
+        if unsettled:
+            self.find_orphans(unsettled)
+        for election in observe:
+            doc = election.seen_doc[0] if election.seen_doc else {}
+            election._leader_seen(leader_of(doc, election.seen_children or [], election.orphans))
 
     # ---- reads for callers (their own thread) ----------------------------------------------
 
@@ -534,8 +648,11 @@ class ElectionEngine:
                     continue
                 if isinstance(doc, Exception) and not isinstance(doc, NoNodeError):
                     raise doc
-                lead = leader_of({} if isinstance(doc, Exception) else leader_doc(doc[0]),
-                                 children)
+                record = {} if isinstance(doc, Exception) else leader_doc(doc[0])
+                lead = leader_of(record, children, election.orphans)
+                if lead is None and record.get("candidate") in children \
+                        and self.find_orphans([(election, children, record.get("candidate"))]):
+                    lead = leader_of(record, children, election.orphans)
                 out[election.name] = lead
                 if lead is None and ranked(children):
                     unsettled.append(election)

@@ -63,3 +63,17 @@ def test_elections_benchmark_leads_every_election_and_recovers_from_a_crash() ->
     for _backend, count, led, moved, first, back in rows:
         assert count == "300" and int(moved) > 0, result.stdout
         assert not any(v.startswith(">") for v in (led, first, back)), result.stdout
+
+
+def test_failover_benchmark_quick_recovers_every_trial(tmp_path: Path) -> None:
+    _require_zookeeper()
+    _require_etcd()
+    out = tmp_path / "failover.json"
+    _run(["benchmarks/failover.py", "--trials", "3", "--off-trials", "1", "--elections", "1,10",
+          "--sessions", "2", "--json", str(out)], timeout=300)
+    results = json.loads(out.read_text())["results"]
+    assert {(r["backend"], r["detector"]) for r in results} == {
+        (b, d) for b in ("zookeeper", "etcd3") for d in (True, False)}
+    for r in results:  # every trial recovered (a lost one counts as session x 3 + 10 s)
+        assert r["trials"] == (3 if r["detector"] else 1), r
+        assert r["max_s"] < r["session_s"] * 3 + 10, r

@@ -129,3 +129,59 @@ def test_partitioned_leader_hears_suspended_and_lost_during_the_partition(
             assert min(x.term for x in elected.items[5:]) > max(x.term for x in elected.items[:5])
     finally:
         proxy.close()
+
+
+def test_a_candidate_znode_no_session_owns_does_not_wedge_its_election(
+    zookeeper: ZooKeeperServer,
+) -> None:
+    """Issue 12: a persistent candidate znode (left by a bug or by hand) with the highest
+    priority is skipped (ephemeralOwner 0), not taken for a leader that never publishes."""
+    from backends.zookeeper import candidate_prefix
+
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    with coordination.connect(url, "a") as a, coordination.connect(url, "b") as b, \
+            coordination.connect(url, "watcher") as watcher:
+        a.election("e").campaign()  # creates the election's directories
+        cands = f"{a.prefix}/elections/e/candidates"
+        ghost = a.client.create(f"{cands}/{candidate_prefix('ghost', 999_999)}", b"",
+                                sequence=True)  # persistent: no session owns it
+        a.election("e").resign()
+        seen = Recorder()
+        watcher.election("e").add_leader_listener(seen)
+        elected = Recorder()
+        a.election("e").campaign(on_elected=elected)
+        b.election("e").campaign()
+        lead = elected.wait_count(1, WAIT)[0]
+        assert lead.member_id == "a"
+        assert b.election("e").leader() == lead  # answered, not a 10 s wait for "ghost"
+        assert seen.wait_for(lambda items: lead in items, WAIT)
+        a.election("e").resign()
+        assert seen.wait_for(lambda items: items[-1] is not None
+                             and items[-1].member_id == "b", WAIT)
+        assert watcher.election("e").leader().member_id == "b"
+        assert a.client.exists(ghost) is not None  # skipped, never deleted behind our back
+
+
+def test_a_leader_that_missed_a_preemption_takes_a_newer_term(zookeeper: ZooKeeperServer) -> None:
+    """A higher-priority candidate takes over and is gone (killed and evicted) before the old
+    leader re-reads the list: the old leader must not go on under its old term, which the
+    switch already fenced, but take leadership again under a newer one."""
+    import threading
+
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    with coordination.connect(url, "a", detector=False) as a, \
+            coordination.connect(url, "b", detector=False) as b:
+        a_elected, a_revoked = Recorder(), Recorder()
+        a.election("e").campaign(on_elected=a_elected, on_revoked=a_revoked)
+        first = a_elected.wait_count(1, WAIT)[0]
+        gate = threading.Event()
+        a.worker.submit(gate.wait, WAIT)  # a's election steps stand still (a busy machine)
+        b_elected = Recorder()
+        b.election("e").campaign(priority=5, on_elected=b_elected)
+        preempting = b_elected.wait_count(1, WAIT)[0]
+        b.election("e").resign()  # gone before a looks again
+        gate.set()
+        second = a_elected.wait_count(2, WAIT)[1]
+        assert second.member_id == "a" and second.term > preempting.term > first.term
+        assert a_revoked.wait_count(1, WAIT) == [first]
+        assert b.election("e").leader() == second

@@ -1,0 +1,637 @@
+"""A peer failure detector, much faster than the store's session timeout.
+
+Each member runs a small TCP liveness endpoint and advertises it in its member record
+(`metadata["liveness"] = "host:port"`, `metadata["liveness_id"]` = this detector's incarnation).
+Every member dials every other member it knows once (so a pair shares two connections, one
+dialed by each side) and sends a tiny heartbeat frame every `interval` on the connection it
+dialed. A peer is declared dead when
+
+* a connection with it closes without a goodbye (the kernel closed the sockets of a process
+  that died: seen at once), or
+* nothing arrived from it for `interval * misses` seconds (a stopped process, a partition).
+
+Safety never rests on this: the new master's ROLE_REQUEST carries a larger generation_id, so a
+false positive costs one needless handover. Who acts on a declaration: the lowest member id
+among the survivors that declared the peer dead. Each heartbeat carries the sender's current
+suspicions; the lowest live member acts at once, a higher one waits two detection bounds for a
+lower one to report the same suspicion and acts only if none does.
+
+Damping: a member declared dead again within `damping_window` seconds of a previous declaration
+is not evicted again for `damping_backoff` seconds (its session timeout decides meanwhile), so a
+flapping link between controllers cannot cause a storm of handovers.
+
+One thread per detector runs a `selectors` loop; its periodic work is one frame per connected
+peer, O(peers), and never depends on the number of elections. Frames are JSON lines of at most
+`MAX_FRAME` bytes: {"t": "hello", "id", "inc", "ep"}, {"t": "hb", "s": [suspects]},
+{"t": "bye"} (leaving), {"t": "dead"} (the sender declared you dead and hangs up).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import secrets
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .detector_policy import Damping, DetectorSettings
+from .detector_wire import (
+    MAX_FRAME,
+    encode,
+    format_endpoint,
+    parse_bind_address,
+    parse_endpoint,
+    peer_of,
+)
+from .names import member_id_problem, printable, shown
+
+LOG = logging.getLogger(__name__)
+
+#: Bytes queued for a peer that does not read (stopped) before new heartbeats are dropped.
+MAX_BACKLOG = 4 * MAX_FRAME
+#: Longest wait between two attempts to dial a peer that refused.
+MAX_DIAL_DELAY = 1.0
+
+EvictCallback = Callable[[str, str], None]
+__all__ = ["DetectorSettings", "FailureDetector", "format_endpoint", "parse_bind_address",
+           "parse_endpoint", "peer_of"]
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    outbound: bool
+    peer: str | None = None  # member id, once known (dialed for it, or said hello)
+    connected: bool = False
+    opened_at: float = 0.0
+    rbuf: bytearray = field(default_factory=bytearray)
+    wbuf: bytearray = field(default_factory=bytearray)
+    #: the peer said bye or declared us dead: its closing is no death
+    noticed: bool = False
+
+
+@dataclass(eq=False)
+class _Peer:
+    member_id: str
+    incarnation: str
+    endpoint: tuple[str, int] | None
+    listed: bool = False  # in the store's member list
+    last_heard: float = 0.0
+    out: _Conn | None = None
+    ins: set[_Conn] = field(default_factory=set)
+    suspects: frozenset[str] = frozenset()  # what it last told us it suspects
+    next_dial: float = 0.0
+    dial_failures: int = 0
+
+    @property
+    def monitored(self) -> bool:
+        """Heartbeats flow from it to us, so its silence means something."""
+        return any(c.connected for c in list(self.ins))  # (read by other threads too)
+
+
+class FailureDetector:
+    """The liveness endpoint, the connections to peers and the verdicts of one member.
+
+    `start()` binds and starts the loop thread; `advertised()` is what goes in the member
+    record; `update_members()` feeds it the store's member list; `on_evict(member_id,
+    incarnation)` is called (on the caller-supplied `run` executor's thread, never on the loop)
+    when this member is the one that must tell the store a peer is dead.
+    """
+
+    def __init__(self, member_id: str, settings: DetectorSettings, on_evict: EvictCallback,
+                 run: Callable[..., Any] | None = None) -> None:
+        self.member_id = member_id
+        self.settings = settings
+        self.incarnation = secrets.token_hex(8)
+        self._on_evict = on_evict
+        self._run = run or (lambda func, *args: func(*args))
+        self._selector = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._commands: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        #: cleared while paused (tests): the loop stands still, like a stopped process
+        self._running = threading.Event()
+        self._running.set()
+        self._peers: dict[str, _Peer] = {}
+        self._conns: set[_Conn] = set()
+        #: incarnations declared dead or gone (and when): not dialed again until they prove
+        #: alive on a connection opened after that
+        self._buried: dict[str, tuple[str, float]] = {}
+        self._damping = Damping(settings.damping_window, settings.damping_backoff)
+        self._suspects: dict[str, float] = {}
+        self._pending: dict[str, tuple[str, float]] = {}
+        self._endpoint = ""
+        #: (time, member, reason) of every declaration, for tests and diagnostics
+        self.declarations: list[tuple[float, str, str]] = []
+        #: notified after a loop pass that changed a peer's state (`wait_until`)
+        self._changed = threading.Condition()
+        self._dirty = False
+
+    # ---- any thread -----------------------------------------------------------------------
+
+    def start(self) -> FailureDetector:
+        """Bind the endpoint and start the loop (raises OSError if the address is unusable)."""
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.settings.host, self.settings.port))
+            listener.listen(64)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        host = self.settings.host
+        if host in ("0.0.0.0", "::"):  # listening on every interface: advertise our name
+            host = socket.gethostname()
+        self._endpoint = format_endpoint(host, listener.getsockname()[1])
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"coord-detector[{self.member_id}]")
+        self._thread.start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    def advertised(self) -> dict[str, str]:
+        """What the member record carries in its metadata."""
+        return {"liveness": self._endpoint, "liveness_id": self.incarnation}
+
+    def update_members(self, members: Mapping[str, Any]) -> None:
+        """The store's member list ({id: MemberInfo}); peers to dial are learned from it."""
+        listed = {}
+        for member_id, info in members.items():
+            if member_id == self.member_id:
+                continue
+            try:
+                if member_id_problem(member_id) is not None:
+                    raise ValueError(f"member id {shown(member_id)} is not valid")
+                metadata = getattr(info, "metadata", None)
+                if not isinstance(metadata, Mapping):
+                    raise TypeError("metadata is not an object")
+                peer = peer_of(member_id, metadata)
+            except (TypeError, ValueError) as exc:
+                LOG.warning("detector %s: skipping member record %s: %s", self.member_id,
+                            printable(str(member_id), 80), exc)
+                continue
+            if peer is not None:
+                listed[member_id] = peer
+        self._command(lambda: self._apply_members(listed))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Say goodbye to every peer, close everything and stop the loop (idempotent)."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        self._wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self._selector.close()
+            for sock in (self._wake_r, self._wake_w):
+                sock.close()
+
+    def pause(self, paused: bool = True) -> None:
+        """Freeze (or resume) the loop, keeping every connection open: a stand-in for a
+        stopped process (SIGSTOP), for tests."""
+        if paused:
+            self._running.clear()
+        else:
+            self._running.set()
+        self._wake()
+
+    def suspected(self) -> set[str]:
+        """Members this detector currently reports as dead."""
+        return set(self._suspects)
+
+    def connected_peers(self) -> set[str]:
+        """Members whose heartbeats reach us now."""
+        return {p.member_id for p in list(self._peers.values()) if p.monitored}
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (pushed by the loop, bounded by `timeout`) until `predicate()` holds."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def _command(self, func: Callable[[], None]) -> None:
+        with self._lock:
+            self._commands.append(func)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # full (a wake-up is pending anyway) or closed
+            pass
+
+    # ---- loop thread ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        interval = self.settings.interval
+        last_tick = time.monotonic()
+        next_tick = last_tick
+        try:
+            while not self._stopping:
+                events = self._selector.select(max(0.0, next_tick - time.monotonic()))
+                while not self._running.wait(0.5) and not self._stopping:
+                    pass
+                for key, mask in events:
+                    self._on_event(key, mask)
+                with self._lock:
+                    commands, self._commands = self._commands, []
+                for command in commands:
+                    command()
+                now = time.monotonic()
+                if now >= next_tick:
+                    if now - last_tick > self.settings.bound:
+                        # our own loop was stopped or starved: we cannot judge anyone's silence
+                        LOG.warning("detector %s: loop paused for %.2f s; not judging peers "
+                                    "this round", self.member_id, now - last_tick)
+                        for peer in self._peers.values():
+                            peer.last_heard = now
+                    self._tick(now)
+                    last_tick = now
+                    next_tick = now + interval
+                if self._dirty:
+                    self._dirty = False
+                    with self._changed:
+                        self._changed.notify_all()
+        except Exception:
+            LOG.exception("detector %s: loop failed; peer failures now wait for the session "
+                          "timeout", self.member_id)
+        finally:
+            self._shutdown()
+            with self._changed:
+                self._changed.notify_all()
+
+    def _shutdown(self) -> None:
+        for conn in list(self._conns):
+            self._close(conn, {"t": "bye"})
+        if self._listener is not None:
+            self._listener.close()
+
+    def _on_event(self, key: selectors.SelectorKey, mask: int) -> None:
+        if key.data == "wake":
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass
+        elif key.data == "accept":
+            self._accept()
+        else:
+            conn: _Conn = key.data
+            if conn not in self._conns:
+                return
+            if not conn.connected and mask & selectors.EVENT_WRITE:
+                self._finish_connect(conn)
+            elif mask & selectors.EVENT_READ:
+                self._read(conn)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(64):
+            try:
+                sock, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                LOG.warning("detector %s: accept failed: %s", self.member_id, exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, outbound=False, connected=True, opened_at=time.monotonic())
+            self._conns.add(conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _dial(self, peer: _Peer, now: float) -> None:
+        assert peer.endpoint is not None
+        host, port = peer.endpoint
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            LOG.warning("detector %s: no socket for %s: %s", self.member_id, peer.member_id, exc)
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(sock, outbound=True, peer=peer.member_id, opened_at=now)
+        code = sock.connect_ex((host, port))
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            self._dial_failed(peer, now)
+            return
+        peer.out = conn
+        self._conns.add(conn)
+        self._selector.register(sock, selectors.EVENT_WRITE, conn)
+        LOG.debug("detector %s: dialing %s at %s:%d", self.member_id, peer.member_id, host, port)
+
+    def _dial_failed(self, peer: _Peer, now: float) -> None:
+        peer.out = None
+        peer.dial_failures += 1
+        delay = min(MAX_DIAL_DELAY, self.settings.interval * 2 ** min(peer.dial_failures, 8))
+        peer.next_dial = now + delay
+
+    def _finish_connect(self, conn: _Conn) -> None:
+        peer = self._peers.get(conn.peer or "")
+        if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0 or peer is None \
+                or peer.out is not conn:
+            self._drop(conn)
+            if peer is not None and peer.out is conn:
+                self._dial_failed(peer, time.monotonic())
+            return
+        conn.connected = True
+        peer.dial_failures = 0
+        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        self._send(conn, {"t": "hello", "id": self.member_id, "inc": self.incarnation,
+                          "ep": self._endpoint})
+        self._send(conn, self._heartbeat())
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(conn, f"connection reset ({exc.strerror or exc})")
+            return
+        if not data:
+            self._lost(conn, "connection closed")
+            return
+        conn.rbuf += data
+        while conn in self._conns:
+            line, sep, rest = conn.rbuf.partition(b"\n")
+            if not sep:
+                if len(conn.rbuf) > MAX_FRAME:
+                    self._reject(conn, "frame too long")
+                return
+            conn.rbuf = bytearray(rest)
+            if len(line) > MAX_FRAME:
+                self._reject(conn, "frame too long")
+                return
+            self._frame(conn, bytes(line))
+
+    def _frame(self, conn: _Conn, line: bytes) -> None:
+        try:
+            frame = json.loads(line)
+        except (ValueError, RecursionError):  # (a hostile line may nest deeply)
+            self._reject(conn, "not JSON")
+            return
+        kind = frame.get("t") if isinstance(frame, dict) else None
+        if conn.peer is None:
+            if kind != "hello":
+                self._reject(conn, "no hello first")
+                return
+            self._hello(conn, frame)
+            return
+        peer = self._peers.get(conn.peer)
+        if kind == "bye":
+            conn.noticed = True
+            if peer is not None:
+                LOG.info("detector %s: %s is leaving", self.member_id, peer.member_id)
+                self._buried[peer.member_id] = (peer.incarnation, time.monotonic())
+                self._forget(peer)
+            else:
+                self._drop(conn)
+        elif kind == "dead":
+            conn.noticed = True
+            LOG.warning("detector %s: %s declared us dead (were we stopped?)", self.member_id,
+                        conn.peer)
+            self._drop(conn)
+            if peer is not None and peer.out is conn:
+                peer.out = None
+                peer.next_dial = time.monotonic() + self.settings.interval
+        elif kind == "hb":
+            if peer is None or conn not in peer.ins:
+                return  # a heartbeat from an outbound peer's side is not expected; ignore
+            peer.last_heard = time.monotonic()
+            suspects = frame.get("s", [])
+            if isinstance(suspects, list) and len(suspects) <= 1000:
+                peer.suspects = frozenset(s for s in suspects if isinstance(s, str))
+                if peer.member_id < self.member_id:
+                    for member_id in [m for m in self._pending if m in peer.suspects]:
+                        del self._pending[member_id]  # a lower survivor acts: not us
+                        LOG.info("detector %s: %s evicts %s", self.member_id, peer.member_id,
+                                 member_id)
+                        self._dirty = True
+        elif kind != "hello":
+            self._reject(conn, f"unknown frame type {shown(kind)}")
+
+    def _hello(self, conn: _Conn, frame: dict[str, Any]) -> None:
+        member_id, incarnation, endpoint = frame.get("id"), frame.get("inc"), frame.get("ep")
+        try:
+            if member_id_problem(member_id) is not None:
+                raise ValueError(f"member id {shown(member_id)} is not valid")
+            parsed = peer_of(str(member_id), {"liveness": endpoint, "liveness_id": incarnation})
+            assert parsed is not None
+        except ValueError as exc:
+            self._reject(conn, f"bad hello: {exc}")
+            return
+        if member_id == self.member_id:
+            self._reject(conn, "it claims our own member id")
+            return
+        known = self._peers.get(str(member_id))
+        if known is not None and known.incarnation != parsed[1] and known.monitored:
+            # the member we hear from claims to be someone else: keep the one we know
+            self._reject(conn, f"it claims to be {printable(str(member_id), 80)}, which is "
+                               "connected under another incarnation")
+            return
+        buried = self._buried.get(str(member_id))
+        if buried is not None and buried[0] == parsed[1] and conn.opened_at <= buried[1]:
+            self._drop(conn)  # opened before we declared it dead: no proof of life
+            return
+        peer = self._peer(str(member_id), parsed[1], parsed[0])
+        self._buried.pop(peer.member_id, None)  # it proved alive
+        self._suspects.pop(peer.member_id, None)
+        conn.peer = peer.member_id
+        peer.ins.add(conn)
+        LOG.debug("detector %s: %s said hello", self.member_id, peer.member_id)
+        peer.last_heard = time.monotonic()
+        self._dirty = True
+        if peer.out is None:
+            peer.next_dial = 0.0  # dial back now
+
+    def _peer(self, member_id: str, incarnation: str, endpoint: tuple[str, int]) -> _Peer:
+        """The peer record for this incarnation (a new incarnation replaces the old one)."""
+        peer = self._peers.get(member_id)
+        if peer is not None and peer.incarnation != incarnation:
+            self._forget(peer)
+            peer = None
+        if peer is None:
+            peer = self._peers[member_id] = _Peer(member_id, incarnation, endpoint)
+        peer.endpoint = endpoint
+        return peer
+
+    def _apply_members(self, listed: dict[str, tuple[tuple[str, int], str]]) -> None:
+        LOG.debug("detector %s: members %s", self.member_id, sorted(listed))
+        for member_id, (endpoint, incarnation) in listed.items():
+            if self._buried.get(member_id, ("",))[0] == incarnation:
+                continue  # declared dead or gone: it must dial us to prove otherwise
+            self._buried.pop(member_id, None)
+            self._peer(member_id, incarnation, endpoint).listed = True
+        for peer in list(self._peers.values()):
+            if peer.member_id not in listed:
+                peer.listed = False
+                if peer.out is None and not peer.ins:
+                    del self._peers[peer.member_id]
+        for member_id in [m for m in self._buried if m not in listed]:
+            del self._buried[member_id]  # its record is gone: nothing left to skip
+
+    def _tick(self, now: float) -> None:
+        bound = self.settings.bound
+        for member_id, since in list(self._suspects.items()):
+            if now - since > max(1.0, 4 * bound):
+                del self._suspects[member_id]
+        beat = self._heartbeat()
+        for peer in list(self._peers.values()):
+            out = peer.out
+            if out is not None and out.connected:
+                self._send(out, beat)
+            elif out is not None and not out.connected and now - out.opened_at > bound:
+                self._drop(out)  # a dial that hangs (unreachable host): try again later
+                self._dial_failed(peer, now)
+            if peer.monitored and now - peer.last_heard > bound:
+                self._declare(peer, f"missed heartbeats ({self.settings.misses} x "
+                                    f"{self.settings.interval:g} s)", now)
+            elif out is None and peer.endpoint is not None and now >= peer.next_dial \
+                    and (peer.listed or peer.ins):
+                self._dial(peer, now)
+        for member_id, (incarnation, deadline) in list(self._pending.items()):
+            if now >= deadline:
+                del self._pending[member_id]
+                self._dirty = True
+                self._decide(member_id, incarnation, final=True)
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {"t": "hb", "s": sorted(self._suspects)} if self._suspects else {"t": "hb"}
+
+    def _send(self, conn: _Conn, frame: dict[str, Any]) -> None:
+        if len(conn.wbuf) < MAX_BACKLOG:
+            conn.wbuf += encode(frame)
+        try:
+            sent = conn.sock.send(conn.wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(conn, f"send failed ({exc.strerror or exc})")
+            return
+        del conn.wbuf[:sent]
+
+    def _lost(self, conn: _Conn, reason: str) -> None:
+        """A connection ended. Without a goodbye, its peer is dead (the kernel closed it)."""
+        peer = self._peers.get(conn.peer or "")
+        if peer is None or conn.noticed or not conn.connected \
+                or (conn is not peer.out and conn not in peer.ins):
+            self._drop(conn)
+            if peer is not None and peer.out is conn:
+                self._dial_failed(peer, time.monotonic())
+            return
+        self._declare(peer, reason, time.monotonic())
+
+    def _reject(self, conn: _Conn, why: str) -> None:
+        LOG.warning("detector %s: dropping a connection from %s: %s", self.member_id,
+                    printable(conn.peer or "an unknown peer", 80), why)
+        peer = self._peers.get(conn.peer or "")
+        self._drop(conn)
+        if peer is not None:
+            peer.ins.discard(conn)
+            if peer.out is conn:
+                self._dial_failed(peer, time.monotonic())
+
+    def _drop(self, conn: _Conn) -> None:
+        if conn not in self._conns:
+            return
+        self._dirty = True
+        self._conns.discard(conn)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        peer = self._peers.get(conn.peer or "")
+        if peer is not None:
+            peer.ins.discard(conn)
+            if peer.out is conn:
+                peer.out = None
+
+    def _close(self, conn: _Conn, notice: dict[str, Any]) -> None:
+        """Tell the peer why, then hang up without a reset (unread input is drained first)."""
+        if conn.connected:
+            try:
+                while conn.sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+            try:
+                conn.sock.send(encode(notice))
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self._drop(conn)
+
+    def _forget(self, peer: _Peer, notice: dict[str, Any] | None = None) -> None:
+        for conn in [c for c in (peer.out, *peer.ins) if c is not None]:
+            self._close(conn, notice) if notice else self._drop(conn)
+        if self._peers.get(peer.member_id) is peer:
+            del self._peers[peer.member_id]
+
+    # ---- verdicts -------------------------------------------------------------------------
+
+    def _declare(self, peer: _Peer, reason: str, now: float) -> None:
+        member_id = peer.member_id
+        silent = now - peer.last_heard if peer.last_heard else float("nan")
+        self._forget(peer, {"t": "dead"})
+        self._buried[member_id] = (peer.incarnation, now)
+        self.declarations.append((now, member_id, reason))
+        verdict, backoff = self._damping.declare(member_id, now)
+        if verdict == "damped":
+            LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago); "
+                        "damped, not evicting: it flaps (back-off %.0f s more)", self.member_id,
+                        member_id, reason, silent, backoff)
+            return
+        if verdict == "flapping":
+            LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago) for "
+                        "the second time within %g s; damped: not evicting it for %g s (its "
+                        "session timeout decides)", self.member_id, member_id, reason, silent,
+                        self.settings.damping_window, self.settings.damping_backoff)
+            return
+        LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago)",
+                    self.member_id, member_id, reason, silent)
+        self._suspects[member_id] = now
+        beat = self._heartbeat()  # tell the others now: the lowest survivor acts
+        for other in self._peers.values():
+            if other.out is not None and other.out.connected:
+                self._send(other.out, beat)
+        self._decide(member_id, peer.incarnation, final=False)
+
+    def _decide(self, member_id: str, incarnation: str, final: bool) -> None:
+        """Evict if we are the lowest live member that declared it dead; a higher member
+        waits two detection bounds for a lower one to say so."""
+        lower = [p for p in self._peers.values() if p.monitored and p.member_id < self.member_id]
+        LOG.debug("detector %s: deciding on %s: lower live members %s", self.member_id,
+                  member_id, {p.member_id: sorted(p.suspects) for p in lower})
+        if any(member_id in p.suspects for p in lower):
+            LOG.info("detector %s: %s evicts %s", self.member_id,
+                     min(p.member_id for p in lower if member_id in p.suspects), member_id)
+            return
+        if lower and not final:
+            self._pending[member_id] = (incarnation, time.monotonic() + 2 * self.settings.bound)
+            return
+        LOG.warning("detector %s: evicting member %s", self.member_id, member_id)
+        self._run(self._on_evict, member_id, incarnation)

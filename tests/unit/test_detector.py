@@ -1,0 +1,243 @@
+"""The peer failure detector over real loopback sockets: detectors in this process, and one in
+a child process for a real kill -9."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coordination.detector import DetectorSettings, FailureDetector, parse_endpoint
+from coordination.detector_policy import Damping
+from coordination.types import MemberInfo
+from tests.requirements import missing
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 10.0  # generous: the machine is shared
+#: a 0.5 s bound: short, yet a busy shared machine does not starve a peer that long
+SETTINGS = DetectorSettings(interval=0.1, misses=5, damping_window=30.0, damping_backoff=60.0)
+#: a bound no test reaches: a verdict can only come from a closed connection
+PATIENT = DetectorSettings(interval=0.2, misses=50)
+
+CHILD = r"""
+import sys, threading
+from coordination.detector import DetectorSettings, FailureDetector
+from coordination.types import MemberInfo
+import json
+d = FailureDetector(sys.argv[1], DetectorSettings(interval=0.05), lambda *a: None).start()
+print(json.dumps(d.advertised()), flush=True)
+for line in sys.stdin:
+    members = {k: MemberInfo(k, metadata=v) for k, v in json.loads(line).items()}
+    d.update_members(members)
+    print("ok", flush=True)
+threading.Event().wait()
+"""
+
+
+class Evictions:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, member_id: str, incarnation: str) -> None:
+        with self.cond:
+            self.calls.append((member_id, incarnation))
+            self.cond.notify_all()
+
+    def wait(self, count: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.calls) >= count, WAIT)
+
+
+@pytest.fixture
+def make() -> Iterator:
+    made: list[FailureDetector] = []
+
+    def build(member_id: str, settings: DetectorSettings = SETTINGS
+              ) -> tuple[FailureDetector, Evictions]:
+        evictions = Evictions()
+        detector = FailureDetector(member_id, settings, evictions).start()
+        made.append(detector)
+        return detector, evictions
+
+    yield build
+    for detector in made:
+        detector.stop()
+
+
+def records(*detectors: FailureDetector, extra: dict | None = None) -> dict[str, MemberInfo]:
+    out = {d.member_id: MemberInfo(d.member_id, metadata=d.advertised()) for d in detectors}
+    for member_id, metadata in (extra or {}).items():
+        out[member_id] = MemberInfo(member_id, metadata=metadata)
+    return out
+
+
+def connect_all(*detectors: FailureDetector, extra: dict | None = None) -> None:
+    members = records(*detectors, extra=extra)
+    for detector in detectors:
+        detector.update_members(members)
+    everyone = set(members)
+    for detector in detectors:
+        others = everyone - {detector.member_id}
+        assert detector.wait_until(lambda d=detector, o=others: d.connected_peers() >= o, WAIT), \
+            (detector.member_id, detector.connected_peers())
+
+
+def declared(detector: FailureDetector, member_id: str) -> list[str]:
+    return [reason for _, who, reason in detector.declarations if who == member_id]
+
+
+def test_endpoint_parsing() -> None:
+    assert parse_endpoint("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_endpoint("[::1]:80") == ("::1", 80)
+    for bad in ("", "host", "host:0", "host:99999", "a b:1", 7, None, "h:1x", "x" * 400):
+        with pytest.raises(ValueError):
+            parse_endpoint(bad)
+
+
+def test_killed_process_is_declared_dead_at_once_and_evicted_once(make) -> None:
+    a, a_evicts = make("a", PATIENT)
+    b, b_evicts = make("b", PATIENT)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "c"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        c_meta = json.loads(child.stdout.readline())
+        members = {"a": a.advertised(), "b": b.advertised(), "c": c_meta}
+        child.stdin.write(json.dumps(members) + "\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "ok"
+        connect_all(a, b, extra={"c": c_meta})
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(WAIT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(WAIT)
+    assert a_evicts.wait(1)
+    assert a_evicts.calls == [("c", c_meta["liveness_id"])]
+    # the kernel closed its sockets: declared for that, not for silence
+    assert b.wait_until(lambda: bool(declared(b, "c")) and not b._pending, WAIT)
+    for detector in (a, b):
+        assert declared(detector, "c")[0].startswith(("connection closed", "connection reset"))
+    assert b_evicts.calls == []  # a, the lowest survivor, evicts; b leaves it to a
+
+
+def test_silent_peer_is_declared_dead_after_missed_heartbeats(make) -> None:
+    a, a_evicts = make("a")
+    b, b_evicts = make("b")
+    c, c_evicts = make("c")
+    connect_all(a, b, c)
+    c.pause()  # keeps its sockets open: like SIGSTOP or a partition
+    assert a_evicts.wait(1)
+    assert a_evicts.calls[0][0] == "c"
+    assert declared(a, "c")[0].startswith("missed heartbeats")
+    assert b.wait_until(lambda: bool(declared(b, "c")) and not b._pending, WAIT)
+    assert b_evicts.calls == [] and c_evicts.calls == []
+    # resumed, c hears it was declared dead, takes nobody else for dead (its own loop was
+    # the one that stood still) and dials back in: the others hear from it again
+    c.pause(False)
+    for detector in (a, b):
+        assert detector.wait_until(lambda d=detector: "c" in d.connected_peers(), WAIT)
+    assert c.wait_until(lambda: c.connected_peers() == {"a", "b"}, WAIT)
+    assert c.declarations == []
+
+
+def test_graceful_stop_is_not_a_death(make) -> None:
+    a, a_evicts = make("a")
+    b, _ = make("b")
+    connect_all(a, b)
+    b.stop()
+    assert a.wait_until(lambda: not a.connected_peers(), WAIT)
+    assert a.declarations == [] and a_evicts.calls == []
+
+
+def test_a_flapping_member_is_evicted_once_then_damped(make) -> None:
+    a, a_evicts = make("a")
+    b, _ = make("b")
+    connect_all(a, b)
+    b.pause()
+    assert a_evicts.wait(1)
+    b.pause(False)  # it was only stopped: it dials a again and proves alive
+    assert a.wait_until(lambda: a.connected_peers() == {"b"}, WAIT)
+    b.pause()
+    assert a.wait_until(lambda: len(declared(a, "b")) == 2, WAIT)
+    assert a_evicts.calls == [("b", b.incarnation)]  # the second declaration is damped
+    assert "b" not in a.suspected()
+
+
+def test_hostile_records_and_frames_are_skipped(make, caplog) -> None:
+    a, a_evicts = make("a")
+    b, _ = make("b")
+    caplog.set_level(logging.WARNING, "coordination.detector")
+    hostile = {"x": {"liveness": "no port"}, "y": {"liveness": "h:1", "liveness_id": "../.."},
+               "z\n": {"liveness": "h:1", "liveness_id": "ab"}, "w": {"liveness": ["h", 1]}}
+    connect_all(a, b, extra=None)
+    a.update_members({**records(a, b, extra=hostile), "v": MemberInfo("v", metadata=None)})
+    assert a.wait_until(lambda: len([r for r in caplog.records
+                                     if "skipping member record" in r.getMessage()]) >= 5, WAIT)
+    host, port = parse_endpoint(a.endpoint)
+    impostor = json.dumps({"t": "hello", "id": "b", "inc": "0123456789abcdef",
+                           "ep": "127.0.0.1:9"}).encode() + b"\n"
+    for garbage in (b"\xff\xfe\n", b"[1,2]\n", b"{\"t\":\"hb\"}\n", b"x" * 10000,
+                    b"[" * 4000 + b"\n", impostor):
+        with socket.create_connection((host, port), timeout=WAIT) as sock:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(WAIT)
+            assert sock.recv(100) == b""  # a hung up on it
+    assert a.connected_peers() == {"b"}
+    assert a.declarations == [] and a_evicts.calls == []
+    b.pause()  # and a still judges: its loop survived all that
+    assert a_evicts.wait(1) and a_evicts.calls[0][0] == "b"
+
+
+def test_damping_rule() -> None:
+    damping = Damping(window=10.0, backoff=60.0)
+    assert damping.declare("x", 0.0) == ("act", 0.0)
+    assert damping.declare("y", 1.0) == ("act", 0.0)  # per member
+    assert damping.declare("x", 5.0) == ("flapping", 60.0)  # again within the window
+    assert damping.declare("x", 30.0) == ("damped", 35.0)  # backing off
+    assert damping.declare("x", 200.0) == ("act", 0.0)  # long after: acted on again
+    assert damping.declare("y", 20.0) == ("act", 0.0)  # outside its window
+
+
+EVENTLET = r"""
+import eventlet; eventlet.monkey_patch()
+import time
+from coordination.detector import FailureDetector, DetectorSettings
+from coordination.types import MemberInfo
+evictions = []
+settings = DetectorSettings(interval=0.05)
+a = FailureDetector("a", settings, lambda *x: evictions.append(x)).start()
+b = FailureDetector("b", settings, lambda *x: None).start()
+members = {d.member_id: MemberInfo(d.member_id, metadata=d.advertised()) for d in (a, b)}
+a.update_members(members); b.update_members(members)
+assert a.wait_until(lambda: a.connected_peers() == {"b"}, 10)
+b.pause()
+assert a.wait_until(lambda: bool(evictions), 10)
+assert evictions[0][0] == "b"
+a.stop(); b.stop()
+print("OK")
+"""
+
+
+def test_runs_under_eventlet() -> None:
+    """Ryu's processes are monkey-patched: the loop must be green (cooperative) there too."""
+    try:
+        import eventlet  # noqa: F401
+    except ImportError:
+        missing("eventlet is not installed; run `make setup`")
+    result = subprocess.run([sys.executable, "-c", EVENTLET], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            check=False)
+    assert result.stdout.strip().endswith("OK"), result.stdout + result.stderr[-2000:]
