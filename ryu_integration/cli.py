@@ -330,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_args(args)
         url = args.resolved_url = resolve_url(args.url, args.config_file)
         member = f"coordctl@{socket.gethostname()}:{os.getpid()}"
-        with connect(url, member, connect_timeout=args.connect_timeout) as coord:
+        # an observer, never a peer: controllers' failure detectors need not dial it
+        with connect(url, member, connect_timeout=args.connect_timeout,
+                     detector=False) as coord:
             result = COMMANDS[args.command](coord, args)
             if result is not None:
                 rows, columns = result

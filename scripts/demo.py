@@ -226,7 +226,7 @@ def main() -> int:
         if args.screenshots:
             camera = Camera(page)
         ovs.start()
-        observer = coordination.connect(url, "demo-observer")
+        observer = coordination.connect(url, "demo-observer", detector=False)
         log = MastershipLog()
         observer.topology.watch(log, kinds=["mastership"])
         for member, port, mport in zip(MEMBERS, ports, metrics_ports, strict=True):
