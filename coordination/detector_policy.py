@@ -10,7 +10,7 @@ class DetectorSettings:
     """Thresholds of one detector (see the module docstring)."""
 
     interval: float = 0.1
-    misses: int = 3
+    misses: int = 10
     host: str = "127.0.0.1"
     port: int = 0
     damping_window: float = 30.0

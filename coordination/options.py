@@ -146,7 +146,7 @@ COMMON_OPTIONS: dict[str, Option] = {
                        "dead member: zookeeper, etcd3)"),
     "heartbeat_interval": Option(float, 0.1, "seconds between two detector heartbeats",
                                  0.005, 60.0),
-    "heartbeat_misses": Option(int, 3, "heartbeats missed before a silent peer is declared "
+    "heartbeat_misses": Option(int, 10, "heartbeats missed before a silent peer is declared "
                                "dead", 1, 100),
     "liveness_address": Option(_to_bind_address, "127.0.0.1:0", "host[:port] of this member's "
                                "liveness endpoint (port 0: any free port); peers must reach it"),

@@ -79,7 +79,7 @@ OPTS = [
     cfg.FloatOpt("heartbeat_interval", default=None, min=0.005, max=60.0,
                  help="Seconds between two failure detector heartbeats (default 0.1)."),
     cfg.IntOpt("heartbeat_misses", default=None, min=1, max=100,
-               help="Heartbeats missed before a silent controller is declared dead (default 3)."),
+               help="Heartbeats missed before a silent controller is declared dead (default 10)."),
     cfg.StrOpt("liveness_address", default=None,
                help="host[:port] of this controller's liveness endpoint; other controllers must "
                     "reach it (default 127.0.0.1:0, i.e. one host only)."),

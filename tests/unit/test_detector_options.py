@@ -32,7 +32,7 @@ def test_defaults_and_the_bound_within_the_session() -> None:
     settings = detector_settings(options)
     assert options["detector"] is True
     assert (settings.interval, settings.misses, settings.host, settings.port) == (
-        0.1, 3, "127.0.0.1", 0)
+        0.1, 10, "127.0.0.1", 0)
     # 3 x 1 s would outlive half a 2 s session: the interval is lowered to fit
     tight = detector_settings(resolve_options(COMMON_OPTIONS, {}, {
         "session_timeout": 2, "heartbeat_interval": 1.0}))
