@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup demo test test-unit test-conformance test-integration lint bench bench-failover
+.PHONY: setup demo test test-unit test-conformance test-integration lint bench bench-failover chaos
 
 setup:
 	./scripts/setup.sh
@@ -43,3 +43,9 @@ bench: setup
 # ZooKeeper and etcd (about an hour on 2 cores). `make bench` runs a shorter form.
 bench-failover: setup
 	$(PY) benchmarks/switch_failover.py --trials 100 --off-trials 20
+
+# The chaos suite (docs/operations.md): faults against 3 controllers, OVS and a 3-member
+# ZooKeeper / etcd, with an invariant monitor. Short form ~1.5 min; SOAK=1 runs 1,000 faults
+# (500 per backend, about an hour on 2 cores; CHAOS_FAULTS=N per backend to change it).
+chaos: setup
+	CHAOS_SOAK=$(SOAK) $(PYTEST) tests/chaos -q -rxX
