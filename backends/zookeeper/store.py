@@ -71,9 +71,13 @@ class _ZooKeeperWatch(WatchHandle):
         self._sink(RawSnapshot(items, resync=resync))
 
     def _on_children(self, event: Any) -> None:
+        if event.path is None:
+            return  # kazoo's session notice to every watch; watches are re-armed on reconnect
         self.submit(self._refresh_kind, event.path.rsplit("/", 1)[1])
 
     def _on_data(self, event: Any) -> None:
+        if event.path is None:
+            return  # as above
         self.submit(self._refresh_path, self._store.relative(event.path))
 
     def _refresh_kind(self, kind: str) -> None:

@@ -185,3 +185,26 @@ def test_a_leader_that_missed_a_preemption_takes_a_newer_term(zookeeper: ZooKeep
         assert second.member_id == "a" and second.term > preempting.term > first.term
         assert a_revoked.wait_count(1, WAIT) == [first]
         assert b.election("e").leader() == second
+
+
+def test_kazoos_session_notice_to_topology_watches_is_not_an_error(
+        zookeeper: ZooKeeperServer, caplog: pytest.LogCaptureFixture) -> None:
+    """On a connection loss kazoo calls every watch with path None (a session event, not a
+    change): the topology watch ignores it (it resynchronises on reconnect) instead of
+    raising inside kazoo's thread, which logged a traceback per watch."""
+    from kazoo.protocol.states import EventType, KazooState, WatchedEvent
+
+    url = f"zookeeper://{zookeeper.hosts}/notice-{uuid.uuid4().hex[:8]}"
+    with coordination.connect(url, "m1") as coord:
+        events = Recorder("topology")
+        coord.topology.put(Switch(owner="m1", term=1, dpid=1))
+        watch = coord.topology.watch(events)
+        (raw,) = coord.topology._driver.watches
+        notice = WatchedEvent(EventType.NONE, KazooState.SUSPENDED, None)
+        events.wait_count(1, WAIT)  # the snapshot
+        raw._on_children(notice)  # raised AttributeError before
+        raw._on_data(notice)
+        coord.topology.put(Switch(owner="m1", term=2, dpid=1))
+        events.wait_count(2, WAIT)  # the change: the watch still works
+        watch.cancel()
+    assert "Traceback" not in caplog.text
