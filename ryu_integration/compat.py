@@ -48,6 +48,7 @@ __all__ = [
     "FrameworkError",
     "RyuApp",
     "app_manager",
+    "apply_os_ken_fixes",
     "apply_ryu_fixes",
     "cfg",
     "ether_types",
@@ -82,6 +83,32 @@ def apply_ryu_fixes() -> None:
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = ()
+
+
+def apply_os_ken_fixes() -> None:
+    """Make os-ken notice a dropped switch connection at once (idempotent; the launcher calls
+    it).
+
+    `Datapath.serve()` joins its send thread once the receive loop ends, and stops it with
+    `hub.kill()`, a no-op on os-ken's native hub (threads cannot be killed). The send thread
+    sits in `send_q.get()` until something is sent, so the switch's DEAD state (and with it the
+    end of this controller's candidacy) waited for the next message to that switch: up to
+    `reassert_interval`, 30 s, with the switch masterless meanwhile. When the receive loop ends,
+    a close request now wakes the send loop, which ends as it does after any close.
+    """
+    datapath = _import("controller.controller").Datapath
+    if getattr(datapath, "_coord_wakes_sender", False):
+        return
+    receive = datapath._recv_loop
+
+    def _recv_loop(self: Any) -> None:
+        try:
+            receive(self)
+        finally:
+            self.send(b"", close_socket=True)  # discarded (logged) if sending already ended
+
+    datapath._recv_loop = _recv_loop
+    datapath._coord_wakes_sender = True
 
 
 FRAMEWORK: str = choose()

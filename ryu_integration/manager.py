@@ -205,6 +205,7 @@ def _run_os_ken(args: list[str]) -> int:
     log.early_init_log(logging.DEBUG)
     for module in ("flags", "controller.controller", "topology.switches"):
         compat.framework_module(module)  # their CLI options, as ryu-manager gets them
+    compat.apply_os_ken_fixes()
     registered = {opt.name for opt, _ in conf._all_cli_opts()}
     if "app" not in registered:
         conf.register_cli_opts([
