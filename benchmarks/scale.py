@@ -357,6 +357,47 @@ class TopologyViews:
             yield t
 
 
+@dataclass
+class Failover:
+    """One kill -9 of a master, as the fleet saw it."""
+
+    victim: str  # the controller's target
+    kill_at: float
+    #: dpid -> generation_id the victim mastered it under
+    old: dict[int, int]
+    #: dpid -> seconds from the kill to another controller's MASTER under a newer generation_id
+    taken: dict[int, float]
+    done: bool  # every switch of the victim was taken within the timeout
+
+
+def kill_busiest(controllers: Controllers, view: FleetView, replay: Callable[[], None],
+                 alive: Callable[[], str | None], timeout: float) -> Failover:
+    """Kill -9 the controller mastering the most switches and wait (bounded) until each of
+    its switches grants MASTER to another controller under a newer generation_id (the fleet's
+    timestamps). `replay` feeds `view` the fleet's new events."""
+    owned = view.by_controller()
+    victim = max(owned, key=lambda t: len(owned[t]))
+    old = {dpid: view.masters[dpid][1] for dpid in owned[victim]}
+    seen = len(view.grants)
+    kill_at = time.time()
+    controllers.procs[victim].kill()
+    taken: dict[int, float] = {}
+
+    def failed_over() -> bool:
+        nonlocal seen
+        replay()
+        for rec in view.grants[seen:]:
+            dpid = rec["dpid"]
+            if (dpid in old and dpid not in taken and rec["controller"] != victim
+                    and is_newer(rec["generation_id"], old[dpid])):
+                taken[dpid] = rec["t"] - kill_at
+        seen = len(view.grants)
+        return len(taken) == len(old)
+
+    done = bool(wait_until(failed_over, timeout, alive))
+    return Failover(victim, kill_at, old, taken, done)
+
+
 def _fmt(seconds: float | None, timeout: float) -> str:
     return f"not converged after {timeout:g} s" if seconds is None else f"{seconds:.2f} s"
 
@@ -455,28 +496,12 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
                 result["packet_outs_per_s"] = (view.packets["packet_outs_total"]
                                                / (view.packets["t"] - view.started))
         # (b) kill -9 the busiest master
-        owned = view.by_controller()
-        victim = max(owned, key=lambda t: len(owned[t]))
-        old = {dpid: view.masters[dpid][1] for dpid in owned[victim]}
-        result["failover_switches"] = len(old)
-        result["masters_per_controller"] = sorted((len(v) for v in owned.values()), reverse=True)
-        kill_at = time.time()
-        controllers.procs[victim].kill()
-        taken: dict[int, float] = {}
-        seen = len(view.grants)
-
-        def failed_over() -> bool:
-            nonlocal seen
-            replay()
-            for rec in view.grants[seen:]:
-                dpid = rec["dpid"]
-                if (dpid in old and dpid not in taken and rec["controller"] != victim
-                        and is_newer(rec["generation_id"], old[dpid])):
-                    taken[dpid] = rec["t"] - kill_at
-            seen = len(view.grants)
-            return len(taken) == len(old)
-
-        if wait_until(failed_over, timeout, alive):
+        result["masters_per_controller"] = sorted(
+            (len(v) for v in view.by_controller().values()), reverse=True)
+        failover = kill_busiest(controllers, view, replay, alive, timeout)
+        victim, kill_at, taken = failover.victim, failover.kill_at, failover.taken
+        result["failover_switches"] = len(failover.old)
+        if failover.done:
             result["failover_s"] = max(taken.values())
             result["failover_p50_s"] = statistics.median(taken.values())
         else:

@@ -34,8 +34,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scale import Controllers, FleetView, Follower, stop_process, wait_until
-from ryu_integration.testing.fake_switch import is_newer
+from benchmarks.scale import (
+    Controllers,
+    FleetView,
+    Follower,
+    kill_busiest,
+    stop_process,
+    wait_until,
+)
 from ryu_integration.testing.fleet import raise_nofile_limit
 from tests.servers._process import ManagedProcess
 
@@ -95,30 +101,12 @@ def kill_one(controllers: Controllers, view: FleetView, replay: Callable[[], Non
              alive: Callable[[], str | None], trial: int) -> float:
     """Kill -9 the busiest master, then restart it; seconds from the kill to the last of its
     switches granting MASTER to another controller under a newer generation_id."""
-    owned = view.by_controller()
-    victim = max(owned, key=lambda t: len(owned[t]))
-    old = {dpid: view.masters[dpid][1] for dpid in owned[victim]}
-    seen = len(view.grants)
-    kill_at = time.time()
-    controllers.procs[victim].kill()
-    taken: dict[int, float] = {}
-
-    def failed_over() -> bool:
-        nonlocal seen
-        replay()
-        for rec in view.grants[seen:]:
-            dpid = rec["dpid"]
-            if (dpid in old and dpid not in taken and rec["controller"] != victim
-                    and is_newer(rec["generation_id"], old[dpid])):
-                taken[dpid] = rec["t"] - kill_at
-        seen = len(view.grants)
-        return len(taken) == len(old)
-
-    if not wait_until(failed_over, TIMEOUT, alive):
-        raise RuntimeError(f"trial {trial}: {len(old) - len(taken)} switches without a new "
-                           f"master {TIMEOUT:g} s after the kill")
-    controllers.procs[victim].start()  # the same member_id, port and config
-    return max(taken.values())
+    failover = kill_busiest(controllers, view, replay, alive, TIMEOUT)
+    if not failover.done:
+        raise RuntimeError(f"trial {trial}: {len(failover.old) - len(failover.taken)} switches "
+                           f"without a new master {TIMEOUT:g} s after the kill")
+    controllers.procs[failover.victim].start()  # the same member_id, port and config
+    return max(failover.taken.values())
 
 
 def run(store: Store, config: Config, trials: int, workdir: Path) -> dict[str, Any]:
