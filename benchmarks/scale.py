@@ -111,6 +111,8 @@ class FleetView:
     grants: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
     packets: dict[str, Any] = field(default_factory=dict)  # the last `packet_in` counters line
+    #: each connection's role at its switch: "equal" until a ROLE_REQUEST is granted
+    roles: dict[tuple[int, str], str] = field(default_factory=dict)
 
     def apply(self, rec: dict[str, Any]) -> None:
         kind = rec.get("kind")
@@ -123,6 +125,10 @@ class FleetView:
         dpid, ctl = rec.get("dpid"), rec.get("controller")
         current = self.masters.get(dpid)
         self.connections += {"connect": 1, "disconnect": -1}.get(kind or "", 0)
+        if kind == "disconnect":
+            self.roles.pop((dpid, ctl), None)
+        elif kind in ("connect", "role", "demoted"):
+            self.roles[(dpid, ctl)] = "slave" if kind == "demoted" else rec.get("role") or "equal"
         if kind == "role" and rec["role"] == "master":
             self.masters[dpid] = (ctl, rec["generation_id"])
             self.first_master.setdefault(dpid, rec["t"])
@@ -131,6 +137,11 @@ class FleetView:
                 self.all_mastered_at = rec["t"]
         elif kind in ("role", "demoted", "disconnect") and current and current[0] == ctl:
             del self.masters[dpid]
+
+    def quiet(self) -> bool:
+        """Every connection has its role granted (master or slave): no controller is still
+        working through its switches, so a failover measured from here starts from rest."""
+        return all(role in ("master", "slave") for role in self.roles.values())
 
     def by_controller(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}

@@ -139,7 +139,8 @@ def run(store: Store, config: Config, trials: int, workdir: Path) -> dict[str, A
 
         def settled() -> bool:
             replay()
-            return len(view.masters) == config.switches and view.connections == everyone
+            return (len(view.masters) == config.switches and view.connections == everyone
+                    and view.quiet())
 
         for trial in range(trials):
             if not wait_until(settled, TIMEOUT, alive):

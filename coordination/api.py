@@ -201,6 +201,12 @@ class Coordinator(ABC):
             if election is not None:
                 election._on_watchdog()
 
+    def _known_elections(self) -> list[Election]:
+        """The elections this member has opened (campaigning or observing): for a driver
+        step over all of them, e.g. an eviction's fast path."""
+        with self._elections_lock:
+            return list(self._elections.values())
+
     # ---- members, elections, topology ----------------------------------------------------
 
     def members(self) -> dict[str, MemberInfo]:

@@ -142,6 +142,9 @@ class ZooKeeperElection(BatchedElection):
         self.seen_children: list[str] | None = None
         #: candidate znodes that belong to no session (not ephemeral): never candidates
         self.orphans: set[str] = set()
+        #: the candidate list as last read by any step (for eviction's fast path: it names
+        #: every candidate ranked ahead of ours, which is all a takeover needs)
+        self.candidates_seen: list[str] = []
         #: while we lead: the candidate list and its cversion at our last read (`settle`)
         self.seen_list: tuple[frozenset[str], int | None] | None = None
         #: (campaign, candidate node) that `settle` found first, until `take`
@@ -460,6 +463,7 @@ class ElectionEngine:
                     raise result
                 else:
                     children, pzxid, cversion = result[0], result[1].pzxid, result[1].cversion
+                election.candidates_seen = children
                 outcome, predecessor = election.settle(children, pzxid, cversion)
                 if outcome != "following":
                     election.watching = None
@@ -608,7 +612,7 @@ class ElectionEngine:
                 data, stat = result
                 election.seen_doc = (leader_doc(data), -2 if stat is None else stat.version)
             else:
-                election.seen_children = result
+                election.seen_children = election.candidates_seen = result
         unsettled = []
         for election in observe:
             doc = election.seen_doc[0] if election.seen_doc else {}

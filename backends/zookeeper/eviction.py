@@ -1,40 +1,62 @@
 """Evicting a member a peer's failure detector declared dead (`coordination.detector`).
 
 ZooKeeper would remove a dead member's ephemeral znodes only when its session expires. Eviction
-does it now: the member's candidate znodes (those owned by the same session as its member
-znode, so a restarted member's new candidacies are never touched) and then its member znode are
-deleted in batched transactions, so every election it led moves on at once. Each follower
-watching one of those candidates wakes up as if the member had resigned. The member, if it was
-alive after all (stopped, partitioned), sees its member znode gone and starts over
-(`ZooKeeperCoordinator._check_registration`).
+does it now, so every election the member led moves on at once, in three passes:
+1. At once, without reading a candidate list: the lists this member has already read
+   (`ZooKeeperElection.candidates_seen`) name every candidacy ranked ahead of its own in each
+   election it campaigns in, and every candidacy of the elections it observes (those lists
+   are watched). The dead member's candidacies found there are deleted in transactions, after
+   one read: the member record's. Taken before that read, the snapshot holds no candidacy of a
+   restarted incarnation, which registers its member record before it campaigns; a record of
+   another incarnation stops the eviction.
+2. At once: the candidate lists of the elections this member does not know (it neither
+   campaigns nor observes there) are read, pipelined, and the member's candidacies there
+   deleted -- only those owned by the same session as its member znode, so a restarted
+   member's new ones are never touched.
+3. `THOROUGH_DELAY` seconds later, off the takeover's path (its reads would compete with this
+   member's own takeover for the CPU): the same over the remaining elections, where the dead
+   member's candidacies are ranked behind a live one and hold nothing up. Then its member
+   znode goes.
+Each follower watching one of those candidates wakes up as if the member had resigned. The
+member, if it was alive after all (stopped, partitioned), sees its member znode gone and starts
+over (`ZooKeeperCoordinator._check_registration`); its member znode goes last so that it starts
+over only once nothing of it is left to delete.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from kazoo.exceptions import NoNodeError
 
-from coordination.errors import InvalidRecordError
+from coordination.errors import CoordinationError, InvalidRecordError
 from coordination.names import shown
 from coordination.types import MemberInfo
 
 from .client import chunks
-from .election import parse_candidate
+from .election import ZooKeeperElection, parse_candidate, ranked
 
 if TYPE_CHECKING:
+    from kazoo.protocol.states import ZnodeStat
+
     from .coordinator import ZooKeeperCoordinator
 
 LOG = logging.getLogger(__name__)
+#: Seconds between the takeover passes and the pass over the rest (see the module docstring).
+THOROUGH_DELAY = 1.0
 
 
 def evict_member(co: ZooKeeperCoordinator, member_id: str, incarnation: str | None) -> int:
     """Delete `member_id`'s candidacies and member znode (see the module docstring); returns
-    how many candidacies went. Nothing happens if its record is gone, or (with `incarnation`)
-    carries another detector incarnation."""
+    how many candidacies went at once. Nothing happens if its record is gone, or (with
+    `incarnation`) carries another detector incarnation."""
     zk = co.zk
+    # before the member record is read (see above); without an incarnation to check, only
+    # the ownership test of passes 2 and 3 decides
+    seen, known = _seen_candidacies(co, member_id) if incarnation is not None else ([], set())
     path = f"{co.prefix}/members/{quote(member_id, safe='')}"
     try:
         data, stat = zk.get(path)
@@ -44,40 +66,103 @@ def evict_member(co: ZooKeeperCoordinator, member_id: str, incarnation: str | No
         return 0
     if incarnation is not None:
         try:
-            seen = MemberInfo.decode(data, f"member record of {shown(member_id)}").metadata
+            meta = MemberInfo.decode(data, f"member record of {shown(member_id)}").metadata
         except InvalidRecordError as exc:
             LOG.warning("member %s: not evicting: %s", co.member_id, exc)
             return 0
-        if seen.get("liveness_id") != incarnation:
+        if meta.get("liveness_id") != incarnation:
             LOG.info("member %s: %s registered again since it was declared dead: not evicting",
                      co.member_id, shown(member_id))
             return 0
-    owner = stat.ephemeralOwner
+    deleted = sum(_delete(co, list(chunk)) for chunk in chunks(seen))
     root = f"{co.prefix}/elections"
     try:
         names = zk.get_children(root)
     except NoNodeError:
         names = []
+    later = [name for name in names if name in known]
+    deleted += _scan(co, member_id, stat, [name for name in names if name not in known],
+                     set(seen))
+    LOG.warning("member %s: evicting member %s: deleted %d candidacies at once; its others "
+                "and its member record go in %g s", co.member_id, shown(member_id), deleted,
+                THOROUGH_DELAY)
+    timer = threading.Timer(THOROUGH_DELAY, _finish, (co, member_id, stat, later, set(seen)))
+    timer.daemon = True
+    timer.start()
+    return deleted
+
+
+def _finish(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list[str],
+            done: set[str]) -> None:
+    """Pass 3 (a timer's thread): the rest of the member's candidacies, then its record."""
+    if co.closed:
+        return
+    path = f"{co.prefix}/members/{quote(member_id, safe='')}"
+    try:
+        deleted = co.call(lambda: _scan(co, member_id, stat, names, done), "evict member")
+        co.call(lambda: _delete(co, [path], stat.version), "evict member")
+    except CoordinationError as exc:
+        LOG.warning("member %s: finishing the eviction of %s failed (%s); its session timeout "
+                    "decides", co.member_id, shown(member_id), exc)
+        return
+    LOG.warning("member %s: evicted member %s: deleted %d more candidacies and its member "
+                "record", co.member_id, shown(member_id), deleted)
+
+
+def _scan(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list[str],
+          done: set[str]) -> int:
+    """Read the candidate lists of elections `names` and delete `member_id`'s candidacies
+    owned by its member znode's session (`stat`), except those in `done`."""
+    zk, root = co.zk, f"{co.prefix}/elections"
     lists = zk.pipelined(names, lambda n: zk.get_children_async(f"{root}/{n}/candidates"))
     paths = [f"{root}/{name}/candidates/{child}" for name, children in lists
              if isinstance(children, list) for child in children
-             if (parse_candidate(child) or (None, None))[1] == member_id]
+             if (parse_candidate(child) or (None, None))[1] == member_id
+             and f"{root}/{name}/candidates/{child}" not in done]
     doomed = [p for p, st in zk.pipelined(paths, zk.exists_async)
-              if st is not None and not isinstance(st, Exception) and st.ephemeralOwner == owner]
-    for chunk in chunks(doomed):
-        _delete(co, list(chunk))
-    _delete(co, [path], stat.version)
-    LOG.warning("member %s: evicted member %s: deleted %d candidacies and its member record",
-                co.member_id, shown(member_id), len(doomed))
-    return len(doomed)
+              if st is not None and not isinstance(st, Exception)
+              and st.ephemeralOwner == stat.ephemeralOwner]
+    return sum(_delete(co, list(chunk)) for chunk in chunks(doomed))
 
 
-def _delete(co: ZooKeeperCoordinator, paths: list[str], version: int = -1) -> None:
-    """Delete `paths` in one transaction; if one is already gone (the transaction fails as a
-    whole), one by one, ignoring the missing ones."""
-    results = co.zk.multi(lambda t: [t.delete(p, version) for p in paths])
-    if not any(isinstance(r, Exception) for r in results):
-        return
+def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[str], set[str]]:
+    """Paths of `member_id`'s candidacies in the candidate lists this member last read (all
+    of them where it observes: that list is watched; those ranked ahead of its own candidacy
+    where it campaigns), and the names of the elections those lists cover."""
+    out, known = [], set()
+    for election in co._known_elections():
+        if not isinstance(election, ZooKeeperElection):
+            continue
+        ours = election.node
+        if ours is None and election.seen_children is None:
+            continue  # neither campaigning with a candidacy nor observing: unknown
+        known.add(election.name)
+        for node, member, _ in ranked(election.candidates_seen):
+            if node == ours:
+                break
+            if member == member_id:
+                out.append(f"{election.cands}/{node}")
+    return out, known
+
+
+def _delete(co: ZooKeeperCoordinator, paths: list[str], version: int = -1) -> int:
+    """Delete `paths` in one transaction and return how many went. A transaction fails as a
+    whole and names only its first missing znode: that one is dropped and the rest tried
+    again, a few times, then one by one, ignoring the missing ones."""
+    for _ in range(3):
+        if not paths:
+            return 0
+        results = co.zk.multi(lambda t, paths=paths: [t.delete(p, version) for p in paths])
+        if not any(isinstance(r, Exception) for r in results):
+            return len(paths)
+        missing = {p for p, r in zip(paths, results, strict=False) if isinstance(r, NoNodeError)}
+        if not missing:
+            break
+        paths = [p for p in paths if p not in missing]
+    deleted = 0
     for _, result in co.zk.pipelined(paths, lambda p: co.zk.delete_async(p, version)):
-        if isinstance(result, Exception) and not isinstance(result, NoNodeError):
+        if not isinstance(result, Exception):
+            deleted += 1
+        elif not isinstance(result, NoNodeError):
             LOG.warning("member %s: eviction could not delete a znode: %r", co.member_id, result)
+    return deleted

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import coordination
-from coordination import BackendConnectionError, CoordinationError, Switch
+from coordination import BackendConnectionError, CoordinationError, SessionState, Switch
 from coordination.testing import Recorder
 from tests.servers._process import free_port
 from tests.servers.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
@@ -208,3 +208,35 @@ def test_kazoos_session_notice_to_topology_watches_is_not_an_error(
         events.wait_count(2, WAIT)  # the change: the watch still works
         watch.cancel()
     assert "Traceback" not in caplog.text
+
+
+def test_eviction_frees_what_holds_a_takeover_up_at_once_and_the_rest_after(
+        zookeeper: ZooKeeperServer) -> None:
+    """When `_driver_evict_member` returns, the dead member's candidacies that could hold a
+    takeover up are gone -- ahead of the evicter's own (from the lists it has read) and in an
+    election the evicter does not know; its candidacy ranked behind the evicter's and its
+    member record go afterwards, and it starts over."""
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}?session_timeout=10"
+    with coordination.connect(url, "a") as a, coordination.connect(url, "b") as b, \
+            coordination.connect(url, "c") as c:
+        b_led, b_session, a_seen = Recorder(), Recorder(), Recorder()
+        b.election("known").campaign(on_elected=b_led)
+        b.election("unknown").campaign(on_elected=b_led)
+        b_led.wait_count(2, WAIT)
+        a.election("known").campaign()
+        a.election("known").add_leader_listener(a_seen)
+        assert a_seen.wait_count(1, WAIT)[0].member_id == "b"  # a has read that list
+        c.election("unknown").campaign()
+        a.election("behind").campaign()
+        b.election("behind").campaign()
+        assert [x.member_id for x in a.election("behind").candidates()] == ["a", "b"]
+        b.add_session_listener(b_session)
+
+        a._driver_evict_member("b", b.failure_detector.incarnation)
+        # b's first-in-line candidacies are gone (b, alive, may be back at the end of the line)
+        assert a.election("known").candidates()[0].member_id == "a"
+        assert c.election("unknown").candidates()[0].member_id == "c"
+        # then the rest: b's record goes, b notices and starts over
+        assert SessionState.LOST in b_session.wait_for(lambda s: SessionState.LOST in s, WAIT)
+        assert a.election("known").leader().member_id == "a"
+        assert c.election("unknown").leader().member_id == "c"
