@@ -214,7 +214,7 @@ class ZooKeeperCoordinator(Coordinator):
             self._session_id = None
             self._set_session_state(SessionState.LOST)
         elif state == KazooState.CONNECTED:
-            session = self.client.client_id[0] if self.client.client_id else None
+            session = (self.client.client_id or (None,))[0]
             if session is not None and session == self._session_id \
                     and self.session_state is SessionState.SUSPENDED:
                 self._set_session_state(SessionState.CONNECTED)
@@ -243,7 +243,10 @@ class ZooKeeperCoordinator(Coordinator):
     def _new_session(self) -> None:
         self.engine.forget_directories()
         self._register()
-        self._session_id = self.client.client_id[0]
+        client_id = self.client.client_id
+        if client_id is None:  # the session expired while we registered: the next one retries
+            raise ConnectionLoss("the session ended while registering")
+        self._session_id = client_id[0]
         self._set_session_state(SessionState.CONNECTED)
         self._resync_watches()
 
@@ -268,7 +271,7 @@ class ZooKeeperCoordinator(Coordinator):
             except NodeExistsError:
                 try:
                     _, stat = self.zk.get(path)
-                    if stat.ephemeralOwner == self.client.client_id[0]:
+                    if stat.ephemeralOwner == (self.client.client_id or (None,))[0]:
                         self._watch_registration()
                         return
                     LOG.warning("member id %r was registered by another session; taking it over",
