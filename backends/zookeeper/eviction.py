@@ -100,7 +100,13 @@ def _finish(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: li
     path = f"{co.prefix}/members/{quote(member_id, safe='')}"
     try:
         deleted = co.call(lambda: _scan(co, member_id, stat, names, done), "evict member")
-        co.call(lambda: _delete(co, [path], stat.version), "evict member")
+        current = co.call(lambda: co.zk.exists(path), "evict member")
+        if current is None or current.czxid != stat.czxid:
+            # a restarted incarnation replaced the record (its version may well be the same)
+            LOG.info("member %s: %s registered again meanwhile: its record stays", co.member_id,
+                     shown(member_id))
+        else:
+            co.call(lambda: _delete(co, [path], current.version), "evict member")
     except CoordinationError as exc:
         LOG.warning("member %s: finishing the eviction of %s failed (%s); its session timeout "
                     "decides", co.member_id, shown(member_id), exc)
