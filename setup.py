@@ -45,6 +45,7 @@ setup(
             "zookeeper = backends.zookeeper:ZooKeeperCoordinator",
             "embedded = backends.embedded:EmbeddedCoordinator",
             "etcd3 = backends.etcd:EtcdCoordinator",
+            "example = backends.example:ExampleCoordinator",
         ],
         "console_scripts": [
             "coordctl = ryu_integration.cli:main",

@@ -6,6 +6,11 @@ subclasses it and implements the `_driver_*` hooks. The batch hooks (`_driver_jo
 `_driver_leave_many`, `_driver_read_leaders`) default to one election at a time; a driver whose
 store can batch or pipeline overrides them, so a controller with thousands of switches pays one
 round trip per batch, not per switch.
+
+What every driver needs besides is here too (helpers in `coordination.driver_support`): the
+executors a driver names in `EXECUTORS`, created by `start()` and stopped by `close()`; error
+translation (`LIBRARY_ERRORS`, `_driver_translate_error`, `translate`, `call`, `guarded`); and
+optional capabilities (`UNSUPPORTED`), whose calls raise `NotSupportedError`.
 """
 
 from __future__ import annotations
@@ -16,15 +21,23 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from . import instrument
 from .detector import FailureDetector
 from .detector_link import DetectorLink
 from .dispatch import SerialExecutor
+from .driver_support import (
+    NotSupportedError,
+    check_capabilities,
+    guarded,
+    not_supported,
+    translating,
+)
 from .election import CampaignRequest, Election, check_priority
 from .errors import ClosedError, ConfigurationError, CoordinationError
 from .options import Option
+from .retry import retrying
 from .store import RecordStoreDriver
 from .topology import TopologyStore
 from .types import Leadership, MemberInfo, SessionState
@@ -32,6 +45,7 @@ from .urls import BackendURL
 
 LOG = logging.getLogger(__name__)
 SessionListener = Callable[[SessionState], None]
+T = TypeVar("T")
 
 
 class Coordinator(ABC):
@@ -41,6 +55,26 @@ class Coordinator(ABC):
     OPTIONS: ClassVar[dict[str, Option]] = {}
     #: True if `_driver_evict_member` works: only then does the failure detector run.
     EVICTS: ClassVar[bool] = False
+    #: The serial executors the driver runs its work on, {attribute: thread name}: `start()`
+    #: creates them (before `_driver_start`), `close()` stops them in this order after
+    #: `_driver_stop` (so does a failed start), then calls `_driver_disconnect`. A constructor
+    #: therefore starts no thread, and a driver never stops one by hand.
+    EXECUTORS: ClassVar[dict[str, str]] = {}
+    #: Capabilities this driver lacks, {name: why} (`coordination.driver_support.CAPABILITIES`):
+    #: their calls raise `NotSupportedError` and the conformance suite skips their tests.
+    UNSUPPORTED: ClassVar[dict[str, str]] = {}
+    #: The client library's exception types: `translate` raises them as
+    #: `_driver_translate_error(exc, what)`, so none ever reaches a caller.
+    LIBRARY_ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Transient errors `call` retries (bounded by the retry_attempts and retry_max_delay
+    #: options); none by default.
+    RETRIED: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    _callbacks: SerialExecutor
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_capabilities(cls.__name__, cls.UNSUPPORTED)
 
     def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
         self.url = url
@@ -59,7 +93,10 @@ class Coordinator(ABC):
         self._elections_lock = threading.Lock()
         self._topology: TopologyStore | None = None
         self._closed = False
-        self._callbacks = SerialExecutor(f"coord-callbacks[{member_id}]")
+        self._executors: list[SerialExecutor] = []
+        self._call_retry = retrying(int(options.get("retry_attempts", 5)),
+                               float(options.get("retry_max_delay", 2.0)), self.RETRIED,
+                               f"{url.scheme} operation") if self.RETRIED else None
         self._watchdog_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         #: elections a driver step could not settle; the watchdog looks at these only
@@ -71,6 +108,7 @@ class Coordinator(ABC):
 
     def start(self) -> Coordinator:
         """Connect, register this member and start the watchdog; raises on failure."""
+        self._start_executors()
         try:
             self._detector = DetectorLink.create(self)
             if self._detector is not None:
@@ -79,7 +117,7 @@ class Coordinator(ABC):
         except BaseException:
             if self._detector is not None:
                 self._detector.stop()
-            self._callbacks.stop(0)
+            self._stop_executors(0)
             raise
         if self._detector is not None:
             self._detector.attach()
@@ -106,7 +144,26 @@ class Coordinator(ABC):
         try:
             self._driver_stop()
         finally:
-            self._callbacks.stop()
+            self._stop_executors()
+
+    def _start_executors(self) -> None:
+        """The driver's executors (`EXECUTORS`) and the core's callback thread."""
+        for attribute, name in self.EXECUTORS.items():
+            executor = SerialExecutor(f"{name}[{self.member_id}]")
+            setattr(self, attribute, executor)
+            self._executors.append(executor)
+        self._callbacks = SerialExecutor(f"coord-callbacks[{self.member_id}]")
+
+    def _stop_executors(self, timeout: float = 5.0) -> None:
+        """Stop the driver's executors (finishing what is queued, each bounded by `timeout`),
+        disconnect the driver, then stop the callback thread."""
+        try:
+            for executor in self._executors:
+                executor.stop(timeout)
+            self._driver_disconnect()
+        finally:
+            if hasattr(self, "_callbacks"):
+                self._callbacks.stop(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -126,6 +183,44 @@ class Coordinator(ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"coordinator {self.member_id!r} is closed")
+
+    def _check_supported(self, capability: str) -> None:
+        """`NotSupportedError` if this driver declared `capability` unsupported."""
+        if capability in self.UNSUPPORTED:
+            raise self._unsupported(capability)
+
+    def _unsupported(self, capability: str) -> NotSupportedError:
+        """The error for a call of `capability`, with the driver's reason."""
+        return not_supported(self.url.scheme, capability,
+                             self.UNSUPPORTED.get(capability, "not implemented"))
+
+    # ---- for drivers: errors --------------------------------------------------------------
+
+    def translate(self, func: Callable[..., T], what: str = "operation") -> Callable[..., T]:
+        """`func`, raising the client library's errors (`LIBRARY_ERRORS`) as the project's own
+        (`_driver_translate_error`); `what` names the operation in messages."""
+        return translating(func, self.LIBRARY_ERRORS,
+                           lambda exc: self._driver_translate_error(exc, what))
+
+    def call(self, func: Callable[[], T], what: str = "operation") -> T:
+        """Run a store operation now: transient errors (`RETRIED`) retried within the retry
+        options, library errors translated."""
+        if self._call_retry is not None:
+            func = self._call_retry(func)
+        return self.translate(func, what)()
+
+    def guarded(self, func: Callable[..., Any], what: str,
+                quiet: tuple[type[BaseException], ...] = ()) -> Callable[..., None]:
+        """`func` for a driver's own thread (a timer, a queued step): library and coordination
+        errors are logged (`quiet` ones at DEBUG), never raised, so the thread goes on."""
+        return guarded(self.translate(func, what), f"member {self.member_id}: {what}",
+                       (CoordinationError,), quiet, LOG)
+
+    def _driver_translate_error(self, exc: BaseException, what: str) -> BaseException:
+        """The project's error (a `CoordinationError`) for a library error raised by `what`.
+        Override to map the library's errors precisely (session expiry to `SessionLostError`,
+        time-outs to `OperationTimeoutError`, ...)."""
+        return CoordinationError(f"{self.url.scheme}: {what} failed: {exc!r}")
 
     # ---- session --------------------------------------------------------------------------
 
@@ -201,17 +296,12 @@ class Coordinator(ABC):
             if election is not None:
                 election._on_watchdog()
 
-    def _known_elections(self) -> list[Election]:
-        """The elections this member has opened (campaigning or observing): for a driver
-        step over all of them, e.g. an eviction's fast path."""
-        with self._elections_lock:
-            return list(self._elections.values())
-
     # ---- members, elections, topology ----------------------------------------------------
 
     def members(self) -> dict[str, MemberInfo]:
         """Every member whose session is alive, by member id."""
         self._check_open()
+        self._check_supported("members")
         with instrument.timed(self.url.scheme, "members"):
             return self._driver_members()
 
@@ -278,16 +368,30 @@ class Coordinator(ABC):
     def elections(self) -> list[str]:
         """Names of every election that has or had candidates in this namespace."""
         self._check_open()
+        self._check_supported("election_names")
         return self._driver_election_names()
 
     @property
     def topology(self) -> TopologyStore:
         """The shared topology store of this namespace."""
         self._check_open()
+        self._check_supported("topology")
         if self._topology is None:
             self._topology = TopologyStore(self._driver_record_store(), self._callbacks,
                                            backend=self.url.scheme)
         return self._topology
+
+    # ---- for drivers: the elections this member has opened ---------------------------------
+
+    def existing_election(self, name: str) -> Election | None:
+        """The election object called `name` if this member has opened it (never creates one:
+        for drivers that hear about every election in the store)."""
+        return self._elections.get(name)
+
+    def existing_elections(self) -> list[Election]:
+        """Every election object this member has opened, campaigning or observing (a copy)."""
+        with self._elections_lock:
+            return list(self._elections.values())
 
     # ---- driver hooks ---------------------------------------------------------------------
 
@@ -297,19 +401,29 @@ class Coordinator(ABC):
 
     @abstractmethod
     def _driver_stop(self) -> None:
-        """Remove membership and disconnect."""
+        """Remove membership and stop the driver's watches (its executors still run)."""
 
-    @abstractmethod
-    def _driver_members(self) -> dict[str, MemberInfo]: ...
+    def _driver_disconnect(self) -> None:
+        """Close the client connection, once the executors have stopped (after `_driver_stop`,
+        or after a failed `_driver_start`); must tolerate a connection never opened."""
+        return  # default: nothing to close
 
     @abstractmethod
     def _driver_election(self, name: str) -> Election: ...
 
-    @abstractmethod
-    def _driver_election_names(self) -> list[str]: ...
+    # ---- optional capabilities (list the ones left out in UNSUPPORTED) ---------------------
 
-    @abstractmethod
-    def _driver_record_store(self) -> RecordStoreDriver: ...
+    def _driver_members(self) -> dict[str, MemberInfo]:
+        """Every member whose session is alive (capability "members")."""
+        raise self._unsupported("members")
+
+    def _driver_election_names(self) -> list[str]:
+        """Names of the elections with candidates (capability "election_names")."""
+        raise self._unsupported("election_names")
+
+    def _driver_record_store(self) -> RecordStoreDriver:
+        """The raw store behind `topology` (capability "topology"); called once."""
+        raise self._unsupported("topology")
 
     # ---- batch hooks: override to batch or pipeline -----------------------------------------
 
@@ -347,5 +461,6 @@ class Coordinator(ABC):
         """Call `callback()` (from any thread, without blocking) whenever the member list may
         have changed, for as long as the coordinator lives; returns a function that stops it,
         or None if the driver has no such watch (the detector then re-reads the list at every
-        new session, and learns peers from their own connections)."""
+        new session, and learns peers from their own connections): capability
+        "watch_members"."""
         return None

@@ -1,7 +1,10 @@
 """Elections: the backend-neutral half (callbacks, bookkeeping, session policy).
 
-A driver subclasses `Election` and implements the seven `_driver_*` hooks against its store. It
-reports outcomes with `_elected(term)` and `_revoked()`; this class makes sure terms only grow,
+A driver subclasses `Election` and implements the `_driver_*` hooks against its store (five
+required, two optional: `_driver_observe` and `_driver_read_candidates`, capabilities
+"leader_listeners" and "candidates"). It reads the core's state through `active_campaign`,
+`campaign_priority`, `observed`, `last_term` and `lock`, and reports outcomes with
+`_elected(term)`, `_revoked()` and `_leader_seen(leadership)`; this class makes sure terms only grow,
 that callbacks run on the coordinator's callback thread, and that a lost session revokes
 leadership and re-enters the candidacy once a new session is up. Work on many elections at once
 (`Coordinator.campaign_many`, `resign_many`, `read_leaders`) goes through the coordinator, whose
@@ -141,6 +144,7 @@ class Election(ABC):
 
     def candidates(self) -> list[Candidate]:
         """Every candidate, best first (the first one leads or is about to)."""
+        self.coordinator._check_supported("candidates")
         return self._driver_read_candidates()
 
     @property
@@ -168,8 +172,29 @@ class Election(ABC):
         """True while a leader listener is registered: the driver must report leader changes."""
         return bool(self._listeners)
 
+    # ---- for drivers: what the core knows ------------------------------------------------
+
+    @property
+    def active_campaign(self) -> Campaign | None:
+        """This member's campaign, None when it does not campaign. A new object for every
+        campaign: a driver that settled an election for one compares it by identity, to drop
+        a result that a resign or a re-entered campaign made stale meanwhile."""
+        return self._campaign
+
+    @property
+    def last_term(self) -> int:
+        """The highest term this member has led under here (`_elected` refuses any other)."""
+        return self._last_term
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The election's lock, which guards the core's state; a driver may guard its own
+        candidacy state with it too (never hold it across a store round trip)."""
+        return self._lock
+
     def add_leader_listener(self, listener: LeaderListener) -> None:
         """Call `listener(Leadership | None)` whenever the leader changes (any member)."""
+        self.coordinator._check_supported("leader_listeners")
         with self._lock:
             first = not self._listeners
             self._listeners.append(listener)
@@ -266,14 +291,17 @@ class Election(ABC):
         """Re-read the election and re-arm watches (after a reconnect, or from the watchdog)."""
 
     @abstractmethod
-    def _driver_observe(self) -> None:
-        """Start reporting the leader to `_leader_seen` (for listeners)."""
-
-    @abstractmethod
     def _driver_read_leader(self) -> Leadership | None: ...
 
-    @abstractmethod
-    def _driver_read_candidates(self) -> list[Candidate]: ...
+    # ---- optional hooks (the coordinator lists what it leaves out in UNSUPPORTED) -----------
+
+    def _driver_observe(self) -> None:
+        """Start reporting the leader to `_leader_seen` (capability "leader_listeners")."""
+        raise self.coordinator._unsupported("leader_listeners")
+
+    def _driver_read_candidates(self) -> list[Candidate]:
+        """Every candidate, best first (capability "candidates")."""
+        raise self.coordinator._unsupported("candidates")
 
 
 class ElectionSteps(Protocol):

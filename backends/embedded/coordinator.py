@@ -63,12 +63,14 @@ class EmbeddedCoordinator(Coordinator):
     """A member's session in an embedded store directory (see the module docstring)."""
 
     OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: reads the store after every notification, reports elections and topology changes
+    EXECUTORS: ClassVar[dict[str, str]] = {"worker": "embedded-driver"}
+    worker: SerialExecutor
 
     def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
-        self.directory: Path = store_dir(url)  # before super(): a bad URL starts no thread
         super().__init__(url, member_id, options)
+        self.directory: Path = store_dir(url)
         self.op_timeout = float(options["operation_timeout"])
-        self.worker = SerialExecutor(f"embedded-driver[{member_id}]")
         self._db_lock = threading.RLock()  # one sqlite connection, shared by our threads
         self._db: Database | None = None
         self._files: SessionFiles | None = None
@@ -92,7 +94,6 @@ class EmbeddedCoordinator(Coordinator):
             self.worker.call(self._open_session, timeout=self.op_timeout * 3)
         except BaseException as exc:
             self.worker.call(self._close_store, timeout=self.op_timeout)
-            self.worker.stop(0)
             if isinstance(exc, OSError):
                 raise BackendConnectionError(
                     f"embedded store {self.directory}: cannot start a session: {exc}") from exc
@@ -109,7 +110,6 @@ class EmbeddedCoordinator(Coordinator):
         except CoordinationError:
             LOG.warning("member %s: closing the embedded session failed", self.member_id,
                         exc_info=True)
-        self.worker.stop()
         _LIVE.discard(self)
 
     def _open_store(self, timeout: float) -> None:
@@ -291,7 +291,7 @@ class EmbeddedCoordinator(Coordinator):
             return
         self._election_rev = state.revision
         for row in state.elections:
-            election = self._elections.get(row.name)
+            election = self.existing_election(row.name)
             if isinstance(election, EmbeddedElection):
                 elections.apply_leader_row(election, row)
         for watch in watches:
@@ -412,8 +412,9 @@ class EmbeddedCoordinator(Coordinator):
         store is a local file that a hand or a wipe can change behind the session's back, and
         these are local reads, not server round trips."""
         super()._driver_watchdog()
-        for election in list(self._elections.values()):
-            election._on_watchdog()
+        for election in self.existing_elections():
+            if election.campaigning:
+                election._driver_reevaluate()
 
     def _driver_members(self) -> dict[str, MemberInfo]:
         return self.read(lambda db: db.members())

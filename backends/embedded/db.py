@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordination.driver_support import decode_members
 from coordination.errors import (
     BackendConnectionError,
     ConfigurationError,
-    InvalidRecordError,
     OperationTimeoutError,
 )
 from coordination.names import election_name_problem, shown
@@ -398,19 +398,7 @@ class Database:
     def members(self) -> dict[str, MemberInfo]:
         with self.read() as conn:
             rows = conn.execute("SELECT member_id, info FROM members ORDER BY member_id").fetchall()
-        out = {}
-        for member_id, info in rows:
-            try:
-                member = MemberInfo.decode(info, f"member record {shown(member_id)}")
-            except InvalidRecordError as exc:
-                LOG.error("skipping malformed member record: %s", exc)
-                continue
-            if member.member_id != member_id:
-                LOG.error("skipping member record %s: it names member %s", shown(member_id),
-                          shown(member.member_id))
-                continue
-            out[member_id] = member
-        return out
+        return decode_members(rows)
 
     def get(self, path: str) -> Versioned | None:
         """The record at `path`. A row of the wrong type keeps its version but reads as an empty

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coordination.errors import BadURLError, ConfigurationError, OperationTimeoutError
-from coordination.runtime import eventlet_patched
+from coordination.eventloop import eventlet_patched
 from coordination.urls import BackendURL
 
 LOG = logging.getLogger(__name__)

@@ -19,44 +19,43 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from coordination.election import MAX_PRIORITY
+from coordination.driver_support import decode_rank
 from coordination.types import Leadership
 
 from .client import KeyValue, WatchEvent
 
 LOG = logging.getLogger(__name__)
-RANK_DIGITS = len(str(MAX_PRIORITY))
 CANDIDATES = b"candidates/"
 LEADER = b"leader"
 
 
 @dataclass(frozen=True, slots=True)
 class Ranked:
-    """A candidate key and its rank (MAX_PRIORITY - priority: lower ranks first)."""
+    """A candidate key and the priority its rank encodes."""
 
-    rank: int
+    priority: int
     kv: KeyValue
 
     @property
     def sort_key(self) -> tuple[int, int]:
-        return self.rank, self.kv.create_revision
+        return -self.priority, self.kv.create_revision
 
 
 def parse_rank(rest: bytes) -> int | None:
-    """The rank in `<rank>/<lease>` (a candidate key below `candidates/`), None if foreign."""
-    head = rest.split(b"/", 1)[0]
-    return int(head) if head.isdigit() else None
+    """The priority whose rank (`coordination.driver_support.encode_rank`) heads
+    `<rank>/<lease>` (a candidate key below `candidates/`), None if the key is foreign."""
+    return decode_rank(rest.split(b"/", 1)[0])
 
 
 def rank_candidates(prefix: bytes, kvs: Iterable[KeyValue]) -> list[Ranked]:
-    """Candidates best first: lowest rank (highest priority), then oldest create revision."""
+    """Candidates best first: highest priority, then oldest create revision."""
     out = []
     for kv in kvs:
-        rank = parse_rank(kv.key[len(prefix):])
-        if rank is None:
+        priority = parse_rank(kv.key[len(prefix):])
+        if priority is None:
             LOG.warning("ignoring a foreign key among candidates: %r", kv.key)
             continue
-        out.append(Ranked(rank, kv))
+        out.append(Ranked(priority, kv))
     return sorted(out, key=lambda r: r.sort_key)
 
 
@@ -145,10 +144,10 @@ class ElectionCache:
         if rest == LEADER:
             self._view_for(name).set_leader(kv, revision)
         elif rest.startswith(CANDIDATES):
-            rank = parse_rank(rest[len(CANDIDATES):])
-            if rank is None:
+            priority = parse_rank(rest[len(CANDIDATES):])
+            if priority is None:
                 return None
-            self._view_for(name).candidates[kv.key] = Ranked(rank, kv)
+            self._view_for(name).candidates[kv.key] = Ranked(priority, kv)
         else:
             return None
         return name

@@ -283,8 +283,10 @@ FailedCallback = Callable[[EtcdClientError], None]
 CreatedCallback = Callable[[int], None]
 
 
-class WatchHandle(ABC):
-    """A live watch; `cancel()` is idempotent and never blocks on the network."""
+class StreamHandle(ABC):
+    """A live etcd watch stream (the client's own; the topology store's handle is
+    `coordination.store.WatchHandle`); `cancel()` is idempotent and never blocks on the
+    network."""
 
     @abstractmethod
     def cancel(self) -> None: ...
@@ -533,7 +535,7 @@ class EtcdClient(ABC):
     def watch(self, key: bytes, range_end: bytes | None, start_revision: int,
               on_events: WatchEventsCallback, on_compacted: CompactedCallback,
               on_failed: FailedCallback | None = None,
-              on_created: CreatedCallback | None = None) -> WatchHandle:
+              on_created: CreatedCallback | None = None) -> StreamHandle:
         """Watch `key` (or [key, range_end)) from `start_revision` on (0: from now); see the
         module docstring for the delivery contract. Returns at once; the watch is set up in the
         background and `on_created(revision)` tells when and at which revision.

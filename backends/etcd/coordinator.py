@@ -22,12 +22,13 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote
+from collections.abc import Sequence
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote
 
 from coordination.api import Coordinator
 from coordination.dispatch import SerialExecutor
+from coordination.driver_support import decode_members
 from coordination.election import Election
 from coordination.errors import (
     BackendConnectionError,
@@ -35,9 +36,9 @@ from coordination.errors import (
     CoordinationError,
     OperationTimeoutError,
 )
+from coordination.eventloop import eventlet_patched
 from coordination.options import Option
 from coordination.retry import retrying
-from coordination.runtime import eventlet_patched
 from coordination.store import RecordStoreDriver
 from coordination.types import Leadership, MemberInfo, SessionState
 from coordination.urls import BackendURL
@@ -63,7 +64,6 @@ LOG = logging.getLogger(__name__)
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "/coordination"
 TRANSPORTS = ("auto", "grpc", "gateway")
-T = TypeVar("T")
 
 
 def choose_transport(requested: str) -> str:
@@ -103,6 +103,12 @@ class EtcdCoordinator(Coordinator):
     for the key layout."""
 
     EVICTS: ClassVar[bool] = True
+    EXECUTORS: ClassVar[dict[str, str]] = {"worker": "etcd-driver",
+                                           "watch_worker": "etcd-watches"}
+    #: every error of a transport (a bug included) leaves as a CoordinationError
+    LIBRARY_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
+    worker: SerialExecutor
+    watch_worker: SerialExecutor
     OPTIONS: ClassVar[dict[str, Option]] = {
         "lease_ttl": Option(float, None, "seconds the member's lease outlives its last "
                             "keep-alive (default: session_timeout); rounded up to whole seconds",
@@ -119,13 +125,6 @@ class EtcdCoordinator(Coordinator):
 
     def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
         super().__init__(url, member_id, options)
-        try:
-            self._configure(url, member_id, options)
-        except BaseException:
-            self._callbacks.stop(0)
-            raise
-
-    def _configure(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
         if not url.hosts:
             raise ConfigurationError(f"{url}: an etcd3 URL needs at least one host")
         if bool(options["cert_cert"]) != bool(options["cert_key"]):
@@ -152,8 +151,6 @@ class EtcdCoordinator(Coordinator):
             timeout=self.attempt_timeout,
         )
         self.client: EtcdClient = make_client(self.transport, self.config)
-        self.worker = SerialExecutor(f"etcd-driver[{member_id}]")
-        self.watch_worker = SerialExecutor(f"etcd-watches[{member_id}]")
         self._retry = retrying(attempts, options["retry_max_delay"], (EtcdUnavailable,),
                                "etcd operation")
         self.lease_id: int | None = None
@@ -171,24 +168,11 @@ class EtcdCoordinator(Coordinator):
 
     # ---- store access (worker thread or callers' threads) -----------------------------------
 
-    def translate(self, func: Callable[..., T], what: str = "etcd operation"
-                  ) -> Callable[..., T]:
-        """Wrap `func` so nothing but the project's own errors leaves it."""
-
-        def wrapper(*args: Any, **kwargs: Any) -> T:
-            try:
-                return func(*args, **kwargs)
-            except CoordinationError:
-                raise
-            except Exception as exc:  # a transport bug must still not leak library types
-                LOG.exception("unexpected failure in the etcd driver (%s)", what)
-                raise CoordinationError(f"{what}: etcd driver failure: {exc!r}") from exc
-
-        return wrapper
-
-    def call(self, func: Callable[[], T], what: str) -> T:
-        """Run a store operation (`what`, for messages) with the project's error types."""
-        return self.translate(func, what)()
+    def _driver_translate_error(self, exc: BaseException, what: str) -> BaseException:
+        """The transports raise the project's errors; anything else is a bug, logged with its
+        traceback, that must still not leak a library type."""
+        LOG.error("unexpected failure in the etcd driver (%s)", what, exc_info=exc)
+        return CoordinationError(f"{what}: etcd driver failure: {exc!r}")
 
     def txn(self, compares: Sequence[Compare], success: Sequence[Op],
             failure: Sequence[Op] = ()) -> TxnResult:
@@ -208,8 +192,7 @@ class EtcdCoordinator(Coordinator):
         try:
             self.client.connect(float(self.options["connect_timeout"]))
             self.translate(self._new_session, "register")()
-        except BaseException as exc:
-            self._shutdown()
+        except BaseException as exc:  # the core stops the executors and disconnects
             if isinstance(exc, EtcdAuthFailed):
                 who = (f"refused user {self.config.user!r}" if self.config.user else
                        "requires authentication: give user and password (options or URL)")
@@ -239,13 +222,10 @@ class EtcdCoordinator(Coordinator):
             except EtcdClientError as exc:
                 LOG.info("member %s: lease revoke on close failed (%s); it expires in %d s",
                          self.member_id, exc, self.granted_ttl)
-        self._shutdown()
 
-    def _shutdown(self) -> None:
+    def _driver_disconnect(self) -> None:
         self._stop.set()
         self.engine.close()
-        self.worker.stop()
-        self.watch_worker.stop()
         self.client.close()
 
     # ---- session --------------------------------------------------------------------------
@@ -358,15 +338,9 @@ class EtcdCoordinator(Coordinator):
     def _driver_members(self) -> dict[str, MemberInfo]:
         def op() -> dict[str, MemberInfo]:
             base = f"{self.prefix}/members/".encode()
-            out = {}
-            for kv in self.range(base, prefix_end(base)).kvs:
-                try:
-                    info = MemberInfo.from_dict(json.loads(kv.value))
-                except (ValueError, KeyError, TypeError) as exc:
-                    LOG.error("skipping malformed member record %r: %s", kv.key, exc)
-                    continue
-                out[info.member_id] = info
-            return out
+            return decode_members(
+                (unquote(kv.key[len(base):].decode("utf-8", "replace")), kv.value)
+                for kv in self.range(base, prefix_end(base)).kvs)
 
         return self.call(op, "list members")
 

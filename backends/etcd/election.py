@@ -45,11 +45,12 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
-from coordination.election import MAX_PRIORITY, BatchedElection
+from coordination.driver_support import encode_rank
+from coordination.election import BatchedElection
 from coordination.errors import CoordinationError
 from coordination.types import Candidate, Leadership, SessionState
 
-from .cache import RANK_DIGITS, ElectionCache, ElectionView, decode_doc, rank_candidates
+from .cache import ElectionCache, ElectionView, decode_doc, rank_candidates
 from .client import (
     MAX_TXN_OPS,
     Backoff,
@@ -62,10 +63,10 @@ from .client import (
     OpResult,
     Put,
     PutResult,
+    StreamHandle,
     Txn,
     TxnResult,
     WatchEvent,
-    WatchHandle,
     prefix_end,
 )
 
@@ -95,7 +96,7 @@ class EtcdElection(BatchedElection):
         self.cands = f"{base}candidates/".encode()
         self.cands_end = prefix_end(self.cands)
         self.leader_key = f"{base}leader".encode()
-        # our candidacy, guarded by `_lock` (the worker creates it, callers resign)
+        # our candidacy, guarded by `lock` (the worker creates it, callers resign)
         self.key: bytes | None = None
         self.key_rev = 0
         self.key_lease = 0
@@ -103,17 +104,18 @@ class EtcdElection(BatchedElection):
         #: means deleted (before, its event is still on the way)
         self.joined_at = 0
 
-    def band(self, rank: int) -> bytes:
-        return self.cands + f"{rank:0{RANK_DIGITS}d}/".encode()
+    def band(self, priority: int) -> bytes:
+        """The key prefix of every candidacy of `priority` (`encode_rank`: better sorts first)."""
+        return self.cands + f"{encode_rank(priority)}/".encode()
 
     def candidate_key(self, priority: int, lease: int) -> bytes:
-        return self.band(MAX_PRIORITY - priority) + f"{lease:016x}".encode()
+        return self.band(priority) + f"{lease:016x}".encode()
 
     # ---- hooks ----------------------------------------------------------------------------
 
     def _driver_forget(self) -> None:
         # the session's lease is gone (revoked by the coordinator, or expiring): so is the key
-        with self._lock:
+        with self.lock:
             self.key = None
 
     def _driver_read_candidates(self) -> list[Candidate]:
@@ -122,7 +124,7 @@ class EtcdElection(BatchedElection):
             for ranked in rank_candidates(self.cands,
                                           self.coordinator.range(self.cands, self.cands_end).kvs):
                 doc = decode_doc(ranked.kv.value) or {}
-                out.append(Candidate(str(doc.get("member_id", "?")), MAX_PRIORITY - ranked.rank))
+                out.append(Candidate(str(doc.get("member_id", "?")), ranked.priority))
             return out
 
         return self.coordinator.call(read, "read candidates")
@@ -134,8 +136,8 @@ class EtcdElection(BatchedElection):
         """Act on our standing in the cached state. Returns the nested txn that makes us
         leader, "rejoin" (we campaign without a candidacy), or None (nothing to do until the
         election changes)."""
-        with self._lock:
-            campaign, key, key_rev = self._campaign, self.key, self.key_rev
+        with self.lock:
+            campaign, key, key_rev = self.active_campaign, self.key, self.key_rev
             key_lease, joined_at = self.key_lease, self.joined_at
         if campaign is None:
             return None
@@ -148,13 +150,13 @@ class EtcdElection(BatchedElection):
             LOG.info("election %s: our candidate key vanished; re-creating it", self.name)
             self.coordinator.check_lease_soon()  # a revoked lease deletes them all at once
             self._revoked()
-            with self._lock:
+            with self.lock:
                 if self.key == key:
                     self.key = None
             return "rejoin"
         if mine.kv.create_revision != key_rev:  # re-created under the same name: that one now
             key_rev = mine.kv.create_revision
-            with self._lock:
+            with self.lock:
                 if self.key == key:
                     self.key_rev = key_rev
         if view.ranked()[0].kv.key != key:
@@ -165,13 +167,13 @@ class EtcdElection(BatchedElection):
             lead = self.leadership
             if lead is not None and lead.term == leader.mod_revision:
                 return None  # leading, and the store agrees
-            if leader.mod_revision > self._last_term:
+            if leader.mod_revision > self.last_term:
                 # our own write whose reply was lost (a retried txn): its revision is our term
                 self.take(leader.mod_revision, lease)
                 return None
         if not connected:
             return None  # a write waits for the session (resuming re-evaluates every election)
-        band = self.band(mine.rank)
+        band = self.band(mine.priority)
         compares = (
             Compare.create(key, "==", key_rev),  # our candidacy, this incarnation
             Compare.create(self.cands, "==", 0, band),  # no higher priority
@@ -216,7 +218,7 @@ class ElectionEngine:
         self._scheduled = False
         self._closed = False
         # the watch over every election (worker thread; `_gen` names the current one)
-        self._watch: WatchHandle | None = None
+        self._watch: StreamHandle | None = None
         self._gen = 0
         self._backoff = Backoff(0.1, 2.0)
         self._timer: threading.Timer | None = None
@@ -339,12 +341,12 @@ class ElectionEngine:
         """Of the elections named, those we campaign in and those with leader listeners."""
         campaigns, listened = [], []
         for name in names:
-            election = self.co._elections.get(name)
+            election = self.co.existing_election(name)
             if not isinstance(election, EtcdElection):
                 continue
-            if election._campaign is not None:
+            if election.campaigning:
                 campaigns.append(election)
-            if election._listeners:
+            if election.observed:
                 listened.append(election)
         return campaigns, listened
 
@@ -361,7 +363,7 @@ class ElectionEngine:
         root = self.cache.root
         result = self.co.call(lambda: self.co.range(root, prefix_end(root)), "read elections")
         names = self.cache.load(result.kvs, result.revision)
-        names.update(self.co._elections.copy())  # ours may have vanished while not watched
+        names.update(e.name for e in self.co.existing_elections())  # ours may have vanished while not watched
         self._watch = self.co.client.watch(
             root, prefix_end(root), result.revision + 1,
             on_events=lambda events: self._on_events(gen, events),
@@ -423,8 +425,8 @@ class ElectionEngine:
             return []  # the next session joins them all (Coordinator._on_new_session)
         todo = []
         for election, priority in wanted.items():
-            with election._lock:
-                campaign = election._campaign
+            with election.lock:
+                campaign = election.active_campaign
                 if campaign is None or campaign.priority != priority:
                     continue  # resigned, or campaigning again under a later request
                 if election.key is not None and election.key_lease == lease:
@@ -436,8 +438,8 @@ class ElectionEngine:
         for (election, priority, put), result, revision in self.txns(todo, lambda t: t[2]):
             assert isinstance(result, PutResult)
             created_at = result.prev.create_revision if result.prev is not None else revision
-            with election._lock:
-                campaign = election._campaign
+            with election.lock:
+                campaign = election.active_campaign
                 if campaign is None or campaign.priority != priority or lease != self.co.lease_id:
                     orphans.append(put.key)  # resigned while we created it
                     continue
@@ -454,7 +456,7 @@ class ElectionEngine:
         keys = []
         lease = self.co.lease_id
         for election in elections:
-            with election._lock:
+            with election.lock:
                 if election.key is not None and election.key_lease == lease:
                     keys.append(election.key)
                 election.key = None  # a key on an older lease goes with that lease
@@ -483,7 +485,7 @@ class ElectionEngine:
     def _retry_delete(self, keys: list[bytes], lease: int | None, attempt: int) -> None:
         if lease != self.co.lease_id or self.co.closed:
             return  # their lease is gone (or about to be revoked), and the keys with it
-        held = {e.key for e in list(self.co._elections.values())
+        held = {e.key for e in self.co.existing_elections()
                 if isinstance(e, EtcdElection) and e.key is not None}
         keys = [k for k in keys if k not in held]  # campaigning again under the same key
         try:
@@ -509,8 +511,8 @@ class ElectionEngine:
                                       lease, connected)
             if isinstance(outcome, Txn):
                 writes.append((election, outcome))
-            elif outcome == "rejoin" and election._campaign is not None:
-                rejoin[election] = election._campaign.priority
+            elif outcome == "rejoin" and election.campaign_priority is not None:
+                rejoin[election] = election.campaign_priority
         try:
             if writes:
                 self._write_leaders(writes, lease)
@@ -544,7 +546,7 @@ class ElectionEngine:
     def _report(self, elections: list[EtcdElection]) -> None:
         """Tell listeners who leads each election, as the cache says."""
         for election in elections:
-            if election._listeners:
+            if election.observed:
                 view = self.cache.view(election.name)
                 election._leader_seen(view.leadership() if view is not None else None)
 

@@ -50,11 +50,11 @@ from .client import (
     Put,
     PutResult,
     RangeResult,
+    StreamHandle,
     Txn,
     TxnResult,
     WatchEvent,
     WatchEventsCallback,
-    WatchHandle,
     WatchState,
     error_from_status,
 )
@@ -275,7 +275,7 @@ class GatewayClient(EtcdClient):
     def watch(self, key: bytes, range_end: bytes | None, start_revision: int,
               on_events: WatchEventsCallback, on_compacted: CompactedCallback,
               on_failed: FailedCallback | None = None,
-              on_created: CreatedCallback | None = None) -> WatchHandle:
+              on_created: CreatedCallback | None = None) -> StreamHandle:
         if self.closed:
             raise EtcdClientError("the etcd client is closed")
         state = WatchState(key, range_end, start_revision, on_events, on_compacted, on_failed,
@@ -337,7 +337,7 @@ def _decode(response: requests.Response, where: str) -> dict[str, Any]:
                           f"{response.text[:200]}")
 
 
-class _GatewayWatch(WatchHandle):
+class _GatewayWatch(StreamHandle):
     """One watch = one streaming POST, re-opened (on the current endpoint) until cancelled."""
 
     def __init__(self, client: GatewayClient, state: WatchState) -> None:

@@ -46,11 +46,11 @@ from .client import (
     Put,
     PutResult,
     RangeResult,
+    StreamHandle,
     Txn,
     TxnResult,
     WatchEvent,
     WatchEventsCallback,
-    WatchHandle,
     WatchState,
     error_from_status,
 )
@@ -303,7 +303,7 @@ class GrpcClient(EtcdClient):
     def watch(self, key: bytes, range_end: bytes | None, start_revision: int,
               on_events: WatchEventsCallback, on_compacted: CompactedCallback,
               on_failed: FailedCallback | None = None,
-              on_created: CreatedCallback | None = None) -> WatchHandle:
+              on_created: CreatedCallback | None = None) -> StreamHandle:
         state = WatchState(key, range_end, start_revision, on_events, on_compacted, on_failed,
                            on_created)
         return self._watches.add(state)
@@ -320,7 +320,7 @@ class GrpcClient(EtcdClient):
             endpoint.reset()
 
 
-class _Handle(WatchHandle):
+class _Handle(StreamHandle):
     def __init__(self, stream: _WatchStream, state: WatchState) -> None:
         self._stream = stream
         self._state = state
@@ -358,7 +358,7 @@ class _WatchStream:
 
     # ---- API --------------------------------------------------------------------------------
 
-    def add(self, state: WatchState) -> WatchHandle:
+    def add(self, state: WatchState) -> StreamHandle:
         with self._cond:
             if self._closed:
                 raise EtcdClientError("the etcd client is closed")

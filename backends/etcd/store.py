@@ -14,11 +14,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from coordination.driver_support import SnapshotStreamWatch
 from coordination.errors import CoordinationError
 from coordination.store import (
-    RawChange,
     RawEvent,
-    RawSnapshot,
     RecordExistsError,
     RecordStoreDriver,
     Versioned,
@@ -33,11 +32,9 @@ from .client import (
     EtcdClientError,
     Get,
     Put,
+    StreamHandle,
     WatchEvent,
     prefix_end,
-)
-from .client import (
-    WatchHandle as ClientWatch,
 )
 
 if TYPE_CHECKING:
@@ -109,13 +106,10 @@ class EtcdRecordStore(RecordStoreDriver):
         return self.coordinator.call(op, "list topology")
 
     def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
-        watch = EtcdTopologyWatch(self, sink)
-        self.watches.add(watch)
-        watch.submit(watch.resync, False)
-        return watch
+        return EtcdTopologyWatch(self, sink).start()
 
 
-class EtcdTopologyWatch(WatchHandle):
+class EtcdTopologyWatch(SnapshotStreamWatch):
     """Snapshot at R, then the change stream from R + 1; a fresh snapshot after compaction.
 
     Every step, and every call of the sink, runs on the coordinator's watch worker (one thread),
@@ -123,48 +117,42 @@ class EtcdTopologyWatch(WatchHandle):
     """
 
     def __init__(self, store: EtcdRecordStore, sink: Callable[[RawEvent], None]) -> None:
+        super().__init__(store.coordinator.watch_worker, sink, store.watches)
         self._store = store
-        self._sink = sink
-        self._stream: ClientWatch | None = None
+        self._handle: StreamHandle | None = None
+        self._revision = 0
         self._gen = 0
         self._backoff = Backoff(0.1, 2.0)
         self._timer: threading.Timer | None = None
-        self.cancelled = False
 
-    def cancel(self) -> None:
-        self.cancelled = True
-        self._store.watches.discard(self)
+    def _stop(self) -> None:
         self._gen += 1
-        stream, self._stream = self._stream, None
+        stream, self._handle = self._handle, None
         if stream is not None:
             stream.cancel()
         if self._timer is not None:
             self._timer.cancel()
 
-    def submit(self, func: Callable[..., None], *args: object) -> None:
-        if not self.cancelled:
-            self._store.coordinator.watch_worker.submit(func, *args)
-
-    def resync(self, resync: bool) -> None:
-        """Read everything at one revision, deliver it, and stream changes from just after."""
-        if self.cancelled:
-            return
+    def _snapshot(self, resync: bool) -> dict[str, bytes] | None:
+        """Read everything at one revision (the stream resumes just after it)."""
         store, co = self._store, self._store.coordinator
-        stream, self._stream = self._stream, None
+        stream, self._handle = self._handle, None
         if stream is not None:
             stream.cancel()
         self._gen += 1
-        gen = self._gen
         try:
             snapshot = co.call(lambda: co.range(store.root, prefix_end(store.root)), "snapshot")
         except CoordinationError as exc:
             self._retry_later(f"snapshot failed ({exc})", resync)
-            return
-        items = {store.path(kv.key): kv.value for kv in snapshot.kvs}
-        self._sink(RawSnapshot(items, resync=resync))
+            return None
+        self._revision = snapshot.revision
+        return {store.path(kv.key): kv.value for kv in snapshot.kvs}
+
+    def _stream(self) -> None:
+        store, co, gen = self._store, self._store.coordinator, self._gen
         try:
-            self._stream = co.client.watch(
-                store.root, prefix_end(store.root), snapshot.revision + 1,
+            self._handle = co.client.watch(
+                store.root, prefix_end(store.root), self._revision + 1,
                 on_events=lambda events: self.submit(self._on_events, gen, events),
                 on_compacted=lambda rev: self.submit(self._on_compacted, gen, rev),
                 on_failed=lambda err: self.submit(self._on_failed, gen, err),
@@ -180,19 +168,19 @@ class EtcdTopologyWatch(WatchHandle):
         self._timer.start()
 
     def _on_events(self, gen: int, events: list[WatchEvent]) -> None:
-        if gen != self._gen or self.cancelled:
+        if gen != self._gen:
             return
         self._backoff.reset()
         for event in events:
-            value = event.kv.value if event.type == "put" else None
-            self._sink(RawChange(self._store.path(event.kv.key), value))
+            self.changed(self._store.path(event.kv.key),
+                         event.kv.value if event.type == "put" else None)
 
     def _on_compacted(self, gen: int, revision: int) -> None:
-        if gen == self._gen and not self.cancelled:
+        if gen == self._gen:
             LOG.warning("topology watch: revision compacted (now %d); resynchronising", revision)
             self.resync(True)
 
     def _on_failed(self, gen: int, error: EtcdClientError) -> None:
-        if gen == self._gen and not self.cancelled:
-            self._stream = None
+        if gen == self._gen:
+            self._handle = None
             self._retry_later(f"the watch failed ({error})")

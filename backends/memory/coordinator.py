@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from coordination.api import Coordinator
 from coordination.dispatch import SerialExecutor
@@ -21,10 +21,13 @@ class MemoryCoordinator(Coordinator):
     """Coordinator for `memory://name`: every coordinator of one name in this process shares
     state. Nothing crosses process boundaries."""
 
+    #: the server reports election outcomes to each member here
+    EXECUTORS: ClassVar[dict[str, str]] = {"worker": "memory-driver"}
+    worker: SerialExecutor
+
     def __init__(self, url: BackendURL, member_id: str, options: dict[str, Any]) -> None:
         super().__init__(url, member_id, options)
         self.server = server_for(url)
-        self.worker = SerialExecutor(f"memory-driver[{member_id}]")
         self.session = 0
         self._suspended = False
 
@@ -43,7 +46,6 @@ class MemoryCoordinator(Coordinator):
 
     def _driver_stop(self) -> None:
         self.server.close_session(self.session)
-        self.worker.stop()
 
     def _driver_members(self) -> dict[str, MemberInfo]:
         with self.server.lock:

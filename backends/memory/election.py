@@ -56,6 +56,6 @@ class MemoryElection(Election):
             return [Candidate(c.member_id, c.priority) for c in ranked]
 
     def _revoked_if_term(self, term: int) -> None:
-        leadership = self._leadership
+        leadership = self.leadership
         if leadership is not None and leadership.term <= term:
             self._revoked()

@@ -18,7 +18,7 @@ from kazoo.exceptions import ConnectionLoss, KazooException
 from kazoo.exceptions import OperationTimeoutError as KazooOperationTimeout
 
 from coordination.errors import ConfigurationError
-from coordination.runtime import eventlet_patched
+from coordination.eventloop import eventlet_patched
 
 T = TypeVar("T")
 #: Errors that mean "the connection is gone for now"; the step waits for the reconnect.

@@ -35,18 +35,17 @@ from kazoo.security import make_digest_acl
 
 from coordination.api import Coordinator
 from coordination.dispatch import SerialExecutor
+from coordination.driver_support import decode_members
 from coordination.election import Election
 from coordination.errors import (
     BackendConnectionError,
     ConfigurationError,
     CoordinationError,
-    InvalidRecordError,
     OperationTimeoutError,
     SessionLostError,
 )
-from coordination.names import election_name_problem, shown
+from coordination.names import election_name_problem
 from coordination.options import Option
-from coordination.retry import retrying
 from coordination.store import RecordStoreDriver
 from coordination.types import Leadership, MemberInfo, SessionState
 from coordination.urls import BackendURL
@@ -59,13 +58,23 @@ from .store import ZooKeeperRecordStore
 LOG = logging.getLogger(__name__)
 DEFAULT_PORT = 2181
 DEFAULT_PREFIX = "/coordination"
-_RETRIED = (ConnectionLoss,)  # a call that hit its deadline is not retried: it waited enough
 
 
 class ZooKeeperCoordinator(Coordinator):
     """A member's kazoo session. See the module docstring for the znode layout."""
 
     EVICTS: ClassVar[bool] = True
+    # elections run on `worker`, topology watches on `watch_worker`, and session state on
+    # `session_worker`, so a state change is never queued behind a call waiting out an
+    # outage (a leader must hear SUSPENDED at once, to hold)
+    EXECUTORS: ClassVar[dict[str, str]] = {
+        "session_worker": "zk-session", "worker": "zk-driver", "watch_worker": "zk-watches"}
+    LIBRARY_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (KazooException,)
+    #: a call that hit its deadline is not retried: it waited enough
+    RETRIED: ClassVar[tuple[type[BaseException], ...]] = (ConnectionLoss,)
+    session_worker: SerialExecutor
+    worker: SerialExecutor
+    watch_worker: SerialExecutor
     OPTIONS: ClassVar[dict[str, Option]] = {
         "auth": Option(str, "", "digest credentials 'user:password' (or 'digest:user:password'); "
                        "znodes created get an ACL for that identity only"),
@@ -88,18 +97,10 @@ class ZooKeeperCoordinator(Coordinator):
         if auth and ":" not in auth:
             raise ConfigurationError("option auth must be 'user:password'")
         self._auth = auth
-        # elections run on `worker`, topology watches on `watch_worker`, and session state on
-        # `session_worker`, so a state change is never queued behind a call waiting out an
-        # outage (a leader must hear SUSPENDED at once, to hold)
-        self.worker = SerialExecutor(f"zk-driver[{member_id}]")
-        self.watch_worker = SerialExecutor(f"zk-watches[{member_id}]")
-        self.session_worker = SerialExecutor(f"zk-session[{member_id}]")
         self._session_id: int | None = None
         self._suspended_at: int = 0
         self._records: ZooKeeperRecordStore | None = None
         self._member_callbacks: list[Callable[[], None]] = []
-        self._retry = retrying(options["retry_attempts"], options["retry_max_delay"], _RETRIED,
-                               "zookeeper operation")
         acl = None
         if auth:
             user, _, password = auth.partition(":")
@@ -123,9 +124,9 @@ class ZooKeeperCoordinator(Coordinator):
         self.zk = BoundedClient(self.client, self.op_timeout)
         self.engine = ElectionEngine(self)
 
-    # ---- helpers --------------------------------------------------------------------------
+    # ---- errors ---------------------------------------------------------------------------
 
-    def translate_error(self, exc: BaseException) -> BaseException:
+    def _driver_translate_error(self, exc: BaseException, what: str = "") -> BaseException:
         """The project's own error for a kazoo error (others are returned unchanged)."""
         if isinstance(exc, CoordinationError):
             return exc
@@ -141,21 +142,6 @@ class ZooKeeperCoordinator(Coordinator):
             return CoordinationError(f"zookeeper error: {exc!r}")
         return exc
 
-    def translate(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap `func` so kazoo errors surface as the project's own."""
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return func(*args, **kwargs)
-            except KazooException as exc:
-                raise self.translate_error(exc) from exc
-
-        return wrapper
-
-    def call(self, func: Callable[[], Any], what: str) -> Any:
-        """Run a store operation with bounded retries for transient errors."""
-        return self.translate(self._retry(func))()
-
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _driver_start(self) -> None:
@@ -163,22 +149,15 @@ class ZooKeeperCoordinator(Coordinator):
         try:
             self.client.start(timeout=float(self.options["connect_timeout"]))
         except (timeout_error, KazooTimeoutError, KazooException, OSError, ValueError) as exc:
-            self._shutdown_client()
-            for executor in (self.worker, self.watch_worker, self.session_worker):
-                executor.stop(0)
             cause = self._kazoo_log.last_problem or str(exc) or type(exc).__name__
             raise BackendConnectionError(
                 f"could not connect to zookeeper at {self.hosts} within "
                 f"{self.options['connect_timeout']:g} s: {cause}") from None
         self.client.add_listener(self._on_kazoo_state)
-        try:
-            self.session_worker.call(self.translate(self._new_session),
-                                     timeout=self.op_timeout * 3)
-        except BaseException:
-            self._shutdown_client()
-            raise
+        self.session_worker.call(self.translate(self._new_session, "register"),
+                                 timeout=self.op_timeout * 3)
 
-    def _shutdown_client(self) -> None:
+    def _driver_disconnect(self) -> None:
         try:
             self.client.stop()
             self.client.close()
@@ -192,9 +171,6 @@ class ZooKeeperCoordinator(Coordinator):
             self.worker.call(self._unregister, timeout=self.op_timeout)
         except Exception:
             LOG.debug("removing membership on close failed", exc_info=True)
-        for executor in (self.session_worker, self.worker, self.watch_worker):
-            executor.stop()
-        self._shutdown_client()
 
     # ---- session policy -------------------------------------------------------------------
 
@@ -222,7 +198,8 @@ class ZooKeeperCoordinator(Coordinator):
             else:
                 if self.session_state is not SessionState.LOST:
                     self._set_session_state(SessionState.LOST)
-                self._guarded_new_session()
+                self.guarded(self._new_session, "re-registering after reconnect (retried at "
+                             "the next connection event or watchdog tick)")()
 
     def _suspension_expired(self, generation: int) -> None:
         """Suspended for a whole session timeout: the server has expired us, so act as LOST
@@ -232,13 +209,6 @@ class ZooKeeperCoordinator(Coordinator):
                         self.member_id, self.session_timeout)
             self._session_id = None
             self._set_session_state(SessionState.LOST)
-
-    def _guarded_new_session(self) -> None:
-        try:
-            self._new_session()
-        except KazooException as exc:
-            LOG.warning("member %s: re-registering after reconnect failed (%s); retrying "
-                        "at the next connection event or watchdog tick", self.member_id, exc)
 
     def _new_session(self) -> None:
         self.engine.forget_directories()
@@ -325,7 +295,7 @@ class ZooKeeperCoordinator(Coordinator):
             self._new_session()
         except (KazooException, CoordinationError) as exc:
             LOG.warning("member %s: re-registering failed (%s); trying again", self.member_id,
-                        self.translate_error(exc))
+                        self._driver_translate_error(exc))
             timer = threading.Timer(min(1.0, self.session_timeout / 4),
                                     self.session_worker.submit, (self._start_over,))
             timer.daemon = True
@@ -358,21 +328,13 @@ class ZooKeeperCoordinator(Coordinator):
             except NoNodeError:
                 return {}
             fetches = {n: self.zk.get_async(f"{base}/{n}") for n in names}
-            out = {}
+            records = []
             for name, fetch in sorted(fetches.items()):
                 try:
-                    info = MemberInfo.decode(fetch.get()[0], f"member record {shown(name)}")
+                    records.append((unquote(name), fetch.get()[0]))
                 except NoNodeError:
                     continue
-                except InvalidRecordError as exc:
-                    LOG.error("skipping %s", exc)
-                    continue
-                if info.member_id != unquote(name):
-                    LOG.error("skipping member record %s: it names member %s", shown(name),
-                              shown(info.member_id))
-                    continue
-                out[info.member_id] = info
-            return out
+            return decode_members(records)
 
         return self.call(op, "list members")
 
@@ -404,11 +366,11 @@ class ZooKeeperCoordinator(Coordinator):
 
     def _driver_leave_many(self, elections: list[Election]) -> None:
         own = [e for e in elections if isinstance(e, ZooKeeperElection)]
-        self.translate(self.engine.leave)(own)
+        self.translate(self.engine.leave, "resign")(own)
 
     def _driver_read_leaders(self, elections: list[Election]) -> dict[str, Leadership | None]:
         own = [e for e in elections if isinstance(e, ZooKeeperElection)]
-        return self.translate(self.engine.read_leaders)(own)
+        return self.translate(self.engine.read_leaders, "read leaders")(own)
 
     def _driver_election_names(self) -> list[str]:
         def op() -> list[str]:

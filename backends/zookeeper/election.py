@@ -49,7 +49,8 @@ from urllib.parse import quote, unquote
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 
 from coordination.codec import decode_json
-from coordination.election import MAX_PRIORITY, BatchedElection
+from coordination.driver_support import RANK_DIGITS, decode_rank, encode_rank
+from coordination.election import BatchedElection
 from coordination.errors import InvalidRecordError
 from coordination.names import member_id_problem
 from coordination.types import MAX_TERM, Candidate, Leadership, SessionState
@@ -60,27 +61,26 @@ if TYPE_CHECKING:
     from .coordinator import ZooKeeperCoordinator
 
 LOG = logging.getLogger(__name__)
-_RANK_DIGITS = len(str(MAX_PRIORITY))
 #: Evaluation passes per batch before leftovers wait for their next watch or the watchdog.
 _PASSES = 10
 
 
 def candidate_prefix(member_id: str, priority: int) -> str:
     """Name prefix of a candidate node; ZooKeeper appends a 10-digit sequence number."""
-    return f"c-{MAX_PRIORITY - priority:0{_RANK_DIGITS}d}-{quote(member_id, safe='')}-"
+    return f"c-{encode_rank(priority)}-{quote(member_id, safe='')}-"
 
 
 def parse_candidate(name: str) -> tuple[tuple[int, int], str, int] | None:
     """(sort key, member_id, priority) of a candidate node name, or None if it is not one."""
+    priority = decode_rank(name[2:2 + RANK_DIGITS])
     try:
-        rank = int(name[2:2 + _RANK_DIGITS])
         seq = int(name[-10:])
-        member = unquote(name[3 + _RANK_DIGITS:-11])
     except ValueError:
         return None
-    if not name.startswith("c-") or member_id_problem(member) is not None:
+    member = unquote(name[3 + RANK_DIGITS:-11])
+    if priority is None or not name.startswith("c-") or member_id_problem(member) is not None:
         return None
-    return (rank, seq), member, MAX_PRIORITY - rank
+    return (-priority, seq), member, priority
 
 
 def ranked(children: list[str]) -> list[tuple[str, str, int]]:
@@ -128,7 +128,7 @@ class ZooKeeperElection(BatchedElection):
         self.base = f"{coordinator.prefix}/elections/{name}"
         self.cands = f"{self.base}/candidates"
         self.leader_path = f"{self.base}/leader"
-        #: our candidate node's name (guarded by `_lock`: the worker creates, callers resign)
+        #: our candidate node's name (guarded by `lock`: the worker creates, callers resign)
         self.node: str | None = None
         #: left by a session we declared lost ourselves; deleted before the next join
         self.stale_node: str | None = None
@@ -153,7 +153,7 @@ class ZooKeeperElection(BatchedElection):
     # ---- hooks ----------------------------------------------------------------------------
 
     def _driver_forget(self) -> None:
-        with self._lock:
+        with self.lock:
             if self.node is not None:
                 self.stale_node, self.node = self.node, None
 
@@ -175,7 +175,7 @@ class ZooKeeperElection(BatchedElection):
         # A leader re-reads (preemption?). A follower may still hold this one-shot watch from
         # a read that armed it just in case; its predecessor's watch covers it, so it stays
         # put, and so does a member that has resigned: no herd on a change of the list.
-        if self.is_leader or (self._campaign is not None and self.watching is None):
+        if self.is_leader or (self.campaigning and self.watching is None):
             self.watch_list = True
             self.coordinator.engine.evaluate(self)
 
@@ -205,8 +205,8 @@ class ZooKeeperElection(BatchedElection):
         higher priority that took over and was killed and evicted before we re-read. The
         engine then reads the leader record: if that candidate published a newer term, the
         switch has fenced ours, and we take leadership again under a newer one."""
-        with self._lock:
-            campaign, node = self._campaign, self.node
+        with self.lock:
+            campaign, node = self.active_campaign, self.node
         seen, self.seen_list = self.seen_list, None
         if campaign is None:
             return None, None
@@ -215,7 +215,7 @@ class ZooKeeperElection(BatchedElection):
         order = [name for name, _, _ in ranked(children) if name not in self.orphans]
         if node not in order:  # deleted by hand, or by a peer that declared us dead
             self._revoked()
-            with self._lock:
+            with self.lock:
                 if self.node == node:
                     self.node = None
             return "rejoin", None
@@ -230,7 +230,7 @@ class ZooKeeperElection(BatchedElection):
                     or cversion - seen[1] <= len(seen[0] ^ now[0]):
                 return "leading", None
             return "check", None
-        if pzxid <= self._last_term:
+        if pzxid <= self.last_term:
             return None, None  # (`_elected` would refuse it: terms only grow)
         self.seen_list = now
         self.electing = (campaign, node)
@@ -239,9 +239,9 @@ class ZooKeeperElection(BatchedElection):
     def take(self, term: int) -> None:
         """Take the leadership settled (and published) under `term`, unless the candidacy
         it was settled for is gone meanwhile (resigned, re-entered, session lost)."""
-        with self._lock:
+        with self.lock:
             electing, self.electing = self.electing, None
-            current = (self._campaign, self.node)
+            current = (self.active_campaign, self.node)
         if electing is None or electing[0] is not current[0] or electing[1] != current[1]:
             return
         self._elected(term)
@@ -327,7 +327,7 @@ class ElectionEngine:
         except TRANSIENT + (KazooException,) as exc:
             log = LOG.debug if isinstance(exc, TRANSIENT) else LOG.warning
             log("member %s: election batch deferred: %s", self.co.member_id,
-                self.co.translate_error(exc))
+                self.co._driver_translate_error(exc))
             for election in joined_or(joins) + evaluate + list(observe):
                 election._unsettled()
 
@@ -339,8 +339,8 @@ class ElectionEngine:
                 wanted[election] = priority
         try:
             created = self.create_candidacies(wanted)
-        except Exception as exc:
-            error = self.co.translate_error(exc)
+        except Exception as exc:  # every joiner hears of it, translated
+            error = self.co._driver_translate_error(exc)
             for _, future in joins:
                 if future is not None:
                     future.set_exception(error)
@@ -360,11 +360,11 @@ class ElectionEngine:
         todo = []
         stale = []
         for election, priority in wanted.items():
-            with election._lock:
+            with election.lock:
                 if election.stale_node:
                     stale.append(f"{election.cands}/{election.stale_node}")
                     election.stale_node = None
-                if election._campaign is not None and election.node is None:
+                if election.active_campaign is not None and election.node is None:
                     todo.append((election, priority))
         if stale:
             self._delete_paths(stale)
@@ -387,8 +387,8 @@ class ElectionEngine:
             if isinstance(result, Exception):
                 raise result
             name = result.rsplit("/", 1)[1]
-            with election._lock:
-                if election._campaign is None or election.node is not None:
+            with election.lock:
+                if election.active_campaign is None or election.node is not None:
                     orphans.append(result)  # resigned (or joined) while we created it
                     continue
                 election.node = name
@@ -477,8 +477,8 @@ class ElectionEngine:
                 elif outcome == "following" and predecessor is not None:
                     election.watching = predecessor
                     follow.append((election, predecessor))
-                elif outcome == "rejoin" and election._campaign is not None:
-                    rejoin[election] = election._campaign.priority
+                elif outcome == "rejoin" and election.campaign_priority is not None:
+                    rejoin[election] = election.campaign_priority
             publish.extend(self.preempted_unseen(recheck))
             if publish:
                 # published first, then reported: a member told it leads (and sending its
@@ -525,7 +525,7 @@ class ElectionEngine:
                 LOG.info("election %s: %s led under term %d while we did not look; taking "
                          "leadership again under a newer term", election.name,
                          doc.get("member_id"), doc["term"])
-                election.electing = (election._campaign, election.node)
+                election.electing = (election.active_campaign, election.node)
                 again.append((election, pzxid))
         return again
 
@@ -670,7 +670,7 @@ class ElectionEngine:
         delete, so it is not queued behind the worker's batches)."""
         paths = []
         for election in elections:
-            with election._lock:
+            with election.lock:
                 for node in (election.node, election.stale_node):
                     if node:
                         paths.append(f"{election.cands}/{node}")

@@ -101,18 +101,16 @@ def _finish(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: li
     try:
         deleted = co.call(lambda: _scan(co, member_id, stat, names, done), "evict member")
         current = co.call(lambda: co.zk.exists(path), "evict member")
-        if current is None or current.czxid != stat.czxid:
-            # a restarted incarnation replaced the record (its version may well be the same)
-            LOG.info("member %s: %s registered again meanwhile: its record stays", co.member_id,
-                     shown(member_id))
-        else:
+        same = current is not None and current.czxid == stat.czxid
+        if same:  # not a restarted incarnation's new record (its version may well be the same)
             co.call(lambda: _delete(co, [path], current.version), "evict member")
     except CoordinationError as exc:
         LOG.warning("member %s: finishing the eviction of %s failed (%s); its session timeout "
                     "decides", co.member_id, shown(member_id), exc)
         return
-    LOG.warning("member %s: evicted member %s: deleted %d more candidacies and its member "
-                "record", co.member_id, shown(member_id), deleted)
+    LOG.warning("member %s: evicted member %s: deleted %d more candidacies and %s",
+                co.member_id, shown(member_id), deleted,
+                "its member record" if same else "left the record it registered again since")
 
 
 def _scan(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list[str],
@@ -136,7 +134,7 @@ def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[st
     of them where it observes: that list is watched; those ranked ahead of its own candidacy
     where it campaigns), and the names of the elections those lists cover."""
     out, known = [], set()
-    for election in co._known_elections():
+    for election in co.existing_elections():
         if not isinstance(election, ZooKeeperElection):
             continue
         ours = election.node

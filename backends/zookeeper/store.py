@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, SessionExpiredError
 
+from coordination.driver_support import SnapshotStreamWatch
 from coordination.store import (
-    RawChange,
     RawEvent,
-    RawSnapshot,
     RecordExistsError,
     RecordStoreDriver,
     Versioned,
@@ -29,33 +28,17 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
-class _ZooKeeperWatch(WatchHandle):
+class _ZooKeeperWatch(SnapshotStreamWatch):
     """Children watches per kind plus a data watch per record; dedup by mzxid; resync on
     reconnect (kazoo does not restore watches reliably: #29, #151)."""
 
     def __init__(self, store: ZooKeeperRecordStore, sink: Callable[[RawEvent], None]) -> None:
+        super().__init__(store.coordinator.watch_worker, sink, store.watches,
+                         quiet=(*TRANSIENT, SessionExpiredError))
         self._store = store
-        self._sink = sink
         self._known: dict[str, int] = {}
-        self.cancelled = False
 
-    def cancel(self) -> None:
-        self.cancelled = True
-        self._store.watches.discard(self)
-
-    def submit(self, func: Callable[..., None], *args: Any) -> None:
-        if not self.cancelled:
-            self._store.coordinator.watch_worker.submit(self._guarded, func, *args)
-
-    def _guarded(self, func: Callable[..., None], *args: Any) -> None:
-        if self.cancelled:
-            return
-        try:
-            func(*args)
-        except (*TRANSIENT, SessionExpiredError) as exc:
-            LOG.debug("topology watch deferred until reconnect (%s)", exc)
-
-    def resync(self, resync: bool) -> None:
+    def _snapshot(self, resync: bool) -> dict[str, bytes]:
         zk, items, known = self._store.client, {}, {}
         for kind, children in self._store.children_by_kind(self._on_children).items():
             fetches = {c: zk.get_async(self._store.path(f"{kind}/{c}"), watch=self._on_data)
@@ -68,7 +51,7 @@ class _ZooKeeperWatch(WatchHandle):
                 items[f"{kind}/{child}"] = data
                 known[f"{kind}/{child}"] = stat.mzxid
         self._known = known
-        self._sink(RawSnapshot(items, resync=resync))
+        return items
 
     def _on_children(self, event: Any) -> None:
         if event.path is None:
@@ -86,7 +69,7 @@ class _ZooKeeperWatch(WatchHandle):
         present = {p for p in self._known if p.startswith(kind + "/")}
         for path in sorted(present - {f"{kind}/{c}" for c in children}):
             del self._known[path]
-            self._sink(RawChange(path, None))
+            self.changed(path, None)
         for child in sorted(children):
             if f"{kind}/{child}" not in self._known:
                 self._refresh_path(f"{kind}/{child}")
@@ -96,11 +79,11 @@ class _ZooKeeperWatch(WatchHandle):
             data, stat = self._store.client.get(self._store.path(path), watch=self._on_data)
         except NoNodeError:
             if self._known.pop(path, None) is not None:
-                self._sink(RawChange(path, None))
+                self.changed(path, None)
             return
         if stat.mzxid > self._known.get(path, -1):
             self._known[path] = stat.mzxid
-            self._sink(RawChange(path, data))
+            self.changed(path, data)
 
 
 class ZooKeeperRecordStore(RecordStoreDriver):
@@ -198,7 +181,4 @@ class ZooKeeperRecordStore(RecordStoreDriver):
         return self.coordinator.call(op, "list topology")
 
     def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
-        watch = _ZooKeeperWatch(self, sink)
-        self.watches.add(watch)
-        watch.submit(watch.resync, False)
-        return watch
+        return _ZooKeeperWatch(self, sink).start()

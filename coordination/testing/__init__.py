@@ -11,7 +11,7 @@ Override the `backend` fixture with a `Backend` subclass to enable the fault tes
 """
 
 from .backend import Backend
-from .conformance import ConformanceSuite
+from .conformance import ConformanceSuite, requires
 from .recorder import Recorder
 
-__all__ = ["Backend", "ConformanceSuite", "Recorder"]
+__all__ = ["Backend", "ConformanceSuite", "Recorder", "requires"]

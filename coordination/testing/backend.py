@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from coordination.api import Coordinator
 from coordination.connect import connect
+from coordination.loader import load_driver
+from coordination.urls import parse_url
+
+
+@functools.cache
+def _driver_for(scheme: str) -> type[Coordinator]:
+    """The driver class of `scheme` (looked up once: every test asks)."""
+    return load_driver(scheme)
 
 
 class Backend:
@@ -30,6 +39,10 @@ class Backend:
 
     def connect(self, namespace: str, member_id: str, **options: Any) -> Coordinator:
         return connect(self.url_for(namespace), member_id, **{**self.options, **options})
+
+    def unsupported(self) -> dict[str, str]:
+        """The capabilities the driver declares unsupported, {name: why}."""
+        return dict(_driver_for(parse_url(self.url).scheme).UNSUPPORTED)
 
     def suspend(self, coordinator: Coordinator) -> None:
         """Cut the connection; the session must survive (SUSPENDED)."""

@@ -1,7 +1,9 @@
 """The driver conformance suite: what every backend must do, tested the same way on each.
 
 Subclass `ConformanceSuite` and set `url` (or override the `backend` fixture). Every test gets
-its own namespace, so tests never see each other's members, elections or records.
+its own namespace, so tests never see each other's members, elections or records. A test of an
+optional capability (`@requires(...)`) is skipped, with the driver's reason, when the driver
+lists that capability in `Coordinator.UNSUPPORTED`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,12 +32,28 @@ from coordination import (
     StaleTermError,
     Switch,
 )
+from coordination.driver_support import CAPABILITIES, NotSupportedError
 
 from .backend import Backend
 from .recorder import Recorder
 
 WAIT = 15.0  # bound on every wait; generous for slow CI machines
 Connect = Callable[..., Coordinator]
+_Test = TypeVar("_Test", bound=Callable[..., None])
+
+
+def requires(*capabilities: str) -> Callable[[_Test], _Test]:
+    """Mark a test as needing optional `capabilities` (`driver_support.CAPABILITIES`): it is
+    skipped, with the driver's reason, on a driver that declares one of them unsupported."""
+    unknown = set(capabilities) - set(CAPABILITIES)
+    if unknown:
+        raise ValueError(f"unknown capabilities {sorted(unknown)}")
+
+    def mark(test: _Test) -> _Test:
+        test.required_capabilities = capabilities  # type: ignore[attr-defined]
+        return test
+
+    return mark
 
 
 def _terms(leaderships: list[Leadership]) -> list[int]:
@@ -73,8 +91,14 @@ class ConformanceSuite:
         backend.close()
 
     @pytest.fixture
-    def connect(self, backend: Backend) -> Iterator[Connect]:
-        """`connect(member_id, **options)` in this test's own namespace; closed at teardown."""
+    def connect(self, backend: Backend, request: pytest.FixtureRequest) -> Iterator[Connect]:
+        """`connect(member_id, **options)` in this test's own namespace; closed at teardown.
+        Skips the test if it needs a capability the driver declares unsupported."""
+        unsupported = backend.unsupported()
+        for capability in getattr(request.function, "required_capabilities", ()):
+            if capability in unsupported:
+                pytest.skip(f"the driver does not support {capability}: "
+                            f"{unsupported[capability]}")
         namespace = f"conformance-{uuid.uuid4().hex[:12]}"
         opened: list[Coordinator] = []
 
@@ -93,8 +117,31 @@ class ConformanceSuite:
             pytest.skip(f"{type(backend).__name__} cannot inject faults")
         return backend
 
+    # ---- optional capabilities ---------------------------------------------------------------
+
+    def test_unsupported_capabilities_raise_with_the_reason(self, connect: Connect,
+                                                            backend: Backend) -> None:
+        """Each capability the driver declares unsupported raises `NotSupportedError` with its
+        reason; every other one answers."""
+        unsupported = backend.unsupported()
+        a = connect("a")
+        calls: dict[str, Callable[[], object]] = {
+            "members": a.members,
+            "election_names": a.elections,
+            "candidates": lambda: a.election("e").candidates(),
+            "leader_listeners": lambda: a.election("e").add_leader_listener(Recorder()),
+            "topology": lambda: a.topology,
+        }
+        for capability, call in calls.items():
+            if capability in unsupported:
+                with pytest.raises(NotSupportedError, match=unsupported[capability]):
+                    call()
+            else:
+                call()
+
     # ---- members and sessions ----------------------------------------------------------------
 
+    @requires("members")
     def test_members_are_listed_with_their_info(self, connect: Connect) -> None:
         a = connect("a", address="10.0.0.1:6653", capacity=3)
         b = connect("b")
@@ -106,6 +153,7 @@ class ConformanceSuite:
         assert set(b.members()) == {"a", "b"}
         assert a.session_state is SessionState.CONNECTED
 
+    @requires("members")
     def test_closed_member_leaves_the_member_list(self, connect: Connect) -> None:
         a, b = connect("a"), connect("b")
         b.close()
@@ -113,6 +161,7 @@ class ConformanceSuite:
 
     # ---- elections ---------------------------------------------------------------------------
 
+    @requires("candidates", "election_names")
     def test_single_candidate_is_elected(self, connect: Connect) -> None:
         a = connect("a")
         elected = Recorder("elected")
@@ -125,6 +174,7 @@ class ConformanceSuite:
         assert [c.member_id for c in election.candidates()] == ["a"]
         assert "dpid-1" in a.elections()
 
+    @requires("candidates")
     def test_earliest_candidate_wins_among_equal_priorities(self, connect: Connect) -> None:
         a, b, c = connect("a"), connect("b"), connect("c")
         elected = Recorder("elected")
@@ -134,6 +184,7 @@ class ConformanceSuite:
         assert [x.member_id for x in a.election("e").candidates()] == ["b", "a", "c"]
         assert a.election("e").leader() == elected.items[0]
 
+    @requires("candidates")
     def test_higher_priority_wins_and_preempts(self, connect: Connect) -> None:
         low, high = connect("low"), connect("high")
         low_elected, low_revoked, high_elected = Recorder(), Recorder(), Recorder()
@@ -146,6 +197,7 @@ class ConformanceSuite:
         assert not low.election("e").is_leader
         assert [c.priority for c in low.election("e").candidates()] == [5, 1]
 
+    @requires("candidates")
     def test_changing_priorities_hands_over_to_the_chosen_member(self, connect: Connect) -> None:
         """A planned handover: the target raises its priority to the leader's (it queues behind
         it), then the leader lowers its own: the target, not the earliest other candidate, is
@@ -208,6 +260,7 @@ class ConformanceSuite:
         assert [x.member_id for x in leaders] == ["old", "new", "old"]
         assert _terms(leaders) == sorted(set(_terms(leaders)))
 
+    @requires("leader_listeners")
     def test_terms_are_unique_and_increasing_over_random_changes(self, connect: Connect) -> None:
         """Property: no two leaderships share a term; later leaderships have larger terms."""
         rng = random.Random(7)
@@ -237,6 +290,7 @@ class ConformanceSuite:
         seen = [x.term for x in observer_seen.items if x is not None]
         assert seen == sorted(seen), f"observed terms went backwards: {seen}"
 
+    @requires("leader_listeners")
     def test_leader_listener_sees_changes_and_vacancy(self, connect: Connect) -> None:
         a, watcher = connect("a"), connect("watcher")
         seen = Recorder("leader listener")
@@ -257,6 +311,7 @@ class ConformanceSuite:
         with pytest.raises(ConfigurationError, match="already campaigning"):
             a.election("e").campaign()
 
+    @requires("election_names")
     def test_elections_are_independent(self, connect: Connect) -> None:
         a, b = connect("a"), connect("b")
         elected = Recorder()
@@ -268,6 +323,7 @@ class ConformanceSuite:
 
     # ---- topology store ----------------------------------------------------------------------
 
+    @requires("topology")
     def test_records_round_trip(self, connect: Connect) -> None:
         topo = connect("a").topology
         switch = Switch(dpid=0x1, address="127.0.0.1:5000", owner="a", term=7,
@@ -287,6 +343,7 @@ class ConformanceSuite:
         assert topo.delete("link", link.key) is False
         assert topo.get("link", link.key) is None
 
+    @requires("topology")
     def test_writes_from_an_older_term_are_fenced(self, connect: Connect) -> None:
         topo = connect("a").topology
         topo.put(Switch(dpid=5, owner="new", term=20))
@@ -301,6 +358,7 @@ class ConformanceSuite:
         topo.put(Host(mac="00:00:00:00:00:09", dpid=6, port_no=2, owner="y", term=30))
         assert topo.get("host", "000000000009").dpid == 6
 
+    @requires("topology")
     def test_invalid_records_are_refused(self, connect: Connect) -> None:
         topo = connect("a").topology
         with pytest.raises(InvalidRecordError):
@@ -314,6 +372,7 @@ class ConformanceSuite:
         with pytest.raises(InvalidRecordError):
             topo.get("router", "1")
 
+    @requires("topology")
     def test_watch_delivers_snapshot_then_changes_in_order(self, connect: Connect) -> None:
         writer, reader = connect("writer"), connect("reader")
         writer.topology.put(Switch(dpid=1, owner="writer", term=1))
@@ -335,6 +394,7 @@ class ConformanceSuite:
         assert reader.topology.get("switch", Switch(dpid=9).key) is not None
         assert len(events.items) == 4
 
+    @requires("topology")
     def test_watch_filters_kinds(self, connect: Connect) -> None:
         a = connect("a")
         events = Recorder()
@@ -345,6 +405,7 @@ class ConformanceSuite:
         changes = events.wait_count(2, WAIT)[1:]
         assert [c.kind for c in changes] == ["link"]
 
+    @requires("topology")
     def test_watch_loses_nothing_between_snapshot_and_stream(self, connect: Connect) -> None:
         writer, reader = connect("writer"), connect("reader")
         stop, started = threading.Event(), threading.Event()
@@ -372,6 +433,7 @@ class ConformanceSuite:
         expected = {(r.KIND, r.key): r for r in writer.topology.list()}
         events.wait_for(lambda items: _view(items) == expected, WAIT)
 
+    @requires("topology")
     def test_malformed_records_are_skipped_not_raised(self, connect: Connect, caplog: Any) -> None:
         a = connect("a")
         raw = a._driver_record_store()
@@ -411,6 +473,7 @@ class ConformanceSuite:
         assert b.election("e").leader() == first
         assert not revoked.items
 
+    @requires("leader_listeners", "candidates", "members")
     def test_expired_session_revokes_and_recampaigns(self, connect: Connect, faults: Backend) -> None:
         a, b = connect("a"), connect("b")
         states, a_elected, a_revoked, b_elected = Recorder("a states"), Recorder(), Recorder(), \
@@ -434,6 +497,7 @@ class ConformanceSuite:
         assert back.term > second.term
         assert set(b.members()) == {"a", "b"}
 
+    @requires("topology")
     def test_watch_catches_up_after_reconnect(self, connect: Connect, faults: Backend) -> None:
         writer, reader = connect("writer"), connect("reader")
         events, states = Recorder(), Recorder()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
@@ -246,15 +247,17 @@ def test_eviction_leaves_the_record_of_a_member_restarted_meanwhile(
         zookeeper: ZooKeeperServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The member record goes last, a moment after the rest; if the member restarted under the
     same id meanwhile (its new record may carry the same version), the new one stays. The
-    delayed pass is run by hand here, after the restart, instead of by its timer."""
+    delayed pass is held and run by hand after the restart, instead of by its timer."""
     from backends.zookeeper import eviction
 
     delayed: list[tuple] = []
+    held = threading.Event()
 
     class HeldTimer:
         def __init__(self, _delay: float, func, args) -> None:
             delayed.append((func, args))
             self.daemon = True
+            held.set()
 
         def start(self) -> None:
             pass
@@ -262,16 +265,24 @@ def test_eviction_leaves_the_record_of_a_member_restarted_meanwhile(
     monkeypatch.setattr(eviction.threading, "Timer", HeldTimer)
     url = f"zookeeper://{zookeeper.hosts}/{_ns()}?session_timeout=10"
     with coordination.connect(url, "a") as a:
-        old = coordination.connect(url, "b")
+        old = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import sys, coordination
+            co = coordination.connect(sys.argv[1], "b")
+            print("ready", flush=True)
+            sys.stdin.read()
+            """), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            a._driver_evict_member("b", old.failure_detector.incarnation)
-            assert len(delayed) == 1
-            with coordination.connect(url, "b") as new:  # takes the member id over
-                session = Recorder()
-                new.add_session_listener(session)
-                func, args = delayed[0]
-                func(*args)
-                assert "b" in a.members()
-                assert SessionState.LOST not in session.items
+            assert old.stdout.readline().strip() == "ready"
+            detector = a.failure_detector
+            assert detector.wait_until(lambda: "b" in detector.connected_peers(), WAIT)
         finally:
-            old.close()
+            old.kill()  # its session outlives it; a's failure detector evicts it
+            old.wait(WAIT)
+        assert held.wait(WAIT)
+        with coordination.connect(url, "b") as new:  # the restart takes the member id over
+            session = Recorder()
+            new.add_session_listener(session)
+            func, args = delayed[0]
+            func(*args)
+            assert "b" in a.members()
+            assert SessionState.LOST not in session.items

@@ -39,8 +39,7 @@ def test_candidates_rank_by_priority_then_create_revision() -> None:
            C.KeyValue(prefix + b"garbage", b"", 1, 1))
     ranked = rank_candidates(prefix, kvs)
     # rank 999990 (priority 9) first, oldest first inside it; the foreign key is ignored
-    assert [(r.rank, r.kv.create_revision) for r in ranked] == [(999990, 4), (999990, 5),
-                                                                (999999, 3)]
+    assert [(r.priority, r.kv.create_revision) for r in ranked] == [(9, 4), (9, 5), (0, 3)]
 
 
 # ---- the election cache ---------------------------------------------------------------------
@@ -102,7 +101,7 @@ def _election(co: EtcdCoordinator, priority: int = 0) -> EtcdElection:
 
 
 def _kv(election: EtcdElection, revision: int, lease: str = "00000000000000aa") -> C.KeyValue:
-    return C.KeyValue(election.band(999999) + lease.encode(), b"{}", revision, revision)
+    return C.KeyValue(election.band(0) + lease.encode(), b"{}", revision, revision)
 
 
 def test_first_candidate_writes_the_leader_key_under_compares() -> None:
@@ -250,7 +249,7 @@ class FakeClient(C.EtcdClient):
     def _lease_revoke_at(self, index: int, lease_id: int, timeout: float) -> None:
         self._next(index)
 
-    def watch(self, *args: Any, **kwargs: Any) -> C.WatchHandle:
+    def watch(self, *args: Any, **kwargs: Any) -> C.StreamHandle:
         raise NotImplementedError
 
     def watch_count(self) -> int:
@@ -391,8 +390,7 @@ def _coordinator(url: str, **options: Any) -> Iterator[EtcdCoordinator]:
     try:
         yield coordinator
     finally:
-        coordinator._shutdown()
-        coordinator._callbacks.stop()
+        coordinator._driver_disconnect()  # never started: no executor runs
 
 
 def test_options_from_the_url() -> None:

@@ -1,4 +1,4 @@
-"""Facts about the running process that drivers adapt to."""
+"""The process's event loop: whether eventlet has monkey-patched threading (drivers adapt to it)."""
 
 from __future__ import annotations
 
