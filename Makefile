@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: setup demo test test-unit test-conformance test-integration lint bench bench-failover chaos
+.PHONY: setup demo test test-unit test-drivers test-conformance test-integration lint bench bench-failover chaos
 
 setup:
 	./scripts/setup.sh
@@ -14,8 +14,14 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# The layers of tests/: unit (the core, no server) and ryu (ryu_integration, no switch), each
+# driver's own tests, the conformance suite per driver, and integration (real servers, OVS, and
+# coord-manager processes).
 test-unit: setup
-	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/unit tests/ryu -q
+
+test-drivers: setup
+	$(PYTEST) tests/drivers -q -rs
 
 test-conformance: setup
 	$(PYTEST) tests/conformance -q -rs

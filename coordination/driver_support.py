@@ -19,7 +19,9 @@ from typing import Any, Self, TypeVar
 
 from .dispatch import SerialExecutor
 from .election import MAX_PRIORITY
-from .errors import CoordinationError, InvalidRecordError
+
+# NotSupportedError is defined in errors; importing it from here still works.
+from .errors import CoordinationError, InvalidRecordError, NotSupportedError
 from .names import shown
 from .store import RawChange, RawEvent, RawSnapshot, WatchHandle
 from .types import MemberInfo
@@ -41,10 +43,6 @@ CAPABILITIES: dict[str, str] = {
     "topology": "Coordinator.topology",
     "watch_members": "member-list changes pushed to the failure detector",
 }
-
-
-class NotSupportedError(CoordinationError):
-    """The driver does not offer this capability (its `UNSUPPORTED` says why)."""
 
 
 def check_capabilities(driver: str, unsupported: Mapping[str, str]) -> None:

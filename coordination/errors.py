@@ -62,3 +62,7 @@ class ConflictError(CoordinationError):
 
 class ClosedError(CoordinationError):
     """The coordinator was already closed."""
+
+
+class NotSupportedError(CoordinationError):
+    """The driver does not offer this capability (its `Coordinator.UNSUPPORTED` says why)."""

@@ -1,4 +1,4 @@
-"""Suite-wide hooks: the per-backend summary of the conformance matrix."""
+"""Suite-wide hooks: the per-backend summary of the conformance matrix and the driver tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ _MATRIX: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
 
 def _backend_of(nodeid: str) -> str | None:
-    """`tests/conformance/test_zookeeper.py::TestZooKeeperEnsemble::test_x` -> `ZooKeeperEnsemble`."""
+    """`tests/conformance/test_zookeeper.py::TestZooKeeperEnsemble::test_x` -> `ZooKeeperEnsemble`;
+    `tests/drivers/etcd/test_unit.py::test_x` -> `etcd (driver tests)`."""
+    if nodeid.startswith("tests/drivers/"):
+        return f"{nodeid.split('/')[2]} (driver tests)"
     if not nodeid.startswith("tests/conformance/"):
         return None
     parts = nodeid.split("::")
@@ -34,7 +37,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _MATRIX:
         return
-    terminalreporter.section("conformance matrix (per backend)")
+    terminalreporter.section("conformance matrix and driver tests (per backend)")
     for backend, counts in sorted(_MATRIX.items()):
         terminalreporter.write_line(
             f"{backend:<28} passed {counts['passed']:>3}  failed {counts['failed']:>3}  "

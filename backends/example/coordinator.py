@@ -56,4 +56,4 @@ class ExampleCoordinator(Coordinator):
             return sorted(name for name, cands in self.space.candidates.items() if cands)
 
     def _driver_record_store(self) -> RecordStoreDriver:
-        return ExampleRecordStore(self.space, self)
+        return ExampleRecordStore(self.space, self.worker)

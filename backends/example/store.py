@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordination.dispatch import SerialExecutor
 from coordination.driver_support import SnapshotStreamWatch
 from coordination.store import (
     RawEvent,
@@ -66,8 +67,10 @@ class ExampleWatch(SnapshotStreamWatch):
 
 
 class ExampleRecordStore(RecordStoreDriver):
-    def __init__(self, space: Space, coordinator: Any) -> None:
-        self.space, self.coordinator = space, coordinator
+    """Records of one namespace; watches deliver on `worker` (the coordinator's executor)."""
+
+    def __init__(self, space: Space, worker: SerialExecutor) -> None:
+        self.space, self.worker = space, worker
 
     def _write(self, path: str, value: bytes | None) -> None:
         if value is None:
@@ -106,4 +109,4 @@ class ExampleRecordStore(RecordStoreDriver):
             return {p: v for p, v in self.space.records.items() if p.startswith(prefix)}
 
     def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
-        return ExampleWatch(self.space, self.coordinator.worker, sink).start()
+        return ExampleWatch(self.space, self.worker, sink).start()

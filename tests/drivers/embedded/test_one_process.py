@@ -1,7 +1,7 @@
 """The embedded driver in one process: its directory, its files, failure handling, recovery.
 
 (Elections, terms and the topology store are covered by the conformance suite, and behaviour
-across real processes by tests/conformance/test_embedded_processes.py.)
+across real processes by tests/drivers/embedded/test_processes.py.)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ sleeps); every child is killed by PID at teardown, and exits by itself if its st
 
 Benchmark (30 trials each of graceful handover and kill -9 failover, 3 processes):
 
-    .venv/bin/python tests/conformance/test_embedded_processes.py bench --trials 30
+    .venv/bin/python tests/drivers/embedded/test_processes.py bench --trials 30
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import pytest
 WAIT = 15.0
 #: kill -9 of a leader must hand leadership over "well under a second" (measured: a few ms).
 FAILOVER_BOUND = 1.0
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 Event = dict[str, Any]
 

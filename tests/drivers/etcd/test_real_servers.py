@@ -26,6 +26,7 @@ from coordination.testing import Recorder
 from tests.servers.etcd import EtcdCluster, EtcdServer
 from tests.servers.proxy import TcpProxy
 
+pytestmark = pytest.mark.integration
 WAIT = 15.0
 TRANSPORTS = ["grpc", "gateway"]
 Factory = Callable[..., EtcdServer]

@@ -5,9 +5,9 @@ of the line); the next candidate's `on_elected` takes another. Both are CLOCK_MO
 is system-wide on Linux, so the difference is the handover as the switch would see it.
 
     # the figures (p50 / p95 over 30 trials, both transports, plus eventlet + gateway):
-    .venv/bin/python -m tests.conformance.test_etcd_handover --trials 30
+    .venv/bin/python -m tests.drivers.etcd.test_handover_latency --trials 30
     # as a test (prints the same line per transport with -s):
-    .venv/bin/python -m pytest tests/conformance/test_etcd_handover.py -s
+    .venv/bin/python -m pytest tests/drivers/etcd/test_handover_latency.py -s
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import pytest
 from tests.requirements import missing
 from tests.servers.etcd import EtcdServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.integration
 WAIT = 20.0
 MODES = ["grpc", "gateway", "gateway-eventlet"]
 
