@@ -13,10 +13,11 @@ does it now, so every election the member led moves on at once, in three passes:
    campaigns nor observes there) are read, pipelined, and the member's candidacies there
    deleted -- only those owned by the same session as its member znode, so a restarted
    member's new ones are never touched.
-3. `THOROUGH_DELAY` seconds later, off the takeover's path (its reads would compete with this
-   member's own takeover for the CPU): the same over the remaining elections, where the dead
-   member's candidacies are ranked behind a live one and hold nothing up. Then its member
-   znode goes.
+3. Off the takeover's path, once this member's election worker has run the batch those
+   deletes woke (its reads would otherwise compete with that takeover for the CPU): the same
+   over the remaining elections, where the dead member's candidacies are normally ranked
+   behind a live one and hold nothing up (a list this member read before a higher-priority
+   candidacy joined ahead of its own misses that one: it goes here). Then its member znode.
 Each follower watching one of those candidates wakes up as if the member had resigned. The
 member, if it was alive after all (stopped, partitioned), sees its member znode gone and starts
 over (`ZooKeeperCoordinator._check_registration`); its member znode goes last so that it starts
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -45,8 +47,6 @@ if TYPE_CHECKING:
     from .coordinator import ZooKeeperCoordinator
 
 LOG = logging.getLogger(__name__)
-#: Seconds between the takeover passes and the pass over the rest (see the module docstring).
-THOROUGH_DELAY = 1.0
 
 
 def evict_member(co: ZooKeeperCoordinator, member_id: str, incarnation: str | None) -> int:
@@ -84,17 +84,25 @@ def evict_member(co: ZooKeeperCoordinator, member_id: str, incarnation: str | No
     deleted += _scan(co, member_id, stat, [name for name in names if name not in known],
                      set(seen))
     LOG.warning("member %s: evicting member %s: deleted %d candidacies at once; its others "
-                "and its member record go in %g s", co.member_id, shown(member_id), deleted,
-                THOROUGH_DELAY)
-    timer = threading.Timer(THOROUGH_DELAY, _finish, (co, member_id, stat, later, set(seen)))
-    timer.daemon = True
-    timer.start()
+                "and its member record go after this member's takeover", co.member_id,
+                shown(member_id), deleted)
+    after_takeover(co, _finish, (co, member_id, stat, later, set(seen)))
     return deleted
+
+
+def after_takeover(co: ZooKeeperCoordinator, func: Callable[..., None], args: tuple) -> None:
+    """Run `func(*args)` on a thread of its own once the election worker is through what is
+    queued now: the batch woken by the deletes just made (their watch events reach the worker
+    before the round trips that followed them returned)."""
+    def start() -> None:
+        threading.Thread(target=func, args=args, name="zk-evict", daemon=True).start()
+
+    co.worker.submit(start)
 
 
 def _finish(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list[str],
             done: set[str]) -> None:
-    """Pass 3 (a timer's thread): the rest of the member's candidacies, then its record."""
+    """Pass 3 (its own thread): the rest of the member's candidacies, then its record."""
     if co.closed:
         return
     path = f"{co.prefix}/members/{quote(member_id, safe='')}"

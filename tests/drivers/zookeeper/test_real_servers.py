@@ -247,22 +247,17 @@ def test_eviction_leaves_the_record_of_a_member_restarted_meanwhile(
         zookeeper: ZooKeeperServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The member record goes last, a moment after the rest; if the member restarted under the
     same id meanwhile (its new record may carry the same version), the new one stays. The
-    delayed pass is held and run by hand after the restart, instead of by its timer."""
+    last pass is held and run by hand after the restart."""
     from backends.zookeeper import eviction
 
     delayed: list[tuple] = []
     held = threading.Event()
 
-    class HeldTimer:
-        def __init__(self, _delay: float, func, args) -> None:
-            delayed.append((func, args))
-            self.daemon = True
-            held.set()
+    def hold(_co, func, args) -> None:
+        delayed.append((func, args))
+        held.set()
 
-        def start(self) -> None:
-            pass
-
-    monkeypatch.setattr(eviction.threading, "Timer", HeldTimer)
+    monkeypatch.setattr(eviction, "after_takeover", hold)
     url = f"zookeeper://{zookeeper.hosts}/{_ns()}?session_timeout=10"
     with coordination.connect(url, "a") as a:
         old = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
