@@ -88,6 +88,8 @@ class _Peer:
     suspects: frozenset[str] = frozenset()  # what it last told us it suspects
     next_dial: float = 0.0
     dial_failures: int = 0
+    #: declared dead, not heard from since: called once more (`_redial_later`), not judged
+    declared: bool = False
 
     @property
     def monitored(self) -> bool:
@@ -344,6 +346,10 @@ class FailureDetector:
 
     def _dial_failed(self, peer: _Peer, now: float) -> None:
         peer.out = None
+        if peer.declared and not peer.listed and not peer.ins:
+            if self._peers.get(peer.member_id) is peer:  # dead, its record gone: forget it
+                del self._peers[peer.member_id]
+            return
         peer.dial_failures += 1
         delay = min(MAX_DIAL_DELAY, self.settings.interval * 2 ** min(peer.dial_failures, 8))
         peer.next_dial = now + delay
@@ -352,8 +358,9 @@ class FailureDetector:
         peer = self._peers.get(conn.peer or "")
         if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0 or peer is None \
                 or peer.out is not conn:
+            dialed = peer is not None and peer.out is conn  # (`_drop` clears peer.out)
             self._drop(conn)
-            if peer is not None and peer.out is conn:
+            if dialed and peer is not None:
                 self._dial_failed(peer, time.monotonic())
             return
         conn.connected = True
@@ -459,6 +466,8 @@ class FailureDetector:
         peer = self._peer(str(member_id), parsed[1], parsed[0])
         self._buried.pop(peer.member_id, None)  # it proved alive
         self._suspects.pop(peer.member_id, None)
+        self._pending.pop(peer.member_id, None)  # (a verdict waiting for a lower member)
+        peer.declared = False
         conn.peer = peer.member_id
         peer.ins.add(conn)
         LOG.debug("detector %s: %s said hello", self.member_id, peer.member_id)
@@ -488,7 +497,7 @@ class FailureDetector:
         for peer in list(self._peers.values()):
             if peer.member_id not in listed:
                 peer.listed = False
-                if peer.out is None and not peer.ins:
+                if peer.out is None and not peer.ins and not peer.declared:
                     del self._peers[peer.member_id]
         for member_id in [m for m in self._buried if m not in listed]:
             del self._buried[member_id]  # its record is gone: nothing left to skip
@@ -510,7 +519,7 @@ class FailureDetector:
                 self._declare(peer, f"missed heartbeats ({self.settings.misses} x "
                                     f"{self.settings.interval:g} s)", now)
             elif out is None and peer.endpoint is not None and now >= peer.next_dial \
-                    and (peer.listed or peer.ins):
+                    and (peer.listed or peer.ins or peer.declared):
                 self._dial(peer, now)
         for member_id, (incarnation, deadline) in list(self._pending.items()):
             if now >= deadline:
@@ -536,10 +545,11 @@ class FailureDetector:
     def _lost(self, conn: _Conn, reason: str) -> None:
         """A connection ended. Without a goodbye, its peer is dead (the kernel closed it)."""
         peer = self._peers.get(conn.peer or "")
-        if peer is None or conn.noticed or not conn.connected \
+        if peer is None or conn.noticed or not conn.connected or peer.declared \
                 or (conn is not peer.out and conn not in peer.ins):
+            dialed = peer is not None and peer.out is conn  # (`_drop` clears peer.out)
             self._drop(conn)
-            if peer is not None and peer.out is conn:
+            if dialed and peer is not None:
                 self._dial_failed(peer, time.monotonic())
             return
         self._declare(peer, reason, time.monotonic())
@@ -548,10 +558,11 @@ class FailureDetector:
         LOG.warning("detector %s: dropping a connection from %s: %s", self.member_id,
                     printable(conn.peer or "an unknown peer", 80), why)
         peer = self._peers.get(conn.peer or "")
+        dialed = peer is not None and peer.out is conn  # (`_drop` clears peer.out)
         self._drop(conn)
         if peer is not None:
             peer.ins.discard(conn)
-            if peer.out is conn:
+            if dialed:
                 self._dial_failed(peer, time.monotonic())
 
     def _drop(self, conn: _Conn) -> None:
@@ -598,6 +609,7 @@ class FailureDetector:
         silent = now - peer.last_heard if peer.last_heard else float("nan")
         self._forget(peer, {"t": "dead"})
         self._buried[member_id] = (peer.incarnation, now)
+        self._redial_later(peer, now)
         self.declarations.append((now, member_id, reason))
         verdict, backoff = self._damping.declare(member_id, now)
         if verdict == "damped":
@@ -619,6 +631,20 @@ class FailureDetector:
             if other.out is not None and other.out.connected:
                 self._send(other.out, beat)
         self._decide(member_id, peer.incarnation, final=False)
+
+    def _redial_later(self, peer: _Peer, now: float) -> None:
+        """Call a member declared dead once more, one detection bound later. If it is alive
+        (a cut link) and declared us dead too, with neither "dead" notice delivered, each side
+        would wait for the other's call, and after evicting each other each may read the
+        member list while the other's record is gone: the pair would stay unmonitored for
+        good. Our call proves nothing about it (only its own call, opened after the
+        declaration, does: see `_hello`), but it tells it we are alive, so it calls back. A
+        call that fails forgets a member whose record is gone; a listed one is called again
+        (with back-off) as any listed peer."""
+        if peer.endpoint is not None:
+            self._peers[peer.member_id] = _Peer(
+                peer.member_id, peer.incarnation, peer.endpoint, listed=peer.listed,
+                declared=True, next_dial=now + self.settings.bound)
 
     def _decide(self, member_id: str, incarnation: str, final: bool) -> None:
         """Evict if we are the lowest live member that declared it dead; a higher member

@@ -17,6 +17,7 @@ from .detector_policy import DetectorSettings
 from .detector_wire import parse_bind_address
 from .dispatch import SerialExecutor
 from .errors import ConfigurationError, CoordinationError
+from .options import COMMON_OPTIONS
 from .types import SessionState
 
 if TYPE_CHECKING:
@@ -31,17 +32,21 @@ def detector_settings(options: dict[str, Any]) -> DetectorSettings:
     """The detector's thresholds from coordinator options. The detection bound (interval x
     misses) is kept within half the session timeout: a detector slower than the session
     would be of no use."""
-    interval = float(options.get("heartbeat_interval") or 0.1)
-    misses = int(options.get("heartbeat_misses") or 3)
-    session = float(options.get("session_timeout") or 10.0)
+    def option(name: str) -> Any:  # the declared default where a caller passed none
+        value = options.get(name)
+        return COMMON_OPTIONS[name].default if value is None else value
+
+    interval = float(option("heartbeat_interval"))
+    misses = int(option("heartbeat_misses"))
+    session = float(option("session_timeout"))
     if interval * misses > session / 2:
         interval = session / 2 / misses
         LOG.info("heartbeat_interval lowered to %.3f s: %d misses must fit in half the %g s "
                  "session timeout", interval, misses, session)
-    host, port = parse_bind_address(options.get("liveness_address") or "127.0.0.1:0")
+    host, port = parse_bind_address(option("liveness_address"))
     return DetectorSettings(interval=interval, misses=misses, host=host, port=port,
-                            damping_window=float(options.get("damping_window", 30.0)),
-                            damping_backoff=float(options.get("damping_backoff", 120.0)))
+                            damping_window=float(option("damping_window")),
+                            damping_backoff=float(option("damping_backoff")))
 
 
 class DetectorLink:

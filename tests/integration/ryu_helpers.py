@@ -137,6 +137,8 @@ class Controller:
         self.log_path = workdir / f"{name}.log"
         self.apps = list(apps)
         self.records: list[Record] = []
+        #: every output line, parsed or not (e.g. the failure detector's log lines)
+        self.lines: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self.starts = 0
@@ -185,6 +187,7 @@ class Controller:
                 log.flush()
                 line = raw.decode("utf-8", "replace")
                 with LOG_EVENTS:
+                    self.lines.append(line.rstrip("\n"))
                     record = parse_line(line, len(self.records))
                     if record is not None:
                         self.records.append(record)

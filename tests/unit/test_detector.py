@@ -175,6 +175,81 @@ def test_a_flapping_member_is_evicted_once_then_damped(make) -> None:
     assert "b" not in a.suspected()
 
 
+def cut(detector: FailureDetector, peer: str | None = None) -> None:
+    """The link drops: shut down `detector`'s connections (with `peer`, or all) so both ends
+    see them close, and neither end's notice gets through."""
+    for conn in list(detector._conns):
+        if peer is None or conn.peer == peer:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # the loop closed it meanwhile
+                pass
+
+
+def test_a_pair_that_declared_each_other_dead_reconnects(make) -> None:
+    """A link cut both ways at once (no "dead" notice gets through): each side declares the
+    other dead and buries it. Both are alive, so they must reconnect and monitor each other
+    again, although neither heard from the other first."""
+    a, _ = make("a")
+    b, _ = make("b")
+    connect_all(a, b)
+    cut(a)
+    assert a.wait_until(lambda: declared(a, "b"), WAIT)
+    assert b.wait_until(lambda: declared(b, "a"), WAIT)
+    assert a.wait_until(lambda: a.connected_peers() == {"b"}, WAIT), a.connected_peers()
+    assert b.wait_until(lambda: b.connected_peers() == {"a"}, WAIT), b.connected_peers()
+    assert len(declared(a, "b")) == 1 and len(declared(b, "a")) == 1
+
+
+def test_a_pair_reconnects_even_if_each_read_the_list_without_the_other(make) -> None:
+    """After evicting each other, each may read the member list while the other's record is
+    gone (re-registering). They must still find each other again."""
+    a, _ = make("a")
+    b, _ = make("b")
+    connect_all(a, b)
+    cut(a)
+    assert a.wait_until(lambda: declared(a, "b"), WAIT)
+    assert b.wait_until(lambda: declared(b, "a"), WAIT)
+    a.update_members(records(a))  # the other's record is gone
+    b.update_members(records(b))
+    assert a.wait_until(lambda: a.connected_peers() == {"b"}, WAIT), a.connected_peers()
+    assert b.wait_until(lambda: b.connected_peers() == {"a"}, WAIT), b.connected_peers()
+
+
+def test_a_member_that_proves_alive_is_not_evicted_by_a_waiting_verdict(make) -> None:
+    """b declares c dead but waits for the lower a (which still hears c) to say so; before
+    that wait ends, c calls back and proves alive: b must drop its verdict, not evict c."""
+    slow = DetectorSettings(interval=0.1, misses=20)  # a verdict waits 2 x 2 s for a lower one
+    a, a_evicts = make("a", slow)
+    b, b_evicts = make("b", slow)
+    c, c_evicts = make("c", SETTINGS)  # redials 0.5 s after declaring
+    connect_all(a, b, c)
+    cut(b, "c")  # only b <-> c drops
+    assert b.wait_until(lambda: declared(b, "c"), WAIT)
+    assert c.wait_until(lambda: declared(c, "b"), WAIT)
+    assert b.wait_until(lambda: "c" in b.connected_peers(), WAIT)
+    assert c.wait_until(lambda: "b" in c.connected_peers(), WAIT)
+    assert "c" not in b._pending and "b" not in c._pending
+    assert a_evicts.calls == b_evicts.calls == c_evicts.calls == []
+
+
+def test_a_dead_member_whose_record_is_gone_is_forgotten(make) -> None:
+    """A declared member is called once more; if that call is refused and its record is gone,
+    it is forgotten (no endless dialing of the dead)."""
+    a, _ = make("a")
+    b, _ = make("b")
+    connect_all(a, b)
+    b.stop()  # says bye: not a death; then a fake record of a member that is not there
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: calls are refused
+        ghost = {"liveness": f"127.0.0.1:{unused.getsockname()[1]}",
+                 "liveness_id": "0123456789abcdef"}
+        a.update_members(records(a, extra={"g": ghost}))
+        a._command(lambda: a._redial_later(a._peers["g"], 0.0))  # as if declared long ago
+        a.update_members(records(a))  # and its record is gone
+        assert a.wait_until(lambda: "g" not in a._peers, WAIT)
+
+
 def test_hostile_records_and_frames_are_skipped(make, caplog) -> None:
     a, a_evicts = make("a")
     b, _ = make("b")
