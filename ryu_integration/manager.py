@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -169,6 +170,27 @@ def _quiet() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
+def _check_listen_port(conf: Any) -> None:
+    """Fail with one line if the OpenFlow port is taken: the frameworks would log READY, then
+    die with a traceback that never names the port."""
+    host = getattr(conf, "ofp_listen_host", None) or "0.0.0.0"
+    port = getattr(conf, "ofp_tcp_listen_port", None)
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise SystemExit(f"coord-manager: error: ofp_listen_host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the frameworks bind
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise SystemExit(f"coord-manager: error: cannot listen for switches on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None
+
+
 def _check_ryu_config(conf: Any, args: list[str], version: str) -> None:
     """Parse the command line and config files as ryu-manager is about to, and validate the
     `[coordination]` options, so that a bad file is one line before Ryu logs anything; then
@@ -180,6 +202,7 @@ def _check_ryu_config(conf: Any, args: list[str], version: str) -> None:
             config.parse(conf, args, optional_files=[RYU_DEFAULT_CONFIG], prog="coord-manager",
                          project="ryu", version=f"ryu-manager {version}")
             config.load(conf)
+        _check_listen_port(conf)
     finally:
         conf.clear()
 
@@ -226,6 +249,7 @@ def _run_os_ken(args: list[str]) -> int:
         config.parse(conf, args, prog="coord-manager", project="os_ken",
                      version=f"coord-manager ({compat.version()})")
         config.load(conf)
+    _check_listen_port(conf)
     log.init_log()
     if conf.pid_file:
         with open(conf.pid_file, "w") as fh:

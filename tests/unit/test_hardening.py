@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -497,6 +498,21 @@ def test_coord_manager_bad_conf_is_one_line_exit_2(tmp_path: Path, framework: st
     out = _run([_exe("coord-manager"), "--framework", framework, "--config-file", str(conf),
                 "--ofp-tcp-listen-port", "0", "ryu_integration.mastership"])
     _assert_one_line_error(out, "coord-manager", conf)
+
+
+@pytest.mark.parametrize("framework", [frameworks.OS_KEN, frameworks.RYU])
+def test_coord_manager_with_its_openflow_port_taken_is_one_line(framework: str) -> None:
+    if not frameworks.installed(framework):
+        missing(f"{framework} is not installed")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = _run([_exe("coord-manager"), "--framework", framework, "--ofp-listen-host",
+                    "127.0.0.1", "--ofp-tcp-listen-port", str(port), "ryu_integration.mastership"])
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert one_line(out.stderr) == (f"coord-manager: error: cannot listen for switches on "
+                                    f"127.0.0.1:{port}: Address already in use")
 
 
 @pytest.mark.parametrize("case", ["malformed", "not-utf8"])
