@@ -43,6 +43,7 @@ bench: setup
 	$(PY) benchmarks/switch_failover.py --trials 20 --off-trials 5
 	$(PY) benchmarks/scale.py --switches 100,1000,5000 --timeout 60 --ovs 100 \
 	    --plot docs/images/scale.png
+	$(PY) benchmarks/rebalance.py --bridges 100 --moves 8
 
 # Failover as the switches see it, in full: >= 100 trials per configuration with the failure
 # detector, 20 without (each waits out a session), 1/10/100 switches, 2 s and 10 s sessions,

@@ -193,9 +193,82 @@ class Mastership(_Record):
         return self.dpid
 
 
-Record = Switch | Link | Host | Mastership
-RECORD_TYPES: dict[str, type[_Record]] = {cls.KIND: cls for cls in (Switch, Link, Host, Mastership)}
+#: Steps of a move record, in order (`aborted` may follow any of them; see docs/balancing.md).
+MOVE_STEPS = ("requested", "ready", "released", "taken", "aborted")
+_MAX_MOVE_ID = 2**56 - 1
+
+
+@dataclass(frozen=True)
+class Move(_Record):
+    """A planned handover of a datapath from `source` (its master) to `target`: one record per
+    switch (`moves/<dpid>`), rewritten only by compare-and-set (`TopologyStore.compare_and_set`)
+    as the two controllers advance `step`. `owner` is the last writer; `term` the source's term
+    when the move was requested. Not a topology kind: default watches and views leave it out."""
+
+    KIND: ClassVar[str] = "move"
+    dpid: int = 0
+    id: int = 0
+    source: str = ""
+    target: str = ""
+    step: str = "requested"
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        _check_int("dpid", self.dpid, _MAX_DPID)
+        _check_int("id", self.id, _MAX_MOVE_ID)
+        _check_str("source", self.source)
+        _check_str("target", self.target)
+        if self.step not in MOVE_STEPS:
+            raise InvalidRecordError(f"step must be one of {', '.join(MOVE_STEPS)}, got "
+                                     f"{shown(self.step)}")
+
+    @property
+    def key(self) -> str:
+        return dpid_key(self.dpid)
+
+    @property
+    def domain(self) -> int:
+        return self.dpid
+
+
+@dataclass(frozen=True)
+class Rebalance(_Record):
+    """A request to the cluster's balancer (`rebalance/request`): `forced` (coordctl balance)
+    skips the damping rule; otherwise it says membership changed (`reason`, e.g. a controller
+    joined). `id` tells two requests apart. `term` is unused (0)."""
+
+    KIND: ClassVar[str] = "rebalance"
+    id: int = 0
+    reason: str = ""
+    forced: bool = False
+    #: the writer (`owner`) is leaving the cluster (a graceful stop, after its handovers)
+    leaving: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        _check_int("id", self.id, _MAX_MOVE_ID)
+        _check_str("reason", self.reason)
+        for name in ("forced", "leaving"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidRecordError(f"{name} must be a boolean, got "
+                                         f"{shown(getattr(self, name))}")
+
+    @property
+    def key(self) -> str:
+        return "request"
+
+    @property
+    def domain(self) -> int:
+        return 0
+
+
+Record = Switch | Link | Host | Mastership | Move | Rebalance
+RECORD_TYPES: dict[str, type[_Record]] = {
+    cls.KIND: cls for cls in (Switch, Link, Host, Mastership, Move, Rebalance)}
+#: Every kind a driver stores (the ZooKeeper driver keeps one directory per kind).
 KINDS: tuple[str, ...] = tuple(RECORD_TYPES)
+#: The topology kinds: what watches and listings without a `kinds` argument cover (not moves).
+TOPOLOGY_KINDS: tuple[str, ...] = ("switch", "link", "host", "mastership")
 
 
 def dpid_key(dpid: int) -> str:

@@ -13,7 +13,7 @@ from . import instrument
 from .dispatch import SerialExecutor
 from .errors import ConflictError, InvalidRecordError, StaleTermError
 from .names import printable, shown
-from .records import KINDS, RECORD_TYPES, Record, decode, encode, record_path
+from .records import KINDS, RECORD_TYPES, TOPOLOGY_KINDS, Record, decode, encode, record_path
 from .store import (
     RawChange,
     RawEvent,
@@ -218,14 +218,57 @@ class TopologyStore:
 
     @_timed("topology_list")
     def list(self, kind: str | None = None) -> list[Record]:
-        """Every valid record (of `kind`, if given); malformed ones are logged and skipped."""
+        """Every valid record (of `kind`, if given, else of the `TOPOLOGY_KINDS`); malformed
+        ones are logged and skipped."""
         prefix = f"{_check_kind(kind)}/" if kind else ""
         out = []
         for path, item in sorted(self._driver.list(prefix).items(), key=_by_path):
+            if not kind and path.partition("/")[0] not in TOPOLOGY_KINDS:
+                continue  # e.g. move records: not topology
             record = _decode_or_log(path, item.value)
             if record is not None:
                 out.append(record)
         return out
+
+    @_timed("topology_cas")
+    def compare_and_set(self, expected: Record | None, new: Record | None, *,
+                        kind: str | None = None, key: str | None = None) -> bool:
+        """Replace the record at `new`'s (or `expected`'s, or `kind`/`key`'s) place with `new`
+        (None: delete it) only if the store holds exactly `expected` there (None: nothing).
+        True if written; False if the store held something else. No fencing: the comparison
+        is the guard. A malformed stored value compares unequal to anything but is replaced
+        when `expected` is None only if absent."""
+        sample = new if new is not None else expected
+        if sample is not None:
+            if not isinstance(sample, tuple(RECORD_TYPES.values())):
+                raise InvalidRecordError(f"not a topology record: {sample!r}")
+            path = record_path(sample)
+        elif kind is not None and key is not None:
+            path = f"{_check_kind(kind)}/{key}"
+        else:
+            raise InvalidRecordError("compare_and_set needs a record or kind and key")
+        if expected is not None and new is not None and record_path(expected) != path:
+            raise InvalidRecordError(f"{record_path(expected)} and {path} are different records")
+        current = self._driver.get(path)
+        if current is None:
+            if expected is not None:
+                return False
+            if new is None:
+                return True
+            try:
+                self._driver.create(path, encode(new))
+            except RecordExistsError:
+                return False
+            return True
+        if expected is None or _decode_or_log(path, current.value) != expected:
+            return False
+        try:
+            if new is None:
+                return self._driver.remove(path, current.version)
+            self._driver.update(path, encode(new), current.version)
+        except VersionMismatchError:
+            return False
+        return True
 
     def watch(
         self, callback: Callable[[TopologyEvent], None], kinds: Iterable[str] | None = None
@@ -234,7 +277,8 @@ class TopologyStore:
 
         Callbacks run on the coordinator's callback thread, one at a time.
         """
-        wanted = frozenset(_check_kind(k) for k in kinds) if kinds is not None else frozenset(KINDS)
+        wanted = frozenset(_check_kind(k) for k in kinds) if kinds is not None \
+            else frozenset(TOPOLOGY_KINDS)
         watch = TopologyWatch(callback, wanted, self._executor)
         watch._handle = self._driver.watch(watch._on_raw)
         return watch

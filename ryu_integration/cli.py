@@ -223,7 +223,92 @@ def cmd_watch(coord: Coordinator, args: argparse.Namespace) -> None:
         pass
 
 
+def cmd_move(coord: Coordinator, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """Ask for a planned handover of one switch to MEMBER (docs/balancing.md); with --wait,
+    wait for its outcome (taken, or an error if aborted)."""
+    from . import moves
+
+    dpid = moves.parse_dpid(args.dpid)
+    finished = threading.Event()
+    outcome: list[Any] = []
+    watch = None
+    if args.wait:
+        def on_move(event: TopologyEvent) -> None:
+            records = event.records if isinstance(event, Snapshot) else (event.record,)
+            for record in records:
+                if getattr(record, "dpid", None) == dpid and outcome and \
+                        record.id == outcome[0].id and record.step in moves.FINAL_STEPS:
+                    outcome.append(record)
+                    finished.set()
+
+        watch = coord.topology.watch(on_move, kinds=["move"])
+    record = moves.request_move(coord, dpid, args.member, writer=coord.member_id)
+    outcome.append(record)
+    if watch is not None:
+        current = moves.current(coord, dpid)  # it may have finished before we looked
+        if current is not None and current.id == record.id and current.step in moves.FINAL_STEPS:
+            outcome.append(current)
+        elif not finished.wait(args.wait):
+            watch.cancel()
+            raise CoordinationError(f"move {record.id} of switch {dpid:016x} not finished within "
+                                    f"{args.wait:g} s")
+        watch.cancel()
+        if outcome[-1].step == "aborted":
+            raise CoordinationError(f"move {record.id} of switch {dpid:016x} "
+                                    f"({record.source} -> {record.target}) was aborted")
+    last = outcome[-1]
+    row = {"dpid": f"{dpid:016x}", "move": record.id, "source": record.source,
+           "target": record.target, "step": last.step}
+    return [row], ["dpid", "move", "source", "target", "step"]
+
+
+def cmd_balance(coord: Coordinator, args: argparse.Namespace) -> None:
+    """Compute the balance plan from the store now (the policy of --config-file, `balanced`
+    if it says `first` or none is given) and print it; without --dry-run, ask the cluster's
+    balancer to carry it out now (it skips the damping rule)."""
+    from coordination.balancing import Policy
+
+    from . import balancer
+
+    settings = balancer.BalanceSettings(policy=Policy.BALANCED)
+    if args.config_file:
+        settings = _balance_settings(args.config_file)
+        if settings.policy is Policy.FIRST:
+            settings = balancer.BalanceSettings(Policy.BALANCED, settings.preferred,
+                                                settings.damping, settings.max_moves)
+    plan = balancer.compute(balancer.gather(coord), settings)
+    rows = [{"dpid": f"{balancer.dpid_of(m.election):016x}", "from": m.source, "to": m.target}
+            for m in plan.moves]
+    load = dict(sorted(plan.load().items()))
+    if not args.dry_run:
+        balancer.request_rebalance(coord, "coordctl balance", forced=True)
+    if args.json:
+        print(json.dumps({"policy": settings.policy.value, "moves": rows, "load": load,
+                          "requested": not args.dry_run}, indent=2))
+        return
+    print(table([[r["dpid"], r["from"], r["to"]] for r in rows], ["dpid", "from", "to"])
+          if rows else "(no moves: balanced)")
+    print("load after: " + ", ".join(f"{cell(m)}={n}" for m, n in load.items()))
+    print("dry run: nothing requested" if args.dry_run else
+          f"requested: the balancer moves {len(rows)} switch(es) now")
+
+
+def _balance_settings(config_file: str) -> Any:
+    """The `balance_*` options of `config_file`, validated as coord-manager does."""
+    from oslo_config import cfg
+
+    from . import config as ryu_config
+
+    conf = cfg.ConfigOpts()
+    ryu_config.register(conf)
+    ryu_config.parse(conf, ["--config-file", config_file], prog="coordctl",
+                     default_config_files=[])
+    return ryu_config.load(conf).balance
+
+
 COMMANDS: dict[str, Callable[..., Any]] = {
+    "balance": cmd_balance,
+    "move": cmd_move,
     "members": cmd_members,
     "elections": cmd_elections,
     "masters": cmd_masters,
@@ -260,12 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="switches, links, hosts, masterships in the store"),
         "watch": sub.add_parser("watch", help="print live topology, leader and session events"),
         "serve": sub.add_parser("serve", help="live web page + JSON/HTTP API (see docs/webview.md)"),
+        "move": sub.add_parser("move", help="hand one switch over to another controller "
+                                            "(planned handover, docs/balancing.md)"),
+        "balance": sub.add_parser("balance", help="compute the balance plan now, print it and "
+                                                  "have the balancer carry it out"),
     }
     for command in commands.values():
         _add_global_flags(command, top=False)
     watch = commands["watch"]
     watch.add_argument("--count", type=int, default=0, help="stop after N events")
     watch.add_argument("--timeout", default="0", help="stop after N seconds (0: never)")
+    commands["balance"].add_argument("--dry-run", action="store_true",
+                                     help="print the plan only; request nothing")
+    move = commands["move"]
+    move.add_argument("dpid", help="datapath id: 16 hex digits, 0x<hex> or decimal")
+    move.add_argument("member", help="member id of a live controller connected to the switch")
+    move.add_argument("--wait", default="0",
+                      help="wait up to N seconds for the handover's outcome (0: do not wait)")
     commands["serve"].add_argument(
         "--listen", default=DEFAULT_LISTEN,
         help=f"host:port to serve on (default {DEFAULT_LISTEN}; port 0 picks a free one)")
@@ -298,6 +394,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise ConfigurationError(f"--count must not be negative, got {args.count}")
     if args.command == "serve":
         args.listen = parse_listen(args.listen)
+    if args.command == "move":
+        args.wait = _seconds("--wait", args.wait, positive=False)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

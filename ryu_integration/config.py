@@ -24,11 +24,14 @@ from typing import Any
 
 from oslo_config import cfg
 
+from coordination.balancing import Damping
 from coordination.connect import check_url
 from coordination.errors import ConfigurationError, CoordinationError
 from coordination.names import member_id_problem, printable
 from coordination.options import DAY
 
+from .balancer import BalanceSettings, parse_balance
+from .handover import HandoverTiming
 from .mastership_fsm import Timing
 
 GROUP = "coordination"
@@ -88,6 +91,39 @@ OPTS = [
                       "flapping (default 30)."),
     cfg.FloatOpt("damping_backoff", default=None, min=0.0, max=DAY,
                  help="Seconds a flapping controller is not evicted (default 120)."),
+    # planned handover (docs/balancing.md)
+    cfg.FloatOpt("handover_step_timeout", default=5.0, min=0.01, max=DAY,
+                 help="Longest wait, in seconds, for each step of a planned handover (the peer "
+                      "controller, the switch); then the handover aborts."),
+    cfg.IntOpt("handover_max_buffer", default=10_000, min=0, max=10_000_000,
+               help="Packet-ins the new master keeps between the cut and its confirmation; "
+                    "more are dropped and logged."),
+    cfg.IntOpt("handover_marker_hard_timeout", default=10, min=1, max=65535,
+               help="Hard timeout (seconds) of the handover's marker flow, a safety net: the "
+                    "old master deletes it at once."),
+    # balancing (docs/balancing.md)
+    cfg.StrOpt("balance_policy", default="first",
+               help="Who masters which switch: first (the election's pick, no moves), balanced "
+                    "(each live controller its capacity-weighted share) or preferred (per-switch "
+                    "or per-group ordered lists, the rest balanced)."),
+    cfg.MultiStrOpt("balance_preferred", default=[],
+                    help="One per line: DPID=member,member,... or @GROUP=member,... (ordered)."),
+    cfg.MultiStrOpt("balance_group", default=[],
+                    help="One per line: GROUP=DPID,DPID,... (a switch in one group at most)."),
+    cfg.FloatOpt("balance_settle", default=10.0, min=0.0, max=DAY,
+                 help="Seconds of quiet membership before an automatic rebalance."),
+    cfg.FloatOpt("balance_min_interval", default=60.0, min=0.0, max=DAY,
+                 help="Seconds between two automatic rebalances."),
+    cfg.IntOpt("balance_flap_count", default=4, min=2, max=1000,
+               help="Joins + leaves within balance_flap_window that make a controller flapping "
+                    "(balancing gives it nothing until the window has passed)."),
+    cfg.FloatOpt("balance_flap_window", default=300.0, min=0.0, max=DAY,
+                 help="Seconds of the flapping window."),
+    cfg.IntOpt("balance_max_moves", default=32, min=1, max=100_000,
+               help="Planned handovers in flight at once while rebalancing (the rest queue)."),
+    cfg.BoolOpt("handover_on_stop", default=True,
+                help="On SIGTERM, hand each mastered switch over to another connected "
+                     "controller (planned handover, no packet-in lost) before resigning."),
 ]
 #: `[coordination]` options passed to the driver as they are, when set.
 DETECTOR_OPTIONS = ("detector", "heartbeat_interval", "heartbeat_misses", "liveness_address",
@@ -114,6 +150,12 @@ class Settings:
     metrics_port: int | None = None
     #: the failure detector options that are set (`DETECTOR_OPTIONS`)
     detector_options: dict[str, Any] = field(default_factory=dict)
+    #: planned handover knobs (`handover_*` options)
+    handover: HandoverTiming = field(default_factory=HandoverTiming)
+    #: hand switches over before resigning on SIGTERM
+    handover_on_stop: bool = True
+    #: balancing policy and knobs (`balance_*` options)
+    balance: BalanceSettings = field(default_factory=BalanceSettings)
 
     def connect_options(self) -> dict[str, Any]:
         """Keyword options for `coordination.connect` (only those set, so URL values apply)."""
@@ -166,7 +208,27 @@ def load(conf: cfg.ConfigOpts) -> Settings:
         metrics_address=group.metrics_address,
         metrics_port=group.metrics_port,
         detector_options=detector_options,
+        handover=HandoverTiming(step_timeout=group.handover_step_timeout,
+                                marker_hard_timeout=group.handover_marker_hard_timeout,
+                                max_buffer=group.handover_max_buffer),
+        handover_on_stop=group.handover_on_stop,
+        balance=_balance(conf, group),
     )
+
+
+def _balance(conf: cfg.ConfigOpts, group: Any) -> BalanceSettings:
+    try:
+        damping = Damping(settle=group.balance_settle, min_interval=group.balance_min_interval,
+                          flap_count=group.balance_flap_count,
+                          flap_window=group.balance_flap_window)
+    except ValueError as exc:
+        raise ConfigurationError(f"{_where(conf, 'balance_settle')}: [{GROUP}] {exc}") from None
+    try:
+        return parse_balance(group.balance_policy, group.balance_preferred,
+                             group.balance_group, damping, group.balance_max_moves)
+    except ConfigurationError as exc:
+        name = str(exc).partition("] ")[2].partition(":")[0].split()[0] or "balance_policy"
+        raise ConfigurationError(f"{_where(conf, name)}: {_one_line(exc)}") from None
 
 
 def check_group(conf: cfg.ConfigOpts, group: str = GROUP) -> None:

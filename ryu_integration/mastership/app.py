@@ -73,7 +73,19 @@ from ..mastership_fsm import (
     reason_category,
 )
 from . import guard
+from .balancer_glue import Balancer
+from .balancer_inputs import BalancerLeadership, MembersRead, MoveAsked, PlanReady, RebalanceAsked
 from .guard import EventMastershipChanged, election_name
+from .handover_glue import Handovers
+from .handover_inputs import (
+    Drained,
+    HeldPacketIn,
+    LeadershipChecked,
+    MarkerRemoved,
+    MovePublished,
+    MoveSeen,
+    PeerChecked,
+)
 from .inputs import (
     Deposed,
     Elected,
@@ -92,8 +104,10 @@ LOG = logging.getLogger("ryu_integration.mastership")
 TICK = 0.1
 #: Consecutive STALE refusals of one switch after which the log says why and what to do.
 _STALE_WARN_AT = frozenset({5, 50, 500, 5000})
-#: Seconds a graceful stop may spend resigning and closing the coordinator.
+#: Seconds a graceful stop may spend handing switches over, resigning and closing.
 STOP_TIMEOUT = 5.0
+#: Seconds of a graceful stop kept for resigning and closing after the planned handovers.
+HANDOVER_STOP_RESERVE = 1.5
 
 config.register(cfg.CONF)
 
@@ -158,6 +172,10 @@ class Mastership(RyuApp):
         self.metrics: Any = None
         #: (dpid, xid) -> when a role request went out, for the round-trip histogram
         self._role_sent: dict[tuple[int, int], float] = {}
+        #: planned handovers (`handover_glue`), from `start()`
+        self.handovers: Handovers | None = None
+        #: this controller's part in balancing (`balancer_glue`), from `start()`
+        self.balancer: Balancer | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -192,6 +210,10 @@ class Mastership(RyuApp):
         self._recorder = SerialExecutor(f"mastership-records[{self.member_id}]")
         raise_open_file_limit()
         self._running = True
+        self.handovers = Handovers(self)
+        self.handovers.start()
+        self.balancer = Balancer(self)
+        self.balancer.start()
         # last: resigning closes the coordinator other apps may still flush through
         lifecycle.register("mastership", self.shutdown, stage=lifecycle.CLOSE)
         thread = super().start()
@@ -214,6 +236,11 @@ class Mastership(RyuApp):
         if self._stopped:
             return
         self._stopped = True
+        if self.handovers is not None and self.settings.handover_on_stop and self._running:
+            # first, while the event loop still runs: planned handovers lose no packet-in
+            self.handovers.hand_over_all(deadline - HANDOVER_STOP_RESERVE)
+            if self.balancer is not None:
+                self.balancer.leave()
         self._running = False
         lifecycle.unregister(self.shutdown)
         self._masters.clear()
@@ -234,6 +261,10 @@ class Mastership(RyuApp):
             self._reader.stop(0)
         if self.metrics is not None:
             self.metrics.close()
+        if self.handovers is not None:
+            self.handovers.stop()
+        if self.balancer is not None:
+            self.balancer.stop()
         LOG.info("SHUTDOWN member=%s resigned_all t=%.6f took=%.3fs", self.member_id, time.time(),
                  time.time() - started)
 
@@ -279,8 +310,10 @@ class Mastership(RyuApp):
     # ---- queries for other apps (any thread) ---------------------------------------------
 
     def is_master(self, dpid: int) -> bool:
-        """True if this controller may program `dpid` now (see `EventMastershipChanged`)."""
-        return dpid in self._masters
+        """True if this controller may program `dpid` now (see `EventMastershipChanged`):
+        confirmed master, and no planned handover of it past its cut."""
+        handovers = self.handovers
+        return dpid in self._masters and not (handovers is not None and handovers.holds(dpid))
 
     def term_of(self, dpid: int) -> int | None:
         """Our confirmed term for `dpid` while we may program it, else None."""
@@ -330,6 +363,8 @@ class Mastership(RyuApp):
             fsm = self._fsms.pop(dpid)
             del self._datapaths[dpid]
             LOG.info("SWITCH_DOWN dpid=%016x member=%s t=%.6f", dpid, self.member_id, time.time())
+            if self.handovers is not None:
+                self.handovers.switch_down(dpid, now)
             self._run(fsm, fsm.switch_down(now))
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
@@ -342,7 +377,17 @@ class Mastership(RyuApp):
         LOG.info("ROLE_REPLY dpid=%016x member=%s role=%s generation_id=%d xid=%#x t=%.6f",
                  fsm.dpid, self.member_id, role.value, msg.generation_id, msg.xid, time.time())
         self._role_answered(fsm.dpid, msg.xid)
+        if self.handovers is not None and self.handovers.owns_role_xid(fsm.dpid, msg.xid):
+            self.handovers.role_reply(fsm.dpid, msg.xid, role, time.monotonic())
+            return
         self._run(fsm, fsm.role_reply(msg.xid, role, msg.generation_id, time.monotonic()))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev: Any) -> None:
+        """A planned handover's barrier (the source's writes before the cut are applied)."""
+        fsm = self._fsm_for(ev.msg.datapath)
+        if fsm is not None and self.handovers is not None:
+            self.handovers.barrier_reply(fsm.dpid, ev.msg.xid, time.monotonic())
 
     @set_ev_cls(ofp_event.EventOFPVendor, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _vendor(self, ev: Any) -> None:
@@ -385,6 +430,9 @@ class Mastership(RyuApp):
             LOG.warning("ROLE_REFUSED dpid=%016x member=%s code=%s xid=%#x t=%.6f", fsm.dpid,
                         self.member_id, "STALE" if stale else msg.code, msg.xid, time.time())
             self._role_answered(fsm.dpid, msg.xid, "stale" if stale else "other")
+            if self.handovers is not None and self.handovers.owns_role_xid(fsm.dpid, msg.xid):
+                self.handovers.role_error(fsm.dpid, msg.xid, now)
+                return
             self._run(fsm, fsm.role_error(msg.xid, stale, now))
             if stale and fsm.stale_hint and fsm.stale_streak in _STALE_WARN_AT:
                 LOG.warning("STALE_HINT dpid=%016x member=%s refused=%d t=%.6f hint=%r",
@@ -397,6 +445,9 @@ class Mastership(RyuApp):
             if self.metrics is not None:
                 self.metrics.refused("is_slave")
             self._run(fsm, fsm.not_master_error(now))
+        elif self.handovers is not None and self.handovers.flow_mod_error(fsm.dpid, msg.xid, now):
+            LOG.warning("HANDOVER dpid=%016x member=%s marker refused type=%s code=%s t=%.6f",
+                        fsm.dpid, self.member_id, msg.type, msg.code, time.time())
 
     def _role_answered(self, dpid: int, xid: int, refused: str | None = None) -> None:
         """A switch answered a role request: its round trip and any refusal, for the metrics."""
@@ -451,7 +502,78 @@ class Mastership(RyuApp):
 
     @set_ev_cls(Tick)
     def _handle_tick(self, ev: Tick) -> None:
-        self._tick(time.monotonic())
+        now = time.monotonic()
+        self._tick(now)
+        if self.handovers is not None:
+            self.handovers.tick(now)
+        if self.balancer is not None:
+            self.balancer.tick(now)
+
+    # ---- planned handover inputs (handover_glue) ---------------------------------------------
+
+    @set_ev_cls(MoveSeen)
+    def _handle_move_seen(self, ev: MoveSeen) -> None:
+        if self.handovers is not None:
+            self.handovers.move_seen(ev, time.monotonic())
+        if self.balancer is not None:
+            self.balancer.move_seen(ev.record)
+
+    # ---- balancer inputs (balancer_glue) -------------------------------------------------------
+
+    @set_ev_cls(BalancerLeadership)
+    def _handle_balancer_leadership(self, ev: BalancerLeadership) -> None:
+        if self.balancer is not None:
+            self.balancer.leadership(ev, time.monotonic())
+
+    @set_ev_cls(RebalanceAsked)
+    def _handle_rebalance_asked(self, ev: RebalanceAsked) -> None:
+        if self.balancer is not None:
+            self.balancer.rebalance_asked(ev, time.monotonic())
+
+    @set_ev_cls(MembersRead)
+    def _handle_members_read(self, ev: MembersRead) -> None:
+        if self.balancer is not None:
+            self.balancer.members_read(ev, time.monotonic())
+
+    @set_ev_cls(PlanReady)
+    def _handle_plan_ready(self, ev: PlanReady) -> None:
+        if self.balancer is not None:
+            self.balancer.plan_ready(ev, time.monotonic())
+
+    @set_ev_cls(MoveAsked)
+    def _handle_move_asked(self, ev: MoveAsked) -> None:
+        if self.balancer is not None:
+            self.balancer.move_asked(ev, time.monotonic())
+
+    @set_ev_cls(MovePublished)
+    def _handle_move_published(self, ev: MovePublished) -> None:
+        if self.handovers is not None:
+            self.handovers.published(ev, time.monotonic())
+
+    @set_ev_cls(HeldPacketIn)
+    def _handle_held_packet(self, ev: HeldPacketIn) -> None:
+        if self.handovers is not None:
+            self.handovers.held_packet(ev)
+
+    @set_ev_cls(MarkerRemoved)
+    def _handle_marker_removed(self, ev: MarkerRemoved) -> None:
+        if self.handovers is not None:
+            self.handovers.marker_removed(ev, time.monotonic())
+
+    @set_ev_cls(Drained)
+    def _handle_drained(self, ev: Drained) -> None:
+        if self.handovers is not None:
+            self.handovers.drained(ev, time.monotonic())
+
+    @set_ev_cls(LeadershipChecked)
+    def _handle_leadership_checked(self, ev: LeadershipChecked) -> None:
+        if self.handovers is not None:
+            self.handovers.leadership_checked(ev, time.monotonic())
+
+    @set_ev_cls(PeerChecked)
+    def _handle_peer_checked(self, ev: PeerChecked) -> None:
+        if self.handovers is not None:
+            self.handovers.peer_checked(ev, time.monotonic())
 
     @set_ev_cls(RecordsChanged)
     def _handle_records_changed(self, ev: RecordsChanged) -> None:
@@ -477,6 +599,8 @@ class Mastership(RyuApp):
         LOG.info("ELECTED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
                  ev.term, time.time())
         self._run(fsm, fsm.elected(ev.term, now))
+        if self.handovers is not None:
+            self.handovers.elected(fsm.dpid, ev.term, now)
 
     @set_ev_cls(Revoked)
     def _handle_revoked(self, ev: Revoked) -> None:
@@ -487,6 +611,8 @@ class Mastership(RyuApp):
         LOG.info("REVOKED dpid=%016x member=%s term=%d t=%.6f", fsm.dpid, self.member_id,
                  ev.term, time.time())
         self._run(fsm, fsm.revoked(ev.term, now))
+        if self.handovers is not None:
+            self.handovers.revoked(fsm.dpid, now)
 
     @set_ev_cls(LeaderSeen)
     def _handle_leader_seen(self, ev: LeaderSeen) -> None:
@@ -498,6 +624,10 @@ class Mastership(RyuApp):
             return
         lead = ev.leadership
         self._run(fsm, fsm.leader_seen(lead and lead.member_id, lead and lead.term, now))
+        if self.handovers is not None:
+            self.handovers.leader_seen(fsm.dpid, lead and lead.member_id, now)
+        if self.balancer is not None:
+            self.balancer.leader_changed()
 
     @set_ev_cls(LeaderRead)
     def _handle_leader_read(self, ev: LeaderRead) -> None:
@@ -589,6 +719,12 @@ class Mastership(RyuApp):
         dp = self._datapaths.get(action.dpid)
         if dp is None:
             return
+        if action.role is Role.SLAVE and self.handovers is not None \
+                and self.handovers.keeps_equal(action.dpid):
+            LOG.info("ROLE_HELD dpid=%016x member=%s role=slave xid=%#x t=%.6f reason=%r",
+                     action.dpid, self.member_id, action.xid, time.time(),
+                     "planned handover: staying EQUAL until our MASTER claim")
+            return
         codec = codec_of(dp)
         request = codec.request(dp, codec.codes[action.role], action.generation_id)
         request.set_xid(action.xid)
@@ -629,6 +765,9 @@ class Mastership(RyuApp):
         self.send_event_to_observers(EventMastershipChanged(
             change.dpid, change.role.value, change.term, change.may_program, change.reason,
             self._datapaths.get(change.dpid)))
+        if self.handovers is not None:
+            self.handovers.mastership_changed(change.dpid, change.may_program, change.term,
+                                              time.monotonic())
 
     # ---- store work (serial worker thread) -----------------------------------------------
 
