@@ -16,6 +16,13 @@ among the survivors that declared the peer dead. Each heartbeat carries the send
 suspicions; the lowest live member acts at once, a higher one waits two detection bounds for a
 lower one to report the same suspicion and acts only if none does.
 
+Quorum: a declaration from silence (or from resets of several peers' connections within one
+bound: a link problem here) leads to an eviction only if this member hears from a strict
+majority of the member list, itself included; otherwise it says so and leaves the peer to the
+session timeout. So a member cut off from its peers (but not from the store), which hears
+nobody, cannot evict them all. A lone closed or reset connection (a process that died) acts at
+once whatever the cluster's size.
+
 Damping: a member declared dead again within `damping_window` seconds of a previous declaration
 is not evicted again for `damping_backoff` seconds (its session timeout decides meanwhile), so a
 flapping link between controllers cannot cause a storm of handovers.
@@ -40,7 +47,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .detector_policy import Damping, DetectorSettings
+from .detector_policy import (
+    CLOSED,
+    RESET,
+    SILENCE,
+    Damping,
+    DetectorSettings,
+    ResetBurst,
+    evidence_of,
+    may_evict,
+)
 from .detector_wire import (
     MAX_FRAME,
     encode,
@@ -61,6 +77,32 @@ MAX_DIAL_DELAY = 1.0
 EvictCallback = Callable[[str, str], None]
 __all__ = ["DetectorSettings", "FailureDetector", "format_endpoint", "parse_bind_address",
            "parse_endpoint", "peer_of"]
+
+
+#: Linux's TCP_CLOSE_WAIT: the peer's FIN arrived (`_fin_received`)
+_TCP_CLOSE_WAIT = 8
+#: frames a peer sends before hanging up on purpose
+_NOTICES = ({"t": "dead"}, {"t": "bye"})
+
+
+def _fin_received(sock: socket.socket) -> bool:
+    """Whether the peer's kernel closed its side of `sock` (a FIN arrived) with no goodbye
+    before it: the TCP state (Linux's TCP_INFO) where there is one, so that heartbeats not
+    read yet do not hide the FIN, and no notice (a peer that declared us dead hangs up
+    too) among the bytes not read yet; elsewhere, a FIN with nothing before it."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    try:
+        if tcp_info is None:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        if sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 1)[0] != _TCP_CLOSE_WAIT:
+            return False
+        try:
+            unread = sock.recv(MAX_BACKLOG, socket.MSG_PEEK)
+        except BlockingIOError:
+            unread = b""
+        return not any(encode(notice).strip() in unread for notice in _NOTICES)
+    except OSError:  # nothing to read yet (BlockingIOError), or reset too
+        return False
 
 
 @dataclass(eq=False)
@@ -132,7 +174,12 @@ class FailureDetector:
         self._buried: dict[str, tuple[str, float]] = {}
         self._damping = Damping(settings.damping_window, settings.damping_backoff)
         self._suspects: dict[str, float] = {}
-        self._pending: dict[str, tuple[str, float]] = {}
+        #: verdicts waiting for a lower member: {member: (incarnation, deadline, evidence)}
+        self._pending: dict[str, tuple[str, float, str]] = {}
+        self._resets = ResetBurst(settings.bound)
+        #: declarations on a reset, not judged yet (`_judge_held`): {member: (incarnation,
+        #: reason, seconds silent, when, its other connections, kept open till then)}
+        self._held: dict[str, tuple[str, str, float, float, list[_Conn]]] = {}
         self._endpoint = ""
         #: (time, member, reason) of every declaration, for tests and diagnostics
         self.declarations: list[tuple[float, str, str]] = []
@@ -250,7 +297,8 @@ class FailureDetector:
         next_tick = last_tick
         try:
             while not self._stopping:
-                events = self._selector.select(max(0.0, next_tick - time.monotonic()))
+                wake_at = min([next_tick, *(h[3] + interval for h in self._held.values())])
+                events = self._selector.select(max(0.0, wake_at - time.monotonic()))
                 while not self._running.wait(0.5) and not self._stopping:
                     pass
                 for key, mask in events:
@@ -270,6 +318,8 @@ class FailureDetector:
                     self._tick(now)
                     last_tick = now
                     next_tick = now + interval
+                if self._held:
+                    self._judge_held()
                 if self._dirty:
                     self._dirty = False
                     with self._changed:
@@ -376,10 +426,10 @@ class FailureDetector:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._lost(conn, f"connection reset ({exc.strerror or exc})")
+            self._lost(conn, f"connection reset ({exc.strerror or exc})", RESET)
             return
         if not data:
-            self._lost(conn, "connection closed")
+            self._lost(conn, "connection closed", CLOSED)
             return
         conn.rbuf += data
         while conn in self._conns:
@@ -517,15 +567,15 @@ class FailureDetector:
                 self._dial_failed(peer, now)
             if peer.monitored and now - peer.last_heard > bound:
                 self._declare(peer, f"missed heartbeats ({self.settings.misses} x "
-                                    f"{self.settings.interval:g} s)", now)
+                                    f"{self.settings.interval:g} s)", now, SILENCE)
             elif out is None and peer.endpoint is not None and now >= peer.next_dial \
                     and (peer.listed or peer.ins or peer.declared):
                 self._dial(peer, now)
-        for member_id, (incarnation, deadline) in list(self._pending.items()):
+        for member_id, (incarnation, deadline, evidence) in list(self._pending.items()):
             if now >= deadline:
                 del self._pending[member_id]
                 self._dirty = True
-                self._decide(member_id, incarnation, final=True)
+                self._decide(member_id, incarnation, evidence, final=True)
 
     def _heartbeat(self) -> dict[str, Any]:
         return {"t": "hb", "s": sorted(self._suspects)} if self._suspects else {"t": "hb"}
@@ -538,12 +588,25 @@ class FailureDetector:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._lost(conn, f"send failed ({exc.strerror or exc})")
+            self._lost(conn, f"send failed ({exc.strerror or exc})", RESET)
             return
         del conn.wbuf[:sent]
 
-    def _lost(self, conn: _Conn, reason: str) -> None:
-        """A connection ended. Without a goodbye, its peer is dead (the kernel closed it)."""
+    def _lost(self, conn: _Conn, reason: str, kind: str) -> None:
+        """A connection ended. Without a goodbye, its peer is dead (the kernel closed it):
+        `kind` is CLOSED (a FIN) or RESET (see `detector_policy`)."""
+        held = self._held.get(conn.peer or "")
+        if held is not None and conn in held[4]:  # a held reset's other connection
+            self._drop(conn)
+            held[4].remove(conn)
+            if kind == CLOSED and not conn.noticed:  # a FIN: its process died
+                del self._held[conn.peer or ""]
+                incarnation, first, silent, _at, others = held
+                for other in others:
+                    self._close(other, {"t": "dead"})
+                self._judge(conn.peer or "", incarnation, f"{first}, another closed", silent,
+                            CLOSED, time.monotonic())
+            return
         peer = self._peers.get(conn.peer or "")
         if peer is None or conn.noticed or not conn.connected or peer.declared \
                 or (conn is not peer.out and conn not in peer.ins):
@@ -552,7 +615,8 @@ class FailureDetector:
             if dialed and peer is not None:
                 self._dial_failed(peer, time.monotonic())
             return
-        self._declare(peer, reason, time.monotonic())
+        self._drop(conn)  # (its error is read: `_closed_too` must not take it for a FIN)
+        self._declare(peer, reason, time.monotonic(), kind)
 
     def _reject(self, conn: _Conn, why: str) -> None:
         LOG.warning("detector %s: dropping a connection from %s: %s", self.member_id,
@@ -604,13 +668,101 @@ class FailureDetector:
 
     # ---- verdicts -------------------------------------------------------------------------
 
-    def _declare(self, peer: _Peer, reason: str, now: float) -> None:
+    def _declare(self, peer: _Peer, reason: str, now: float, kind: str) -> None:
+        """Declare `peer` dead for `reason` (`kind`: CLOSED, RESET or SILENCE): hang up on it,
+        bury its incarnation, then judge whether to evict. A reset with no FIN on the peer's
+        other connection is judged a little later (`_judge_held`), once it is known whether
+        other peers' resets came with it."""
         member_id = peer.member_id
         silent = now - peer.last_heard if peer.last_heard else float("nan")
+        if kind == RESET and self._closed_too(peer):
+            kind = CLOSED  # it reset one connection and closed another: its process died
+            reason = f"{reason}, another closed"
+        others: list[_Conn] = []
+        if kind == RESET:  # its other connections may yet bring a FIN: kept open till judged
+            others = [c for c in (peer.out, *peer.ins) if c is not None and c.connected]
+            peer.out = None
+            peer.ins.clear()
         self._forget(peer, {"t": "dead"})
         self._buried[member_id] = (peer.incarnation, now)
         self._redial_later(peer, now)
         self.declarations.append((now, member_id, reason))
+        if kind == RESET:
+            self._resets.record(member_id, now)
+            self._held[member_id] = (peer.incarnation, reason, silent, now, others)
+            return
+        self._held.pop(member_id, None)
+        self._judge(member_id, peer.incarnation, reason, silent, kind, now)
+
+    def _closed_too(self, peer: _Peer) -> bool:
+        """Whether another connection with `peer` was closed by its kernel (a FIN arrived,
+        perhaps behind unread heartbeats): a process that died resets the connections it had
+        unread input on and closes the others, while a link problem (a firewall, `ss -K`)
+        only resets."""
+        for conn in (peer.out, *peer.ins):
+            if conn is not None and conn.connected and _fin_received(conn.sock):
+                return True
+        return False
+
+    def _judge_held(self) -> None:
+        """Judge the declarations on a reset that are due, and hang up the other connections
+        kept open for them. Resets of several peers within one bound are a link problem here:
+        judged as silence (the majority rule) as soon as the second one is seen. A lone reset
+        is a death (a process that died with input unread), judged one heartbeat interval
+        after it. That wait costs a crash nothing as a rule: a process that dies closes (FIN)
+        the connections it had no unread input on, and a FIN on the other connection, there
+        already (`_closed_too`) or arriving during the wait (`_lost`), is a death at once."""
+        now = time.monotonic()
+        burst = self._resets.peers(now)
+        for member_id, held in list(self._held.items()):
+            incarnation, reason, silent, at, _others = held
+            if burst < 2 and now - at < self.settings.interval:
+                continue
+            if self._held.pop(member_id, None) is None:
+                continue  # (judging another sent heartbeats, and it was declared again)
+            others = held[4]
+            closed = any(_fin_received(c.sock) for c in others if c in self._conns)
+            for conn in others:
+                self._close(conn, {"t": "dead"})
+            if self._buried.get(member_id, ("",))[0] != incarnation:
+                continue  # it proved alive meanwhile (a new connection said hello)
+            evidence = CLOSED if closed else evidence_of(RESET, burst)
+            if evidence == CLOSED:
+                reason = f"{reason}, another closed"
+            elif evidence == SILENCE:
+                reason = (f"{reason}; one of {burst} peers reset within "
+                          f"{self.settings.bound:g} s: judged as silence")
+            self._judge(member_id, incarnation, reason, silent, evidence, now)
+
+    def _hearing(self, now: float) -> tuple[list[str], int]:
+        """(peers we hear from, members in all, us included). Heard: a heartbeat within the
+        last half bound, not the whole bound, as peers cut off with the one just declared
+        went silent within a heartbeat of it and are about to be declared too (so a member
+        cut off from all its peers counts none of them). Members: us, every listed peer, and
+        every peer we hear from or declared dead."""
+        recent = max(self.settings.interval, self.settings.bound / 2)
+        peers = list(self._peers.values())
+        heard = sorted(p.member_id for p in peers
+                       if p.monitored and now - p.last_heard <= recent)
+        return heard, 1 + sum(1 for p in peers if p.listed or p.monitored or p.declared)
+
+    def _quorum_problem(self, evidence: str, now: float) -> str | None:
+        """Why a declaration resting on `evidence` must not lead to an eviction now (we are
+        in a minority: see `detector_policy.may_evict`), or None."""
+        heard, members = self._hearing(now)
+        if may_evict(evidence, len(heard) + 1, members):
+            return None
+        return (f"this member hears from {len(heard) + 1} of {members} members (itself"
+                f"{', ' if heard else ''}{', '.join(heard)}), not a majority")
+
+    def _judge(self, member_id: str, incarnation: str, reason: str, silent: float,
+               evidence: str, now: float) -> None:
+        problem = self._quorum_problem(evidence, now)
+        if problem is not None:
+            LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago); "
+                        "not evicting: %s, so it may be the one cut off (its session timeout "
+                        "decides)", self.member_id, member_id, reason, silent, problem)
+            return
         verdict, backoff = self._damping.declare(member_id, now)
         if verdict == "damped":
             LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago); "
@@ -627,10 +779,10 @@ class FailureDetector:
                     self.member_id, member_id, reason, silent)
         self._suspects[member_id] = now
         beat = self._heartbeat()  # tell the others now: the lowest survivor acts
-        for other in self._peers.values():
+        for other in list(self._peers.values()):
             if other.out is not None and other.out.connected:
                 self._send(other.out, beat)
-        self._decide(member_id, peer.incarnation, final=False)
+        self._decide(member_id, incarnation, evidence, final=False)
 
     def _redial_later(self, peer: _Peer, now: float) -> None:
         """Call a member declared dead once more, one detection bound later. If it is alive
@@ -646,9 +798,10 @@ class FailureDetector:
                 peer.member_id, peer.incarnation, peer.endpoint, listed=peer.listed,
                 declared=True, next_dial=now + self.settings.bound)
 
-    def _decide(self, member_id: str, incarnation: str, final: bool) -> None:
+    def _decide(self, member_id: str, incarnation: str, evidence: str, final: bool) -> None:
         """Evict if we are the lowest live member that declared it dead; a higher member
-        waits two detection bounds for a lower one to say so."""
+        waits two detection bounds for a lower one to say so (and then checks again that it
+        still hears a majority, if the verdict rests on silence)."""
         lower = [p for p in self._peers.values() if p.monitored and p.member_id < self.member_id]
         LOG.debug("detector %s: deciding on %s: lower live members %s", self.member_id,
                   member_id, {p.member_id: sorted(p.suspects) for p in lower})
@@ -657,7 +810,13 @@ class FailureDetector:
                      min(p.member_id for p in lower if member_id in p.suspects), member_id)
             return
         if lower and not final:
-            self._pending[member_id] = (incarnation, time.monotonic() + 2 * self.settings.bound)
+            self._pending[member_id] = (incarnation, time.monotonic() + 2 * self.settings.bound,
+                                        evidence)
+            return
+        problem = self._quorum_problem(evidence, time.monotonic()) if final else None
+        if problem is not None:
+            LOG.warning("detector %s: not evicting member %s after all: %s now (its session "
+                        "timeout decides)", self.member_id, member_id, problem)
             return
         LOG.warning("detector %s: evicting member %s", self.member_id, member_id)
         self._run(self._on_evict, member_id, incarnation)

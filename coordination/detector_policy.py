@@ -45,3 +45,54 @@ class Damping:
             self._backoff_until[member_id] = now + self.backoff
             return "flapping", self.backoff
         return "act", 0.0
+
+
+#: What a declaration rests on. CLOSED: the peer's kernel closed the connection (a FIN, no
+#: goodbye): its process died. RESET: the connection was reset (ECONNRESET, ECONNABORTED, a
+#: failed send): a process that died with unread input, or a firewall, a conntrack flush or
+#: `ss -K` on the path. SILENCE: its heartbeats stopped (stopped, hung, or cut off).
+CLOSED, RESET, SILENCE = "closed", "reset", "silence"
+
+
+def hears_majority(heard: int, members: int) -> bool:
+    """Whether a member that hears from `heard` members (itself included) out of `members`
+    in all is on the majority side of any partition: a strict majority, so two halves of an
+    even split are both minorities."""
+    return 2 * heard > members
+
+
+def may_evict(evidence: str, heard: int, members: int) -> bool:
+    """Whether a declaration may lead to an eviction. A death the kernel vouches for (CLOSED,
+    or a lone RESET) always may: that is the fast path for a crash, in clusters of any size.
+    A silence only on the majority side: a member cut off from its peers (but not from the
+    store) hears nobody and would otherwise evict every one of them, while they, who still
+    hear each other, evict it."""
+    return evidence in (CLOSED, RESET) or hears_majority(heard, members)
+
+
+class ResetBurst:
+    """Remembers when each peer's connection was last reset. Resets of several peers within
+    `window` seconds (one detection bound) are a link problem on this side (a firewall or
+    conntrack flush, `ss -K`, a cable), not several processes dying at once: such resets are
+    judged as silence (`may_evict`'s majority rule) instead of as deaths."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._at: dict[str, float] = {}
+
+    def record(self, member_id: str, now: float) -> int:
+        """Record a reset of `member_id`'s connection; how many distinct peers (it included)
+        had a connection reset within the window."""
+        self._at = {m: t for m, t in self._at.items() if now - t <= self.window}
+        self._at[member_id] = now
+        return len(self._at)
+
+    def peers(self, now: float) -> int:
+        """How many distinct peers had a connection reset within the window up to `now`."""
+        return sum(1 for t in self._at.values() if now - t <= self.window)
+
+
+def evidence_of(kind: str, resets_in_window: int) -> str:
+    """The evidence a declaration rests on: a RESET among resets of several peers within one
+    bound counts as SILENCE (see `ResetBurst`)."""
+    return SILENCE if kind == RESET and resets_in_window > 1 else kind

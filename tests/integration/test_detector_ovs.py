@@ -14,7 +14,9 @@ must end well before it ("< session timeout", never a performance target).
   campaigns again and ends as a confirmed slave;
 - a flapping detector link: every connection to one controller's liveness endpoint is reset
   again and again (`ss -K`, socket destroy), so it and its peers declare each other dead each
-  time; damping keeps the handovers bounded and every bridge has one confirmed master.
+  time; the cut-off controller evicts nobody (every peer reset at once is a link problem on its
+  side, and it hears no majority), damping keeps the handovers bounded and every bridge has
+  one confirmed master.
 
 Waits are pushed: on the monitor's condition (the switch's answers) or on the controllers' log
 lines; the detector logs at DEBUG here, so "<peer> said hello" tells when a detector link is
@@ -435,11 +437,13 @@ def _lines(c: Controller, text: str, since: int = 0) -> list[str]:
 
 def test_a_flapping_detector_link_causes_no_storm_of_handovers(rig: Rig) -> None:
     """The link between the busiest master's liveness endpoint and its peers goes down (every
-    connection reset) and comes back, FLAPS times. Each cut is a declaration both ways; the
-    first ones evict (the isolated side evicts its peers, the lowest peer evicts it), every
-    later one is damped. So each member is evicted at most once however often the link flaps,
-    the handovers are bounded by those evictions, and every bridge keeps one confirmed
-    master."""
+    connection reset) and comes back, FLAPS times. Each cut is a declaration both ways. The
+    isolated side sees every peer's connections reset at once: a link problem on its side,
+    judged as silence, and it hears none of its peers, a minority, so it evicts nobody (the
+    quorum rule) and says so. The lowest peer evicts it on the first cut, and every later
+    declaration of it is damped. So each member is evicted at most once however often the link
+    flaps, the isolated one evicts no peer, the handovers are bounded by those evictions, and
+    every bridge keeps one confirmed master."""
     ss = _ss()
     victim, _ = rig.busiest_master()
     port = rig.liveness[victim.name]
@@ -466,6 +470,9 @@ def test_a_flapping_detector_link_causes_no_storm_of_handovers(rig: Rig) -> None
     evicted = Counter(line.rsplit(" ", 1)[1] for c in rig.controllers
                       for line in _lines(c, f"detector {c.member_id}: evicting member ",
                                          first[c.name]))
+    by_victim = _lines(victim, f"detector {victim.member_id}: evicting member ",
+                       first[victim.name])
+    in_minority = [line for line in declared[victim.name] if "not a majority" in line]
     with m.cond:
         longest = m.stats["flapping detector link"].longest_masterless
     _record(f"{rig.backend}: {FLAPS} flaps, {handovers} handovers, {sum(evicted.values())} "
@@ -476,11 +483,14 @@ def test_a_flapping_detector_link_causes_no_storm_of_handovers(rig: Rig) -> None
     summary = (f"resets per cut {reset}; handovers {handovers}; masters {masters}; "
                f"confirmed masters in order {sequence}; "
                f"declarations { {k: len(v) for k, v in declared.items()} }; "
-               f"evicted {dict(evicted)}")
+               f"evicted {dict(evicted)}; evicted by the isolated one {by_victim}")
     print("\n" + summary)
     # the link really flapped: every cut found connections to reset, and was declared
     assert all(reset), summary
     assert len(declared[victim.name]) >= FLAPS, summary
+    # quorum: the isolated one evicts none of its peers, and says why for each declaration
+    assert by_victim == [], summary
+    assert len(in_minority) == len(declared[victim.name]), declared[victim.name]
     # damping: nobody is evicted twice however often the link flaps; a bridge changes master
     # only when its master's candidacy is deleted, at most twice per eviction (the ZooKeeper
     # driver deletes in two steps, and a live member re-campaigns in between)

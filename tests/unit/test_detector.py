@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -15,9 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coordination.detector import DetectorSettings, FailureDetector, parse_endpoint
-from coordination.detector_policy import Damping
+from coordination.detector_policy import (
+    CLOSED,
+    RESET,
+    SILENCE,
+    Damping,
+    ResetBurst,
+    evidence_of,
+    may_evict,
+)
 from coordination.types import MemberInfo
 from tests.requirements import missing
 
@@ -149,7 +160,7 @@ def test_silent_peer_is_declared_dead_after_missed_heartbeats(make) -> None:
     for detector in (a, b):
         assert detector.wait_until(lambda d=detector: "c" in d.connected_peers(), WAIT)
     assert c.wait_until(lambda: c.connected_peers() == {"a", "b"}, WAIT)
-    assert c.declarations == []
+    assert c.declarations == [] and c_evicts.calls == []
 
 
 def test_graceful_stop_is_not_a_death(make) -> None:
@@ -164,11 +175,12 @@ def test_graceful_stop_is_not_a_death(make) -> None:
 def test_a_flapping_member_is_evicted_once_then_damped(make) -> None:
     a, a_evicts = make("a")
     b, _ = make("b")
-    connect_all(a, b)
+    c, _ = make("c")  # a hears c too: a majority (silence alone needs one)
+    connect_all(a, b, c)
     b.pause()
     assert a_evicts.wait(1)
     b.pause(False)  # it was only stopped: it dials a again and proves alive
-    assert a.wait_until(lambda: a.connected_peers() == {"b"}, WAIT)
+    assert a.wait_until(lambda: a.connected_peers() == {"b", "c"}, WAIT)
     b.pause()
     assert a.wait_until(lambda: len(declared(a, "b")) == 2, WAIT)
     assert a_evicts.calls == [("b", b.incarnation)]  # the second declaration is damped
@@ -253,11 +265,12 @@ def test_a_dead_member_whose_record_is_gone_is_forgotten(make) -> None:
 def test_hostile_records_and_frames_are_skipped(make, caplog) -> None:
     a, a_evicts = make("a")
     b, _ = make("b")
+    c, _ = make("c")  # so that a, hearing c, is on the majority side when b falls silent
     caplog.set_level(logging.WARNING, "coordination.detector")
     hostile = {"x": {"liveness": "no port"}, "y": {"liveness": "h:1", "liveness_id": "../.."},
                "z\n": {"liveness": "h:1", "liveness_id": "ab"}, "w": {"liveness": ["h", 1]}}
-    connect_all(a, b, extra=None)
-    a.update_members({**records(a, b, extra=hostile), "v": MemberInfo("v", metadata=None)})
+    connect_all(a, b, c)
+    a.update_members({**records(a, b, c, extra=hostile), "v": MemberInfo("v", metadata=None)})
     assert a.wait_until(lambda: len([r for r in caplog.records
                                      if "skipping member record" in r.getMessage()]) >= 5, WAIT)
     host, port = parse_endpoint(a.endpoint)
@@ -270,7 +283,7 @@ def test_hostile_records_and_frames_are_skipped(make, caplog) -> None:
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(WAIT)
             assert sock.recv(100) == b""  # a hung up on it
-    assert a.connected_peers() == {"b"}
+    assert a.connected_peers() == {"b", "c"}
     assert a.declarations == [] and a_evicts.calls == []
     b.pause()  # and a still judges: its loop survived all that
     assert a_evicts.wait(1) and a_evicts.calls[0][0] == "b"
@@ -286,6 +299,141 @@ def test_damping_rule() -> None:
     assert damping.declare("y", 20.0) == ("act", 0.0)  # outside its window
 
 
+
+# ---- the majority rule: an isolated member does not evict its peers --------------------------
+
+
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=9))
+def test_only_a_strict_majority_side_evicts_for_silence(sides: list[int]) -> None:
+    """Members split into sides (member i is on side sides[i]; each hears only its own side,
+    and every other member is silent to it). For silence, only the members of a side holding
+    a strict majority may evict, so at most one side evicts and a lone member of a cluster of
+    two or more never does; for a death the kernel vouches for, any member may."""
+    members = len(sides)
+    evicting = {side for side in sides if may_evict(SILENCE, sides.count(side), members)}
+    assert len(evicting) <= 1
+    for side in evicting:
+        assert 2 * sides.count(side) > members
+    if members >= 2 and sides.count(sides[0]) == 1:  # member 0 is cut off from every peer
+        assert sides[0] not in evicting
+    assert all(may_evict(kind, 1, members) for kind in (CLOSED, RESET))
+
+
+@given(st.lists(st.tuples(st.sampled_from("bcde"), st.floats(0, 10)), min_size=1,
+                max_size=12))
+def test_resets_of_several_peers_within_a_bound_are_silence(resets: list) -> None:
+    burst = ResetBurst(window=1.0)
+    for i, (member, at) in enumerate(sorted(resets, key=lambda r: r[1])):
+        count = burst.record(member, at)
+        recent = {m for m, t in sorted(resets, key=lambda r: r[1])[:i + 1] if at - t <= 1.0}
+        assert count == len(recent)
+        assert evidence_of(RESET, count) == (RESET if len(recent) == 1 else SILENCE)
+    assert evidence_of(CLOSED, 5) == CLOSED and evidence_of(SILENCE, 1) == SILENCE
+
+
+def minority_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "not evicting" in r.getMessage()
+            and "not a majority" in r.getMessage()]
+
+
+@pytest.mark.parametrize("members", [2, 3, 5])
+def test_an_isolated_member_does_not_evict_its_silent_peers(make, caplog, members) -> None:
+    """Every peer of a falls silent at once (as when a alone is cut off from them): a
+    declares each dead but evicts none, says why once per declaration, and the peers, back,
+    are monitored again."""
+    caplog.set_level(logging.WARNING, "coordination.detector")
+    a, a_evicts = make("a")
+    peers = [make(name)[0] for name in "bcde"[:members - 1]]
+    connect_all(a, *peers)
+    for peer in peers:
+        peer.pause()
+    names = {p.member_id for p in peers}
+    assert a.wait_until(lambda: {m for _, m, _ in a.declarations} == names, WAIT)
+    assert a_evicts.calls == [] and a.suspected() == set()
+    lines = minority_lines(caplog)
+    assert len(lines) == len(peers), lines
+    assert all(f"hears from 1 of {members} members (itself)" in line for line in lines), lines
+    for peer in peers:
+        peer.pause(False)
+    assert a.wait_until(lambda: a.connected_peers() == names, WAIT), a.connected_peers()
+    assert a_evicts.calls == []
+
+
+def test_the_majority_side_evicts_its_silent_peers(make, caplog) -> None:
+    """Five members, d and e fall silent: a hears b and c, 3 of 5, and evicts both."""
+    caplog.set_level(logging.WARNING, "coordination.detector")
+    a, a_evicts = make("a")
+    others = [make(name) for name in "bcde"]
+    connect_all(a, *(d for d, _ in others))
+    for d, _ in others[2:]:
+        d.pause()
+    assert a_evicts.wait(2)
+    assert sorted(m for m, _ in a_evicts.calls) == ["d", "e"]
+    assert minority_lines(caplog) == []
+    assert all(evicts.calls == [] for _, evicts in others)  # b, c leave it to a
+
+
+def test_two_members_leave_a_silent_peer_to_the_session(make, caplog) -> None:
+    """With two members, each alone is half of the cluster, never a majority: a silent peer
+    is declared dead but not evicted (its session timeout decides)."""
+    caplog.set_level(logging.WARNING, "coordination.detector")
+    a, a_evicts = make("a")
+    b, _ = make("b")
+    connect_all(a, b)
+    b.pause()
+    assert a.wait_until(lambda: bool(declared(a, "b")), WAIT)
+    assert a_evicts.calls == []
+    assert len(minority_lines(caplog)) == 1
+
+
+def abort(detector: FailureDetector, peer: str) -> None:
+    """Reset (RST, not FIN) every connection `detector` has with `peer`, on its loop."""
+    done = threading.Event()
+
+    def run() -> None:
+        for conn in list(detector._conns):
+            if conn.peer == peer:
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                detector._drop(conn)
+        done.set()
+
+    detector._command(run)
+    assert done.wait(WAIT)
+
+
+def test_a_lone_reset_is_a_death_even_with_two_members(make) -> None:
+    """A reset of one peer's connections (its process died with input unread) is a death the
+    kernel vouches for: evicted at once, even where silence would need a majority."""
+    a, a_evicts = make("a", PATIENT)
+    b, _ = make("b", PATIENT)
+    connect_all(a, b)
+    a.pause()  # so that a sees b's resets in one pass, as a crash's
+    abort(b, "a")
+    b.pause()
+    a.pause(False)
+    assert a_evicts.wait(1)
+    assert a_evicts.calls == [("b", b.incarnation)]
+    assert declared(a, "b")[0].startswith("connection reset")
+
+
+def test_resets_of_every_peer_at_once_are_a_link_problem_not_deaths(make, caplog) -> None:
+    """Every peer's connections with a are reset at once (a firewall, a conntrack flush,
+    `ss -K`): that is a link problem on a's side, judged as silence. a hears nobody, so it
+    evicts nobody; it says so for each."""
+    caplog.set_level(logging.WARNING, "coordination.detector")
+    # a holds a reset one heartbeat interval (1 s here) to see whether others follow
+    a, a_evicts = make("a", DetectorSettings(interval=1.0, misses=20))
+    peers = [make(name, PATIENT)[0] for name in "bc"]
+    connect_all(a, *peers)
+    for peer in peers:  # one after the other, a few milliseconds apart
+        abort(peer, "a")
+        peer.pause()  # (and they do not redial a meanwhile)
+    assert a.wait_until(lambda: {m for _, m, _ in a.declarations} == {"b", "c"}, WAIT)
+    assert a.wait_until(lambda: len(minority_lines(caplog)) == 2, WAIT), minority_lines(caplog)
+    assert a_evicts.calls == []
+    assert all("peers reset within" in line for line in minority_lines(caplog))
+
+
 EVENTLET = r"""
 import eventlet; eventlet.monkey_patch()
 import time
@@ -295,13 +443,14 @@ evictions = []
 settings = DetectorSettings(interval=0.05)
 a = FailureDetector("a", settings, lambda *x: evictions.append(x)).start()
 b = FailureDetector("b", settings, lambda *x: None).start()
-members = {d.member_id: MemberInfo(d.member_id, metadata=d.advertised()) for d in (a, b)}
-a.update_members(members); b.update_members(members)
-assert a.wait_until(lambda: a.connected_peers() == {"b"}, 10)
+c = FailureDetector("c", settings, lambda *x: None).start()
+members = {d.member_id: MemberInfo(d.member_id, metadata=d.advertised()) for d in (a, b, c)}
+a.update_members(members); b.update_members(members); c.update_members(members)
+assert a.wait_until(lambda: a.connected_peers() == {"b", "c"}, 10)
 b.pause()
 assert a.wait_until(lambda: bool(evictions), 10)
 assert evictions[0][0] == "b"
-a.stop(); b.stop()
+a.stop(); b.stop(); c.stop()
 print("OK")
 """
 
