@@ -7,9 +7,13 @@ packet-ins and installs flows (slaves get no packet-ins by OpenFlow 1.3's defaul
 configuration anyway, but a slave must not program the switch even when it does get one, e.g.
 while EQUAL). The guard is the decorator `@only_master` and `send_if_master()`.
 
-On promotion (`EventMastershipChanged` with `may_program`), the new master re-syncs the switch:
-it deletes every flow and installs the table-miss entry, since it cannot know what the previous
-master left half done (ONOS-3509); MACs are learned again from the next packets.
+On promotion (`EventMastershipChanged` with `may_program`), the new master re-syncs the switch,
+since it cannot know what the previous master left half done (ONOS-3509): it installs the
+table-miss entry (replacing whatever sat at priority 0 with an empty match, e.g. Open vSwitch's
+NORMAL flow), then deletes every flow the app learned -- they carry `LEARNED_COOKIE`, whichever
+controller installed them -- and MACs are learned again from the next packets. In that order
+the table is never without its table-miss entry, so no frame is dropped while it re-syncs
+(deleting everything first dropped the frames that came in between, fail-mode secure).
 
 Options, group `[learning_switch]`:
 - `flow_idle_timeout` (s, default 0 = never): learned flows expire when idle, with
@@ -45,6 +49,12 @@ cfg.CONF.register_opts([
 ], group="learning_switch")
 
 
+#: The cookie of every flow the app learns (the table-miss entry has cookie 0), so that a new
+#: master can delete exactly those, whoever installed them.
+LEARNED_COOKIE = int.from_bytes(b"learnsw\0", "big")
+COOKIE_MASK = 0xFFFF_FFFF_FFFF_FFFF
+
+
 class LearningSwitch(RyuApp):
     """A MAC-learning switch in which only the switch's master acts."""
 
@@ -76,17 +86,17 @@ class LearningSwitch(RyuApp):
         if not ev.may_program:
             self.mac_to_port.pop(ev.dpid, None)
             return
-        # Promoted: start from a clean switch.
+        # Promoted: the table-miss entry first, then forget every learned flow.
         ofp, parser = dp.ofproto, dp.ofproto_parser
         self.mac_to_port[ev.dpid] = {}
+        actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
+        self._add_flow(dp, 0, parser.OFPMatch(), actions, cookie=0)
         send_if_master(dp, parser.OFPFlowMod(
             datapath=dp, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
+            cookie=LEARNED_COOKIE, cookie_mask=COOKIE_MASK,
             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
-        actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
-        self._add_flow(dp, 0, parser.OFPMatch(), actions)
-        # The resync is in effect only once the switch has applied both flow-mods: a packet
-        # handled between the delete and the add is dropped (fail-mode secure). A barrier
-        # tells us when; until its reply, traffic may still meet the old flows.
+        # The resync is in effect once the switch has applied both flow-mods; a barrier tells
+        # us when; until its reply, traffic may still meet the old learned flows.
         barrier = parser.OFPBarrierRequest(dp)
         if send_if_master(dp, barrier):
             self._resyncs[(ev.dpid, barrier.xid)] = ev.term
@@ -102,10 +112,11 @@ class LearningSwitch(RyuApp):
     # ---- the switch ------------------------------------------------------------------------
 
     def _add_flow(self, dp: Any, priority: int, match: Any, actions: list[Any],
-                  buffer_id: int | None = None, idle_timeout: int = 0) -> bool:
+                  buffer_id: int | None = None, idle_timeout: int = 0,
+                  cookie: int = LEARNED_COOKIE) -> bool:
         ofp, parser = dp.ofproto, dp.ofproto_parser
         inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"cookie": cookie}
         if buffer_id is not None and buffer_id != ofp.OFP_NO_BUFFER:
             kwargs["buffer_id"] = buffer_id
         if idle_timeout:

@@ -15,7 +15,7 @@ from coordination.api import Coordinator
 from coordination.records import Move, Switch
 from coordination.testing import Recorder
 from ryu_integration import cli, config, moves
-from tests.unit.test_mastership_config import make_conf
+from tests.ryu.test_mastership_config import make_conf
 
 _names = itertools.count()
 WAIT = 10.0
