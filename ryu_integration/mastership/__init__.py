@@ -6,17 +6,24 @@ SLAVE. Load it by this package's name:
 
     coord-manager --config-file ryu.conf ryu_integration.mastership my_app
 
-Pure:
-- `ryu_integration.mastership_fsm`: the per-switch state machine (no Ryu, no I/O, no clock),
-  kept outside this package so framework-free code (`config`, `coordctl`) imports it without
-  importing a framework: importing this package loads the app, and so Ryu or os-ken.
+Pure, and framework-free store code, kept outside this package so that code without a
+framework (`config`, `coordctl`) imports them without importing Ryu or os-ken (importing this
+package loads the app):
+- `ryu_integration.mastership_fsm`: the per-switch state machine (no Ryu, no I/O, no clock);
+- `ryu_integration.handover`: the planned-handover machines (source and target);
+- `coordination.balancing`: the balancing policies and the damping rule;
+- `ryu_integration.moves` / `ryu_integration.balancer`: move records and the balancer's reads
+  and plan, over the public store API.
 
 Ryu / os-ken glue (this package):
 - `roles`: the per-version OpenFlow role messages (`RoleCodec`, `CODECS`, `codec_of`);
-- `inputs`: the typed events that carry coordination callbacks and store results to the app's
-  event loop, one class per kind;
+- `inputs`, `handover_inputs`, `balancer_inputs`: the typed events that carry coordination
+  callbacks and store results to the app's event loop, one class per kind;
 - `guard`: the API for other apps (`EventMastershipChanged`, `is_master`, `only_master`,
-  `send_if_master`, `coordinator`, `instance`, `election_name`);
+  `send_if_master`, `coordinator`, `instance`, `election_name`, `count_records_with`);
+- `tap`: sorts a switch's packet-ins at a handover's cut before other apps see them;
+- `handover_glue`, `balancer_glue`: move records and OpenFlow -> the handover machines; the
+  cluster's balancer;
 - `app`: the Ryu app: Ryu events -> state machines, their actions -> OpenFlow and store work.
 
 Other apps: listen for `EventMastershipChanged`, or call `is_master(dpid)`, or decorate a handler
@@ -30,6 +37,7 @@ from .app import STOP_TIMEOUT, TICK, raise_open_file_limit
 from .guard import (
     EventMastershipChanged,
     coordinator,
+    count_records_with,
     election_name,
     instance,
     is_master,
@@ -47,6 +55,7 @@ __all__ = [
     "RoleCodec",
     "codec_of",
     "coordinator",
+    "count_records_with",
     "election_name",
     "instance",
     "is_master",

@@ -305,7 +305,7 @@ class Mastership(RyuApp):
                 roles["unconfirmed"] += 1
             led += fsm.elected_term is not None
         return ControllerState(switches=dict(roles), elections_led=led,
-                               session=self._session.value, topology_records=_topology_counts())
+                               session=self._session.value, topology_records=guard.record_counts())
 
     # ---- queries for other apps (any thread) ---------------------------------------------
 
@@ -961,18 +961,6 @@ class Mastership(RyuApp):
             self.coord.topology.put(record)
         except coordination.CoordinationError as exc:
             LOG.info("mastership: publishing the hint for %016x failed: %s", record.dpid, exc)
-
-
-def _topology_counts() -> dict[str, int]:
-    """Records by kind in the topology sync app's view, if it runs in this process."""
-    from ..topology import app as topology_app
-
-    sync = topology_app.instance()
-    if sync is None:
-        return {}
-    topo = sync.get_topology()
-    return {"switch": len(topo.switches), "link": len(topo.links) + len(topo.hidden_links),
-            "host": len(topo.hosts), "mastership": len(topo.masters)}
 
 
 def raise_open_file_limit() -> None:

@@ -76,6 +76,22 @@ def coordinator() -> coordination.Coordinator | None:
     return app.coord if app is not None else None
 
 
+_record_counter: Callable[[], dict[str, int]] | None = None
+
+
+def count_records_with(counter: Callable[[], dict[str, int]] | None) -> None:
+    """Let the topology app report its records by kind for the mastership app's metrics
+    (registered by that app, so the mastership app never imports it)."""
+    global _record_counter
+    _record_counter = counter
+
+
+def record_counts() -> dict[str, int]:
+    """Topology records by kind, if a topology app registered a counter (else empty)."""
+    counter = _record_counter
+    return counter() if counter is not None else {}
+
+
 def is_master(dpid: int) -> bool:
     """True if this controller may program `dpid` now. False with no mastership app running."""
     app = instance()

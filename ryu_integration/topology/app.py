@@ -87,6 +87,7 @@ class TopologySync(RyuApp):
         super().__init__(*args, **kwargs)
         global _instance
         _instance = self
+        mastership.count_records_with(self.record_counts)
         base = config.load(self.CONF)
         self.member_id = base.member_id
         self.settings = topology_config.load(self.CONF, base.publish_mastership)
@@ -133,6 +134,12 @@ class TopologySync(RyuApp):
     def get_topology(self) -> Topology:
         """The global view now: switches, links, hosts, masters (`.graph()` for paths)."""
         return self.runtime.topology()
+
+    def record_counts(self) -> dict[str, int]:
+        """Records by kind in the view (the mastership app's `coord_topology_records`)."""
+        topo = self.get_topology()
+        return {"switch": len(topo.switches), "link": len(topo.links) + len(topo.hidden_links),
+                "host": len(topo.hosts), "mastership": len(topo.masters)}
 
     # ---- the switches app -----------------------------------------------------------------
 
