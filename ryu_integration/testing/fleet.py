@@ -3,8 +3,12 @@
 What: N switches (dpids `dpid_base` .. `dpid_base + N - 1`), each with one OpenFlow 1.3 TCP
 connection to every configured controller, like `ovs-vsctl set-controller br tcp:... tcp:...`:
 handshake, echo, barrier, config, DESC / PORT_DESC, and the controller-role rules of
-`fake_switch.FakeSwitch` (ROLE_REQUEST, STALE, silent demotion, IS_SLAVE). There is no datapath:
-accepted FLOW_MODs are recorded, not applied. With `links` ("line" or "ring") switches are joined
+`fake_switch.FakeSwitch` (ROLE_REQUEST, STALE, silent demotion, IS_SLAVE). There is no datapath,
+but accepted FLOW_MODs (ADD, DELETE, DELETE_STRICT) go through the model's flow table: an entry
+added with OFPFF_SEND_FLOW_REM that a delete or its hard / idle timeout removes produces an
+OFPT_FLOW_REMOVED on every channel whose async config wants it (by default MASTER and EQUAL), sent
+before the switch reads that channel's next message, so a later BARRIER_REPLY follows it (what
+a planned handover's marker flow needs). MODIFY and undecodable FLOW_MODs are only recorded. With `links` ("line" or "ring") switches are joined
 port to port, and an accepted PACKET_OUT on a linked port arrives at the peer switch as a
 PACKET_IN for the channels that get packet-ins (MASTER and EQUAL), so LLDP discovery finds the
 links. A dropped or refused connection is re-dialled with a doubling backoff (0.1 s to
@@ -52,8 +56,12 @@ from typing import Any, Self, TextIO
 from ..frameworks import ENV_VAR, OS_KEN
 from .fake_switch import (
     AsyncConfig,
+    AsyncMessage,
     Event,
     FakeSwitch,
+    FlowMod,
+    FlowModCommand,
+    FlowRemoved,
     Kind,
     PacketInReason,
     Refusal,
@@ -161,6 +169,8 @@ class Wire:
         self.ofp = ofp = compat.ofproto_v1_3
         self.parser = parser = compat.ofproto_v1_3_parser
         self.common = compat.framework_module("ofproto.ofproto_parser")
+        #: The parser's error for a message shorter than its lengths say.
+        self.truncated = compat.framework_module("exception").OFPTruncatedMessage
         self.dp = _Datapath(ofp, parser)
         pack = parser.msg_pack_into
         self.role_codes = {
@@ -218,6 +228,17 @@ class Wire:
                 self.match.serialize(self.buf, ofp.OFP_PACKET_IN_SIZE - ofp.OFP_MATCH_SIZE)
                 self.buf += bytes(2) + self.data  # two bytes of padding, then the frame
 
+        class FlowRemovedMsg(parser.OFPFlowRemoved):
+            # The parser's layout, in the order its `parser()` reads it back.
+            def _serialize_body(self) -> None:
+                pack(ofp.OFP_FLOW_REMOVED_PACK_STR0, self.buf, ofp.OFP_HEADER_SIZE,
+                     self.cookie, self.priority, self.reason, self.table_id,
+                     self.duration_sec, self.duration_nsec, self.idle_timeout,
+                     self.hard_timeout, self.packet_count, self.byte_count)
+                self.match.serialize(self.buf, ofp.OFP_FLOW_REMOVED_SIZE - ofp.OFP_MATCH_SIZE)
+
+        self._flow_removed = FlowRemovedMsg
+        self.flow_mod_commands = {c.value: c for c in FlowModCommand}
         self._packet_in = PacketIn
         self._role_reply = RoleReply
         self._get_config_reply = GetConfigReply
@@ -297,7 +318,35 @@ class Wire:
                               match=self.parser.OFPMatch(in_port=in_port), data=bytes(data))
         return self.encode(msg, 0)
 
+    def flow_removed(self, msg: FlowRemoved, duration: float) -> bytes:
+        """OFPT_FLOW_REMOVED of the model's message (xid 0; no datapath, so no packets);
+        `duration`: seconds the entry was installed."""
+        removed = self._flow_removed(
+            self.dp, cookie=msg.cookie, priority=msg.priority, reason=msg.reason.value,
+            table_id=msg.table_id, duration_sec=int(duration),
+            duration_nsec=int(duration % 1 * 1e9), idle_timeout=msg.idle_timeout,
+            hard_timeout=msg.hard_timeout, packet_count=0, byte_count=0,
+            match=self.parser.OFPMatch(**dict(msg.match)))
+        return self.encode(removed, 0)
+
     # -- decode ------------------------------------------------------------------------------
+
+    def flow_mod(self, msg: bytes) -> FlowMod | None:
+        """A FLOW_MOD as the model's `FlowMod` (decoded by the parser's `OFPFlowMod.parser`),
+        or None for a command the model does not apply (MODIFY) or a message the parser
+        cannot read."""
+        version, msg_type, msg_len, xid = self.header(msg)
+        try:
+            mod = self.parser.OFPFlowMod.parser(self.dp, version, msg_type, msg_len, xid, msg)
+        except (AssertionError, KeyError, ValueError, struct.error, self.truncated):
+            return None
+        command = self.flow_mod_commands.get(mod.command)
+        if command is None:
+            return None
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in mod.match.items()}
+        return FlowMod(command, frozenset(fields.items()), mod.priority, mod.table_id,
+                       mod.cookie, mod.cookie_mask, mod.flags, mod.idle_timeout,
+                       mod.hard_timeout)
 
     def packet_out(self, msg: bytes) -> tuple[int, list[int], bytes] | None:
         """A PACKET_OUT's (in_port, output ports, frame), its actions decoded by the parser's
@@ -494,7 +543,12 @@ class _Connection(asyncio.Protocol):
 
     def on_write(self, xid: int, msg: bytes) -> None:
         kind = self.fleet.wire.writes[msg[1]]
-        if self.fleet._write(self, kind).refused is Refusal.IS_SLAVE:
+        mod = self.fleet.wire.flow_mod(msg) if kind is Write.FLOW_MOD else None
+        if mod is not None:
+            refused = self.fleet._flow_mod(self, mod)
+        else:
+            refused = self.fleet._write(self, kind).refused
+        if refused is Refusal.IS_SLAVE:
             self._error(xid, msg, "OFPET_BAD_REQUEST", "OFPBRC_IS_SLAVE")
         elif kind is Write.PACKET_OUT and self.fleet.peers:
             self.fleet._packet_out(self, msg)
@@ -547,6 +601,8 @@ class Fleet:
         self.packet_ins_suppressed = 0
         #: Accepted PACKET_OUTs from the newest MASTER (counted, not a line each: LLDP).
         self.packet_outs = 0
+        #: FLOW_REMOVED messages sent to controllers, so far.
+        self.flow_removed_sent = 0
         self._reported = (0, 0, 0)  # the counters at the last events-file line
         self._report: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -672,6 +728,47 @@ class Fleet:
         outcome = conn.switch.write(conn.controller, kind, time.time())
         self._recorded(conn.switch)
         return outcome
+
+    def _flow_mod(self, conn: _Connection, mod: FlowMod) -> Refusal | None:
+        """A FLOW_MOD through the switch's flow table; sends the FLOW_REMOVEDs a delete
+        produced and arms the timeout of an added entry. Returns the refusal, if any."""
+        switch = conn.switch
+        outcome = switch.flow_mod(conn.controller, mod, time.time())
+        self._recorded(switch)
+        if outcome.accepted:
+            self._send_async(switch, outcome.messages)
+            timeout = min((t for t in (mod.hard_timeout, mod.idle_timeout) if t), default=0)
+            if mod.command is FlowModCommand.ADD and timeout:
+                asyncio.get_running_loop().call_later(timeout, self._expire, switch)
+        return outcome.refused
+
+    def _expire(self, switch: FakeSwitch) -> None:
+        """A timer armed by an ADD with a timeout: remove what has expired by now."""
+        if not self._stopping:
+            self._send_async(switch, switch.expire(time.time()))
+
+    def _send_async(self, switch: FakeSwitch, messages: Sequence[AsyncMessage]) -> None:
+        """Send the model's FLOW_REMOVEDs on the channels they are for (one events-file line
+        per removed entry, naming the channels)."""
+        sent: dict[FlowRemoved, list[str]] = {}
+        connections = self._channels[switch.dpid]
+        for message in messages:
+            removed = message.message
+            if not isinstance(removed, FlowRemoved):
+                continue
+            target = connections.get(str(message.channel))
+            channels = sent.setdefault(removed, [])
+            if target is not None:
+                target.send(self.wire.flow_removed(removed, 0.0))
+                channels.append(str(message.channel))
+        for removed, channels in sent.items():
+            self.flow_removed_sent += len(channels)
+            self._write_line({"t": removed.t, "kind": "flow_removed", "dpid": switch.dpid,
+                              "cookie": removed.cookie, "priority": removed.priority,
+                              "table_id": removed.table_id, "reason": removed.reason.name.lower(),
+                              "channels": channels})
+        if sent:
+            self._wake()
 
     def _packet_out(self, conn: _Connection, msg: bytes) -> None:
         """An accepted PACKET_OUT: each output on a linked port arrives at the peer port."""
@@ -866,6 +963,10 @@ class ControllerChannel(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Any]] = {}
         #: PACKET_INs the switch sent on this channel, oldest first (parsed).
         self.packet_ins: asyncio.Queue[Any] = asyncio.Queue()
+        #: FLOW_REMOVEDs the switch sent on this channel, oldest first (parsed).
+        self.flow_removeds: asyncio.Queue[Any] = asyncio.Queue()
+        #: The type of every message received, in arrival order (to check ordering).
+        self.arrivals: list[int] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -893,6 +994,7 @@ class ControllerChannel(asyncio.Protocol):
         ofp = self.wire.ofp
         if msg is None:
             return
+        self.arrivals.append(msg.msg_type)
         if msg.msg_type == ofp.OFPT_HELLO:
             self.send(self.wire.parser.OFPFeaturesRequest(self.wire.dp), 1)
         elif msg.msg_type == ofp.OFPT_ECHO_REQUEST:
@@ -902,6 +1004,9 @@ class ControllerChannel(asyncio.Protocol):
             self.end._identified(self)
         elif msg.msg_type == ofp.OFPT_PACKET_IN:
             self.packet_ins.put_nowait(msg)
+            return
+        elif msg.msg_type == ofp.OFPT_FLOW_REMOVED:
+            self.flow_removeds.put_nowait(msg)
             return
         future = self._pending.pop(msg.xid, None)
         if future is not None and not future.done():
@@ -946,6 +1051,11 @@ class ControllerChannel(asyncio.Protocol):
         """The next PACKET_IN from the switch (parsed); waits for it."""
         async with asyncio.timeout(timeout):
             return await self.packet_ins.get()
+
+    async def flow_removed(self, timeout: float = 10.0) -> Any:
+        """The next FLOW_REMOVED from the switch (parsed); waits for it."""
+        async with asyncio.timeout(timeout):
+            return await self.flow_removeds.get()
 
     def packet_out(self, port: int, data: bytes) -> Any:
         """A PACKET_OUT of `data` on `port`, as Ryu sends LLDP (in_port CONTROLLER)."""

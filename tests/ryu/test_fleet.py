@@ -410,3 +410,95 @@ def test_cli_refuses_bad_links_in_one_line():
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 2 and says in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+MARKER_COOKIE = 0xC5 << 56 | 42
+
+
+def _marker(channel: Any, *, add: bool, send_flow_rem: bool = True, hard_timeout: int = 0,
+            eth_type: int = 0x88B6) -> Any:
+    """The planned handover's marker FLOW_MOD: ADD with OFPFF_SEND_FLOW_REM, or DELETE_STRICT."""
+    parser, ofp, dp = channel.wire.parser, channel.wire.ofp, channel.wire.dp
+    match = parser.OFPMatch(eth_type=eth_type)
+    if add:
+        return parser.OFPFlowMod(dp, cookie=MARKER_COOKIE, table_id=0, command=ofp.OFPFC_ADD,
+                                 hard_timeout=hard_timeout, priority=0, match=match,
+                                 flags=ofp.OFPFF_SEND_FLOW_REM if send_flow_rem else 0,
+                                 instructions=[])
+    return parser.OFPFlowMod(dp, cookie=MARKER_COOKIE, cookie_mask=2**64 - 1, table_id=0,
+                             command=ofp.OFPFC_DELETE_STRICT, priority=0, out_port=ofp.OFPP_ANY,
+                             out_group=ofp.OFPG_ANY, match=match)
+
+
+def test_flow_mods_are_applied_and_a_delete_sends_flow_removed_to_master_and_equal():
+    """The marker of a planned handover: ADD with SEND_FLOW_REM, then DELETE_STRICT from the
+    MASTER. Its FLOW_REMOVED (reason DELETE, cookie, priority, match) reaches the MASTER before
+    the barrier reply and the EQUAL channel too, not the SLAVE; a SLAVE's FLOW_MOD changes
+    nothing; an entry without the flag goes silently."""
+
+    async def body() -> None:
+        a, b, c = await ends(3)
+        events = io.StringIO()
+        fleet = Fleet(1, [a.target, b.target, c.target], dpid_base=1, events=events)
+        try:
+            await fleet.start()
+            ca, cb, cc = (await a.channel(1, TIMEOUT), await b.channel(1, TIMEOUT),
+                          await c.channel(1, TIMEOUT))
+            ofp = ca.wire.ofp
+            assert (await cb.role(Role.MASTER, 5)).role is Role.MASTER
+            assert (await cc.role(Role.SLAVE, 5)).role is Role.SLAVE  # ca stays EQUAL
+            assert await cc.write(_marker(cc, add=True)) is Refusal.IS_SLAVE
+            assert fleet.switch(1).flows() == []
+            assert await cb.write(_marker(cb, add=True)) is None
+            assert await cb.write(_marker(cb, add=True, send_flow_rem=False,
+                                          eth_type=0x88B5)) is None
+            [flow, quiet] = fleet.switch(1).flows()
+            assert (flow.cookie, flow.priority, flow.flags) == (MARKER_COOKIE, 0, 1)
+            assert await cb.write(_marker(cb, add=False)) is None
+            assert [f.match for f in fleet.switch(1).flows()] == [quiet.match]
+            # On the master's channel the FLOW_REMOVED came before the barrier's reply.
+            tail = cb.arrivals[-2:]
+            assert tail == [ofp.OFPT_FLOW_REMOVED, ofp.OFPT_BARRIER_REPLY]
+            for channel in (cb, ca):
+                removed = await channel.flow_removed(TIMEOUT)
+                assert (removed.reason, removed.cookie, removed.priority, removed.table_id) == (
+                    ofp.OFPRR_DELETE, MARKER_COOKIE, 0, 0)
+                assert removed.match["eth_type"] == 0x88B6
+            await cc.request(cc.wire.parser.OFPBarrierRequest(cc.wire.dp))  # after any send
+            assert cc.flow_removeds.empty()
+            # The flagless entry goes without a message.
+            assert await ca.write(_marker(ca, add=False, eth_type=0x88B5)) is None
+            assert fleet.switch(1).flows() == []
+            assert ca.flow_removeds.empty() and cb.flow_removeds.empty()
+            assert fleet.flow_removed_sent == 2
+        finally:
+            await close_all(fleet, [a, b, c])
+        lines = [json.loads(line) for line in events.getvalue().splitlines()]
+        [removed_line] = [r for r in lines if r["kind"] == "flow_removed"]
+        assert removed_line["dpid"] == 1 and removed_line["reason"] == "delete"
+        assert removed_line["cookie"] == MARKER_COOKIE
+        assert sorted(removed_line["channels"]) == sorted([a.target, b.target])
+
+    run(body)
+
+
+def test_a_hard_timeout_removes_the_entry_and_sends_flow_removed():
+    """An entry with a hard timeout goes when it passes (a timer armed by the ADD, no polling):
+    FLOW_REMOVED reason HARD_TIMEOUT to the master."""
+
+    async def body() -> None:
+        (a,) = await ends(1)
+        fleet = Fleet(1, [a.target], dpid_base=1)
+        try:
+            await fleet.start()
+            ca = await a.channel(1, TIMEOUT)
+            assert (await ca.role(Role.MASTER, 1)).role is Role.MASTER
+            assert await ca.write(_marker(ca, add=True, hard_timeout=1)) is None
+            removed = await ca.flow_removed(TIMEOUT)
+            assert removed.reason == ca.wire.ofp.OFPRR_HARD_TIMEOUT
+            assert (removed.cookie, removed.hard_timeout) == (MARKER_COOKIE, 1)
+            assert fleet.switch(1).flows() == []
+        finally:
+            await close_all(fleet, [a])
+
+    run(body)
