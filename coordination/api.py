@@ -305,6 +305,13 @@ class Coordinator(ABC):
         with instrument.timed(self.url.scheme, "members"):
             return self._driver_members()
 
+    def watch_members(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call `callback()` (on a driver thread: keep it short) whenever the member list may
+        have changed, where the driver can push that; returns a function that stops it, or
+        None if it cannot (then re-read `members()` on other events, e.g. leader changes)."""
+        self._check_open()
+        return self._driver_watch_members(callback)
+
     def election(self, name: str) -> Election:
         """The election called `name` (one object per name and coordinator)."""
         self._check_open()

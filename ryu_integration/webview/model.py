@@ -111,6 +111,7 @@ class LiveView:
         self._stop = threading.Event()
         self._watch: TopologyWatch | None = None
         self._refresher: threading.Thread | None = None
+        self._unwatch_members: Callable[[], None] | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -132,6 +133,9 @@ class LiveView:
             with self._lock:
                 if name not in self._reported:  # a listener's report is at least as new
                     self._leaders[name] = leadership
+        # pushed where the driver can (a member evicted after its elections moved on is seen
+        # too); elsewhere leader changes and session events ask for a re-read
+        self._unwatch_members = self._coord.watch_members(self._members_due.set)
         self._refresh_members()
         self._refresher = threading.Thread(target=self._members_loop, name="webview-members",
                                            daemon=True)
@@ -140,6 +144,8 @@ class LiveView:
     def close(self) -> None:
         self._stop.set()
         self._members_due.set()
+        if self._unwatch_members is not None:
+            self._unwatch_members()
         if self._watch is not None:
             self._watch.cancel()
         if self._refresher is not None:

@@ -281,3 +281,18 @@ def test_eviction_leaves_the_record_of_a_member_restarted_meanwhile(
             func(*args)
             assert "b" in a.members()
             assert SessionState.LOST not in session.items
+
+
+def test_watch_members_pushes_joins_and_leaves(zookeeper: ZooKeeperServer) -> None:
+    """`Coordinator.watch_members` calls back when a member joins or leaves (no polling), and
+    stops when told to."""
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}?session_timeout=10&detector=false"
+    with coordination.connect(url, "a") as a:
+        changed = threading.Event()
+        stop = a.watch_members(changed.set)
+        assert stop is not None
+        with coordination.connect(url, "b"):
+            assert changed.wait(WAIT) and "b" in a.members()
+            changed.clear()
+        assert changed.wait(WAIT) and "b" not in a.members()
+        stop()
