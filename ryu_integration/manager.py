@@ -19,6 +19,8 @@ What it adds:
   missing, malformed or non-UTF-8 config file, or a bad `[coordination]` value, is one line on
   stderr naming the file, the option and the problem, and exit status 2 (as is a backend that
   cannot be named or reached).
+- Under os-ken's native hub, one I/O thread serves every plain-TCP switch connection
+  (`switch_io`) instead of two OS threads per switch; `COORD_SWITCH_IO=threads` keeps os-ken's.
 - SIGTERM and SIGINT: the shutdown hooks (`lifecycle`) run first, so the mastership app resigns
   every election while its OpenFlow connections are still up and successors take over at once;
   then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
@@ -37,13 +39,16 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from . import frameworks
+from . import frameworks, switch_io
 
 FRAMEWORK_FLAG = "--framework"
 #: Always loaded: an app that only calls `is_master()` would otherwise never program anything.
 MASTERSHIP_APP = "ryu_integration.mastership"
 #: Seconds the shutdown hooks may take before the process exits anyway.
 SHUTDOWN_TIMEOUT = 5.0
+#: `threads` keeps os-ken's two threads per switch connection instead of the shared I/O loop
+#: (`switch_io`), should the loop ever misbehave with some switch.
+SWITCH_IO_ENV = "COORD_SWITCH_IO"
 #: The CLI options ryu-manager registers itself (os-ken has no manager to register them).
 _MANAGER_OPTS = ("app-lists", "app", "pid-file", "enable-debugger", "user-flags")
 
@@ -229,6 +234,8 @@ def _run_os_ken(args: list[str]) -> int:
     for module in ("flags", "controller.controller", "topology.switches"):
         compat.framework_module(module)  # their CLI options, as ryu-manager gets them
     compat.apply_os_ken_fixes()
+    if os.environ.get(SWITCH_IO_ENV, "shared") != "threads":
+        switch_io.install(compat.framework_module("controller.controller"), hub)
     registered = {opt.name for opt, _ in conf._all_cli_opts()}
     if "app" not in registered:
         conf.register_cli_opts([
