@@ -75,8 +75,14 @@ class RecordStoreDriver(ABC):
         """Every path starting with `prefix`."""
 
     @abstractmethod
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+    def watch(self, sink: Callable[[RawEvent], None],
+              kinds: frozenset[str] | None = None) -> WatchHandle:
         """Deliver a `RawSnapshot` of every path, then each later `RawChange` in order.
+
+        `kinds`: the record kinds (a path's first segment) the caller wants; None for all. A
+        driver may deliver other kinds too (the core filters), but one that watches only these
+        spares the store and the client every other record's traffic: a controller that
+        watches the `move` records should not receive a message per switch's `mastership`.
 
         No change may fall between the snapshot and the stream. If the driver cannot guarantee
         that (reconnect, compaction, overflow), it delivers a fresh snapshot with `resync=True`.

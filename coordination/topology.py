@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -162,6 +163,7 @@ class TopologyStore:
     def __init__(self, driver: RecordStoreDriver, executor: SerialExecutor,
                  backend: str = "") -> None:
         self._driver = driver
+        self._watch_takes_kinds = "kinds" in inspect.signature(driver.watch).parameters
         self._executor = executor
         #: the backend's scheme, as store operations are reported (`coordination.instrument`)
         self.backend = backend
@@ -280,7 +282,10 @@ class TopologyStore:
         wanted = frozenset(_check_kind(k) for k in kinds) if kinds is not None \
             else frozenset(TOPOLOGY_KINDS)
         watch = TopologyWatch(callback, wanted, self._executor)
-        watch._handle = self._driver.watch(watch._on_raw)
+        if self._watch_takes_kinds:
+            watch._handle = self._driver.watch(watch._on_raw, wanted)
+        else:  # a driver written before `kinds`: it delivers everything, the watch filters
+            watch._handle = self._driver.watch(watch._on_raw)
         return watch
 
 

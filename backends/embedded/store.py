@@ -101,5 +101,6 @@ class EmbeddedRecordStore(RecordStoreDriver):
 
         return self._coordinator.write(op)
 
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+    def watch(self, sink: Callable[[RawEvent], None],
+              kinds: frozenset[str] | None = None) -> WatchHandle:
         return self._coordinator.add_watch(sink)

@@ -105,8 +105,9 @@ class EtcdRecordStore(RecordStoreDriver):
 
         return self.coordinator.call(op, "list topology")
 
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
-        return EtcdTopologyWatch(self, sink).start()
+    def watch(self, sink: Callable[[RawEvent], None],
+              kinds: frozenset[str] | None = None) -> WatchHandle:
+        return EtcdTopologyWatch(self, sink, kinds).start()
 
 
 class EtcdTopologyWatch(SnapshotStreamWatch):
@@ -116,9 +117,13 @@ class EtcdTopologyWatch(SnapshotStreamWatch):
     never on the transport's reader thread.
     """
 
-    def __init__(self, store: EtcdRecordStore, sink: Callable[[RawEvent], None]) -> None:
+    def __init__(self, store: EtcdRecordStore, sink: Callable[[RawEvent], None],
+                 kinds: frozenset[str] | None = None) -> None:
         super().__init__(store.coordinator.watch_worker, sink, store.watches)
         self._store = store
+        # One kind: that kind's prefix only; several: the whole prefix (the core filters).
+        self._start = (store.key(f"{next(iter(kinds))}/") if kinds is not None and len(kinds) == 1
+                       else store.root)
         self._handle: StreamHandle | None = None
         self._revision = 0
         self._gen = 0
@@ -141,7 +146,7 @@ class EtcdTopologyWatch(SnapshotStreamWatch):
             stream.cancel()
         self._gen += 1
         try:
-            snapshot = co.call(lambda: co.range(store.root, prefix_end(store.root)), "snapshot")
+            snapshot = co.call(lambda: co.range(self._start, prefix_end(self._start)), "snapshot")
         except CoordinationError as exc:
             self._retry_later(f"snapshot failed ({exc})", resync)
             return None
@@ -149,10 +154,10 @@ class EtcdTopologyWatch(SnapshotStreamWatch):
         return {store.path(kv.key): kv.value for kv in snapshot.kvs}
 
     def _stream(self) -> None:
-        store, co, gen = self._store, self._store.coordinator, self._gen
+        co, gen = self._store.coordinator, self._gen
         try:
             self._handle = co.client.watch(
-                store.root, prefix_end(store.root), self._revision + 1,
+                self._start, prefix_end(self._start), self._revision + 1,
                 on_events=lambda events: self.submit(self._on_events, gen, events),
                 on_compacted=lambda rev: self.submit(self._on_compacted, gen, rev),
                 on_failed=lambda err: self.submit(self._on_failed, gen, err),

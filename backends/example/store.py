@@ -108,5 +108,6 @@ class ExampleRecordStore(RecordStoreDriver):
         with self.space.lock:
             return {p: v for p, v in self.space.records.items() if p.startswith(prefix)}
 
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+    def watch(self, sink: Callable[[RawEvent], None],
+              kinds: frozenset[str] | None = None) -> WatchHandle:
         return ExampleWatch(self.space, self.worker, sink).start()

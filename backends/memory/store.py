@@ -80,7 +80,8 @@ class MemoryRecordStore(RecordStoreDriver):
         with self._server.lock:
             return {p: v for p, v in self._server.records.items() if p.startswith(prefix)}
 
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
+    def watch(self, sink: Callable[[RawEvent], None],
+              kinds: frozenset[str] | None = None) -> WatchHandle:
         with self._server.lock:
             watch = MemoryWatch(self._server, self._coordinator.worker, sink)
             items = {p: v.value for p, v in self._server.records.items()}

@@ -32,15 +32,18 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
     """Children watches per kind plus a data watch per record; dedup by mzxid; resync on
     reconnect (kazoo does not restore watches reliably: #29, #151)."""
 
-    def __init__(self, store: ZooKeeperRecordStore, sink: Callable[[RawEvent], None]) -> None:
+    def __init__(self, store: ZooKeeperRecordStore, sink: Callable[[RawEvent], None],
+                 kinds: frozenset[str] | None) -> None:
         super().__init__(store.coordinator.watch_worker, sink, store.watches,
                          quiet=(*TRANSIENT, SessionExpiredError))
         self._store = store
+        self._kinds = kinds  # children watches on these kinds only (None: all)
         self._known: dict[str, int] = {}
 
     def _snapshot(self, resync: bool) -> dict[str, bytes]:
         zk, items, known = self._store.client, {}, {}
-        for kind, children in self._store.children_by_kind(self._on_children).items():
+        for kind, children in self._store.children_by_kind(self._on_children,
+                                                                     self._kinds).items():
             fetches = {c: zk.get_async(self._store.path(f"{kind}/{c}"), watch=self._on_data)
                        for c in children}
             for child, fetch in fetches.items():
@@ -114,9 +117,11 @@ class ZooKeeperRecordStore(RecordStoreDriver):
                 self.client.ensure_path(self.path(kind))
             self._ready = True
 
-    def children_by_kind(self, watch: Callable[..., None] | None = None) -> dict[str, list[str]]:
+    def children_by_kind(self, watch: Callable[..., None] | None = None,
+                         kinds: frozenset[str] | None = None) -> dict[str, list[str]]:
         self._prepare()
-        fetches = {k: self.client.get_children_async(self.path(k), watch=watch) for k in self.kinds}
+        wanted = [k for k in self.kinds if kinds is None or k in kinds]
+        fetches = {k: self.client.get_children_async(self.path(k), watch=watch) for k in wanted}
         return {kind: fetch.get() for kind, fetch in fetches.items()}
 
     def get(self, path: str) -> Versioned | None:
@@ -180,5 +185,6 @@ class ZooKeeperRecordStore(RecordStoreDriver):
 
         return self.coordinator.call(op, "list topology")
 
-    def watch(self, sink: Callable[[RawEvent], None]) -> WatchHandle:
-        return _ZooKeeperWatch(self, sink).start()
+    def watch(self, sink: Callable[[RawEvent], None],
+              kinds: frozenset[str] | None = None) -> WatchHandle:
+        return _ZooKeeperWatch(self, sink, kinds).start()

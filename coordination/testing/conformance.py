@@ -406,6 +406,23 @@ class ConformanceSuite:
         assert [c.kind for c in changes] == ["link"]
 
     @requires("topology")
+    def test_watch_of_some_kinds_snapshots_and_streams_only_those(self, connect: Connect) -> None:
+        a = connect("a")
+        a.topology.put(Switch(dpid=1, owner="a", term=1))
+        a.topology.put(Link(src_dpid=1, src_port=1, dst_dpid=2, dst_port=2, owner="a", term=1))
+        for kinds in (["link"], ["link", "host"]):  # drivers may narrow one kind differently
+            events = Recorder()
+            watch = a.topology.watch(events, kinds=kinds)
+            snapshot = events.wait_count(1, WAIT)[0]
+            assert {r.KIND for r in snapshot.records} == {"link"}
+            a.topology.put(Switch(dpid=1, owner="a", term=1, address=f"{len(kinds)}:1"))
+            a.topology.put(Link(src_dpid=3, src_port=1, dst_dpid=4, dst_port=len(kinds),
+                                owner="a", term=1))
+            changes = events.wait_count(2, WAIT)[1:]
+            assert [(c.op, c.kind) for c in changes] == [("put", "link")]
+            watch.cancel()
+
+    @requires("topology")
     def test_watch_loses_nothing_between_snapshot_and_stream(self, connect: Connect) -> None:
         writer, reader = connect("writer"), connect("reader")
         stop, started = threading.Event(), threading.Event()
