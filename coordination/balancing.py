@@ -3,7 +3,9 @@
 What: `plan()` takes the live members (id, advertised capacity), each election's current leader,
 optionally who may lead each election (its candidates) and ordered preference lists, and returns
 the moves that reach the policy's target. `should_rebalance()` decides, from a history of member
-joins / leaves and the current time, whether an automatic rebalance may run now.
+joins / leaves and the current time, whether an automatic rebalance may run now; `Coalescer`
+turns a stream of switch connection changes into at most one plan per damping period, and
+`is_balanced()` says when no plan is needed at all.
 Why pure: every member computes the same plan from the same inputs (the store's view), so any
 member can execute or check it, and it is tested without a store.
 
@@ -120,6 +122,26 @@ def quotas(
     return out
 
 
+def capped_quotas(
+    total: int, weight: Mapping[str, int], reach: Mapping[str, int],
+    current: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """`quotas`, but a member may lead at most the `reach` elections it is a candidate in: one
+    whose share is more gets its reach, and the rest is split among the others by weight
+    (water-filling). Why: a controller still connecting to the switches (a candidate in few
+    elections yet) would otherwise get a quota it cannot take, and the excess the others must
+    shed would only move around among them."""
+    fixed: dict[str, int] = {}
+    while True:
+        rest = {m: w for m, w in weight.items() if m not in fixed}
+        out = quotas(max(total - sum(fixed.values()), 0), rest, current)
+        over = [m for m in rest if out[m] > reach.get(m, 0)]
+        if not over:
+            return {**out, **fixed}
+        for m in over:
+            fixed[m] = reach.get(m, 0)
+
+
 def plan(
     members: Iterable[Member],
     leaders: Mapping[str, str | None],
@@ -170,12 +192,28 @@ def plan(
             free.append(election)
 
     weight = weights(eligible_members.values())
-    current: dict[str, int] = defaultdict(int)
-    for election in free:
-        if leaders[election] in eligible_members:
-            current[leaders[election]] += 1  # type: ignore[index]
-    quota = quotas(len(free), weight, current)
-    _assign(free, leaders, quota, allowed, target)
+    quota: dict[str, int] = {}
+    if candidates:
+        # Members whose share is more than they can reach (still connecting) take all they
+        # can first; the rest is balanced among the others.
+        reach = _reach(free, allowed)
+        capped = capped_quotas(len(free), weight, reach, _current(free, leaders, weight))
+        saturated = {m for m, n in capped.items() if 0 < n == reach.get(m, 0) < len(free)}
+        for election in free:
+            takers = [m for m in allowed(election)
+                      if m in saturated and quota.get(m, 0) < capped[m]]
+            if takers:
+                pick = leaders[election] if leaders[election] in takers else takers[0]
+                target[election] = pick  # type: ignore[assignment]
+                quota[pick] = quota.get(pick, 0) + 1  # type: ignore[index]
+        free = [e for e in free if e not in target]
+        weight = {m: w for m, w in weight.items() if m not in saturated}
+        rest = capped_quotas(len(free), weight, _reach(free, allowed),
+                             _current(free, leaders, weight))
+    else:
+        rest = quotas(len(free), weight, _current(free, leaders, weight))
+    _assign(free, leaders, rest, allowed, target)
+    quota.update(rest)
 
     moves = tuple(
         Move(e, leaders[e] if leaders[e] in live else None, m)
@@ -183,6 +221,26 @@ def plan(
         if leaders[e] != m
     )
     return Plan(moves, target, quota, tuple(unassignable))
+
+
+def _reach(free: list[str], allowed: Callable[[str], list[str]]) -> dict[str, int]:
+    """member -> how many of `free` it may lead."""
+    out: dict[str, int] = defaultdict(int)
+    for election in free:
+        for member in allowed(election):
+            out[member] += 1
+    return out
+
+
+def _current(free: list[str], leaders: Mapping[str, str | None],
+             weight: Mapping[str, int]) -> dict[str, int]:
+    """member (of `weight`) -> how many of `free` it leads now."""
+    out: dict[str, int] = defaultdict(int)
+    for election in free:
+        leader = leaders[election]
+        if leader in weight:
+            out[leader] += 1  # type: ignore[index]
+    return out
 
 
 def _assign(
@@ -309,6 +367,79 @@ def should_rebalance(
         return Decision(True, None, suppressed, f"{len(changed)} membership change(s)")
     why = "settling" if quiet >= spaced else "rebalanced recently"
     return Decision(False, earliest, suppressed, why)
+
+
+@dataclass
+class Coalescer:
+    """Turns a stream of change notices into rare actions; pure (the caller passes the time).
+
+    An action is due once the notices have been quiet for `quiet` seconds, or `max_delay`
+    after the oldest notice not yet acted on if they never go quiet, and never within
+    `spacing` of the previous action: however many notices arrive, at most one action per
+    `spacing`. Why: switches connect in bursts (a fleet over seconds, a bridge dialling each
+    controller in turn); one plan after the burst sees every candidate, one per burst costs
+    little, and a burst that never ends still gets a plan every `max_delay`."""
+
+    quiet: float
+    max_delay: float
+    spacing: float
+    #: the oldest and the newest notice not yet acted on (None: nothing pending)
+    first: float | None = None
+    last: float | None = None
+    #: the previous action
+    acted_at: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("quiet", "max_delay", "spacing"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @property
+    def pending(self) -> bool:
+        return self.first is not None
+
+    def notice(self, now: float) -> None:
+        """Something changed at `now`."""
+        if self.first is None:
+            self.first = now
+        self.last = now if self.last is None else max(self.last, now)
+
+    def due_at(self) -> float | None:
+        """When the pending notices call for an action (None: nothing pending)."""
+        if self.first is None or self.last is None:
+            return None
+        at = min(self.last + self.quiet, self.first + self.max_delay)
+        if self.acted_at is not None:
+            at = max(at, self.acted_at + self.spacing)
+        return at
+
+    def due(self, now: float) -> bool:
+        at = self.due_at()
+        return at is not None and now >= at
+
+    def acted(self, now: float, *, covered: bool = True) -> None:
+        """An action ran at `now`; `covered`: it took every notice so far into account (else
+        they stay pending, and only the spacing restarts)."""
+        self.acted_at = now
+        if covered:
+            self.clear()
+
+    def clear(self) -> None:
+        """The pending notices need no action (the spacing is left as it was)."""
+        self.first = self.last = None
+
+
+def is_balanced(
+    members: Iterable[Member],
+    leaders: Mapping[str, str | None],
+    policy: Policy = Policy.BALANCED,
+    *,
+    preferred: Mapping[str, Sequence[str]] | None = None,
+) -> bool:
+    """Whether `leaders` already meets `policy`'s target for `members` (`plan` would move
+    nothing, whoever the candidates): every election led by a live member, the load within
+    +-1 of the weighted share, preference lists honoured."""
+    return not plan(members, leaders, policy, preferred=preferred).moves
 
 
 def preference_lists(

@@ -111,7 +111,9 @@ OPTS = [
     cfg.MultiStrOpt("balance_group", default=[],
                     help="One per line: GROUP=DPID,DPID,... (a switch in one group at most)."),
     cfg.FloatOpt("balance_settle", default=10.0, min=0.0, max=DAY,
-                 help="Seconds of quiet membership before an automatic rebalance."),
+                 help="Seconds of quiet membership before an automatic rebalance; also "
+                      "how long switch connections must be quiet (at most twice this) before "
+                      "the balancer plans for them, and the least time between such plans."),
     cfg.FloatOpt("balance_min_interval", default=60.0, min=0.0, max=DAY,
                  help="Seconds between two automatic rebalances."),
     cfg.IntOpt("balance_flap_count", default=4, min=2, max=1000,

@@ -357,6 +357,8 @@ class Mastership(RyuApp):
                     "OpenFlow 1.3+ for fencing by the switch.", dpid,
                     self.timing.predecessor_timeout)
             self._run(fsm, fsm.switch_up(now))
+            if self.balancer is not None:
+                self.balancer.switch_changed(dpid, True, now)
         elif ev.state == DEAD_DISPATCHER:
             if self._datapaths.get(dpid) is not dp:
                 return  # an old connection of a switch that has already reconnected
@@ -366,6 +368,8 @@ class Mastership(RyuApp):
             if self.handovers is not None:
                 self.handovers.switch_down(dpid, now)
             self._run(fsm, fsm.switch_down(now))
+            if self.balancer is not None:
+                self.balancer.switch_changed(dpid, False, now)
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _role_reply(self, ev: Any) -> None:
@@ -627,7 +631,7 @@ class Mastership(RyuApp):
         if self.handovers is not None:
             self.handovers.leader_seen(fsm.dpid, lead and lead.member_id, now)
         if self.balancer is not None:
-            self.balancer.leader_changed()
+            self.balancer.leader_changed(fsm.dpid, lead and lead.member_id, now)
 
     @set_ev_cls(LeaderRead)
     def _handle_leader_read(self, ev: LeaderRead) -> None:

@@ -6,18 +6,30 @@ What: every controller campaigns in `balancer.BALANCER_ELECTION`; its leader
   `rebalance/request` record (its join), and a controller that leaves changes the leaders of
   the switches it mastered, which this app's election listeners already report; either makes
   it read the member list once and diff it with the last one (join / leave events);
-- applies the damping rule (`balancing.should_rebalance`) with ONE deadline, checked on the
+- applies the damping rule (`balancing.should_rebalance`) with one deadline, checked on the
   app's timer tick; `coordctl balance` (a forced request) skips it;
+- learns switch connection changes pushed too: its own controller's SWITCH_UP / SWITCH_DOWN,
+  and the other controllers' reports (each writes a non-forced `rebalance/request` record at
+  most once per `balance_settle` while its switches connect or disconnect, after the
+  campaigns it queued, so the candidacy is in the store when the balancer hears of it). A
+  `balancing.Coalescer` turns them into at most one plan per `balance_settle`: once they have
+  been quiet for `balance_settle`, at the latest `2 * balance_settle` after the first, never
+  while a round is being computed or carried out, and not at all while the switches this
+  controller is connected to are already balanced (`balancing.is_balanced` over the leaders
+  its election listeners reported: no store work);
 - computes the plan from the store (`balancer.gather` / `compute`, on its own store thread) and
   writes its moves as move records, at most `balance_max_moves` in flight; the next is written
   when one ends (the move records' watch). When a round has moved switches, it plans again
   `balance_settle` later (connections may have changed meanwhile), up to `MAX_ROUNDS` times.
+The three deadlines (membership decision, follow-up round, connection plan) are kept apart, so
+that one never cancels another.
 The controllers named in the records carry the moves out (`handover_glue`).
 With `balance_policy = first` nothing is planned automatically; `coordctl balance` still plans
 with `balanced` rules if the policy is `first` (an operator asking wants a balance).
 
-Logged: `BALANCE member=... moves=N reason='...' t=...` per plan, and `BALANCER member=...
-leading=true|false`.
+Logged: `BALANCE member=... moves=N reason='...' t=...` per plan, `BALANCE_SKIPPED member=...
+switches=N` when connections changed but the load is balanced, `BALANCE_REPORT member=...` per
+report, and `BALANCER member=... leading=true|false`.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from coordination.dispatch import SerialExecutor
 from coordination.records import Move, Rebalance
 
 from .. import balancer, moves
+from ..moves import election_name
 from .balancer_inputs import BalancerLeadership, MembersRead, MoveAsked, PlanReady, RebalanceAsked
 
 if TYPE_CHECKING:
@@ -60,9 +73,21 @@ class Balancer:
         self._watch: Any = None
         self._events: list[balancing.MemberEvent] = []
         self._known: frozenset[str] | None = None
+        self._capacity: dict[str, int] = {}
         self._last: float | None = None
-        self._at: float | None = None
+        #: deadlines: the membership decision's, the follow-up round's (or a deferred plan's)
+        self._member_at: float | None = None
+        self._follow_at: float | None = None
+        self._follow_reason = ""
+        self._computing = False
         self._reading = False
+        #: switch connection changes: planned on while leading, reported to the leader if not
+        settle = self.settings.damping.settle
+        self._connections = balancing.Coalescer(settle, 2 * settle, max(settle, 1.0))
+        self._reports = balancing.Coalescer(0.0, 0.0, max(settle, 1.0))
+        #: dpid -> its leader, for the switches connected to this controller (pushed by the
+        #: election listeners; None: not seen yet)
+        self._leaders: dict[int, str | None] = {}
         self._queue: collections.deque[balancing.Move] = collections.deque()
         self._in_flight: set[int] = set()
         self._rounds = 0
@@ -70,8 +95,9 @@ class Balancer:
         self._seen_request: int | None = None
         #: members that announced they leave (ignored in member reads while still listed)
         self._leaving: set[str] = set()
-        self._retry = False
         self._deferrals = 0  # written on the balancer's thread only
+        #: set once we told the balancer we leave: no report may overwrite that record
+        self._left = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -107,6 +133,7 @@ class Balancer:
         coord = self.app.coord
         if coord is None or self.settings.policy is balancing.Policy.FIRST:
             return
+        self._left = True
         try:
             balancer.request_rebalance(coord, f"{self.member_id} leaving", forced=False,
                                        leaving=True)
@@ -134,9 +161,15 @@ class Balancer:
         self._queue.clear()
         self._in_flight.clear()
         self._known = None
-        self._at = None
+        self._member_at = self._follow_at = None
+        self._computing = False
         if ev.leading:
+            if self._reports.pending:  # ours, not sent: ours to plan on now
+                self._connections.notice(now)
+            self._reports.clear()
             self._read_members()
+        else:
+            self._connections.clear()
 
     def rebalance_asked(self, ev: RebalanceAsked, now: float) -> None:
         record = ev.record
@@ -146,19 +179,35 @@ class Balancer:
         if not self.leading:
             return
         if record.forced:
-            self._plan(f"asked: {record.reason}", forced=True)
+            self._plan(f"asked: {record.reason}", now, forced=True)
         elif record.leaving and self._known is not None and record.owner in self._known:
             self._known = self._known - {record.owner}
             self._leaving.add(record.owner)
             self._events.append(balancing.MemberEvent(now, record.owner, balancing.Change.LEFT))
             self._decide(now)
-        else:
+        else:  # a controller joined, or its switch connections changed
+            if record.owner != self.member_id and self.settings.policy is not \
+                    balancing.Policy.FIRST:
+                self._connections.notice(now)
             self._read_members()
 
-    def leader_changed(self) -> None:
-        """A switch changed leader (failover, a move): membership may have changed."""
+    def leader_changed(self, dpid: int, leader: str | None, now: float) -> None:
+        """A switch connected to this controller changed leader (failover, a move):
+        membership may have changed."""
+        self._leaders[dpid] = leader
         if self.leading and not self._in_flight and not self._queue:
             self._read_members()
+
+    def switch_changed(self, dpid: int, up: bool, now: float) -> None:
+        """A switch connected to this controller (`up`) or disconnected: its candidates
+        change, so the leader plans again (damped), and the others tell it."""
+        if up:
+            self._leaders.setdefault(dpid, None)
+        else:
+            self._leaders.pop(dpid, None)
+        if self.settings.policy is balancing.Policy.FIRST:
+            return
+        (self._connections if self.leading else self._reports).notice(now)
 
     def members_read(self, ev: MembersRead, now: float) -> None:
         self._reading = False
@@ -166,6 +215,7 @@ class Balancer:
             return
         # a member that announced it leaves may still be listed until its session ends
         self._leaving &= ev.members
+        self._capacity = dict(ev.capacities)
         members = ev.members - self._leaving
         if self._known is None:  # just elected: look at the cluster once
             self._known = members
@@ -180,20 +230,31 @@ class Balancer:
         self._decide(now)
 
     def tick(self, now: float) -> None:
-        if self._at is not None and now >= self._at:
-            self._at = None
-            if self._retry:
-                self._retry = False
-                self._plan(f"follow-up {self._rounds}: connections may have changed")
-            else:
-                self._decide(now)
+        if not self.leading:
+            if self._reports.due(now):
+                self._reports.acted(now)
+                if self.app._worker is not None and self.app._running:
+                    # behind the campaigns already queued: the leader reads them in the store
+                    self.app._worker.submit(self._report)
+            return
+        if self._member_at is not None and now >= self._member_at:
+            self._member_at = None
+            self._decide(now)
+        if self._computing or self._queue or self._in_flight:
+            return  # one plan at a time; the next one sees this round's outcome
+        if self._follow_at is not None and now >= self._follow_at:
+            self._follow_at = None
+            self._plan_unless_balanced(self._follow_reason, now)
+        elif self._known is not None and self._connections.due(now):
+            self._plan_unless_balanced("switch connections changed", now, connections=True)
 
     def plan_ready(self, ev: PlanReady, now: float) -> None:
+        self._computing = False
         if self.leading and ev.deferred:
             LOG.info("BALANCE member=%s deferred t=%.6f reason=%r", self.member_id, time.time(),
                      ev.reason)
-            self._at = now + max(self.settings.damping.settle, 1.0)
-            self._retry = True
+            self._follow_at = now + max(self.settings.damping.settle, 1.0)
+            self._follow_reason = f"deferred: {ev.reason}"
             return
         if not self.leading or ev.plan is None:
             return
@@ -202,21 +263,22 @@ class Balancer:
                  len(moves_), dict(sorted(ev.plan.load().items())), time.time(), ev.reason)
         self._queue = collections.deque(moves_)
         self._moved = 0
-        self._next()
+        self._next(now)
 
     def move_asked(self, ev: MoveAsked, now: float) -> None:
         if not ev.ok:
             self._in_flight.discard(ev.dpid)
-            self._next()
+            self._next(now)
 
-    def move_seen(self, record: Move | None) -> None:
+    def move_seen(self, record: Move | None, now: float | None = None) -> None:
         """A move record changed: one of ours may have ended."""
+        now = time.monotonic() if now is None else now
         if record is None or record.dpid not in self._in_flight \
                 or record.step not in moves.FINAL_STEPS:
             return
         self._in_flight.discard(record.dpid)
         self._moved += record.step == "taken"
-        self._next()
+        self._next(now)
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -228,19 +290,48 @@ class Balancer:
         if decision.rebalance:
             self._last = now
             self._rounds = 0
-            self._plan(decision.reason, excluded=decision.suppressed)
+            self._plan(decision.reason, now, excluded=decision.suppressed)
         else:
-            self._at = decision.at
-            self._retry = False  # the decision's own deadline plans anew
+            self._member_at = decision.at  # the follow-up and connection deadlines stay
 
-    def _plan(self, reason: str, *, forced: bool = False,
-              excluded: frozenset[str] = frozenset()) -> None:
+    def _excluded(self, now: float) -> frozenset[str]:
+        """The flapping members (`balancing.should_rebalance`'s `suppressed`)."""
+        ends = balancing.suppressed_until(self._events, self.settings.damping)
+        return frozenset(m for m, end in ends.items() if end > now)
+
+    def _plan_unless_balanced(self, reason: str, now: float, *,
+                              connections: bool = False) -> None:
+        """Switch connections changed and settled (`connections`), or a round ended: plan,
+        unless the switches this controller sees are balanced already (checked here, without
+        reading the store, so a steady state costs no store work)."""
+        if self._known is None:
+            self._plan(reason, now, connections=connections)
+            return
+        excluded = self._excluded(now)
+        members = [balancing.Member(m, self._capacity.get(m, 0)) for m in sorted(self._known)
+                   if m not in excluded]
+        leaders = {election_name(dpid): lead for dpid, lead in self._leaders.items()}
+        if balancing.is_balanced(members, leaders, self.settings.policy,
+                                 preferred=self.settings.preferred):
+            if connections:
+                self._connections.clear()
+            LOG.info("BALANCE_SKIPPED member=%s switches=%d t=%.6f reason=%r", self.member_id,
+                     len(leaders), time.time(), f"{reason}; balanced")
+            return
+        self._plan(reason, now, excluded=excluded, connections=connections)
+
+    def _plan(self, reason: str, now: float, *, forced: bool = False,
+              excluded: frozenset[str] = frozenset(), connections: bool = False) -> None:
         settings = self.settings
         if forced and settings.policy is balancing.Policy.FIRST:
             settings = replace(settings, policy=balancing.Policy.BALANCED)
-        self._submit(self._compute, settings, excluded, reason)
+        # A connection plan covers the connection changes noticed so far (they have been
+        # quiet for `balance_settle`); any other plan only restarts their spacing, since a
+        # candidacy noticed just before it may not be in the store yet.
+        self._connections.acted(now, covered=connections)
+        self._computing = self._submit(self._compute, settings, excluded, reason)
 
-    def _next(self) -> None:
+    def _next(self, now: float) -> None:
         while self._queue and len(self._in_flight) < self.settings.max_moves:
             move = self._queue.popleft()
             dpid = balancer.dpid_of(move.election)
@@ -251,17 +342,19 @@ class Balancer:
             # plan again once connections had `balance_settle` to change (one deadline)
             self._rounds += 1
             self._moved = 0
-            self._at = time.monotonic() + self.settings.damping.settle
-            self._retry = True
+            self._follow_at = now + self.settings.damping.settle
+            self._follow_reason = f"follow-up {self._rounds}: connections may have changed"
 
     def _read_members(self) -> None:
         if not self._reading:
             self._reading = True
             self._submit(self._members)
 
-    def _submit(self, func: Callable[..., None], *args: Any) -> None:
+    def _submit(self, func: Callable[..., None], *args: Any) -> bool:
         if self._store is not None and self.app._running:
             self._store.submit(func, *args)
+            return True
+        return False
 
     # ---- store work (the balancer's thread) ------------------------------------------------------
 
@@ -272,10 +365,25 @@ class Balancer:
             infos = coord.members()
             controllers = {c.member_id for c in
                            coord.election(balancer.BALANCER_ELECTION).candidates()}
-            self.app._post(MembersRead(frozenset(controllers & set(infos))))
+            live = frozenset(controllers & set(infos))
+            self.app._post(MembersRead(live, {m: infos[m].capacity for m in live}))
         except coordination.CoordinationError as exc:
             LOG.info("mastership: reading the members failed: %s", exc)
             self.app._post(MembersRead(None))
+
+    def _report(self) -> None:
+        """Tell the balancer that our switch connections changed (the app's store worker)."""
+        coord = self.app.coord
+        assert coord is not None
+        if self._left:
+            return  # our switches go with us; the leaving record says so
+        try:
+            balancer.request_rebalance(coord, f"{self.member_id}: switch connections changed",
+                                       forced=False)
+            LOG.info("BALANCE_REPORT member=%s t=%.6f", self.member_id, time.time())
+        except coordination.CoordinationError as exc:
+            LOG.info("mastership: reporting switch connections to the balancer failed: %s",
+                     exc)
 
     def _compute(self, settings: balancer.BalanceSettings, excluded: frozenset[str],
                  reason: str) -> None:

@@ -6,7 +6,8 @@ the app's own loop, where one handler per class feeds `Balancer`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from coordination import balancing
 from coordination.records import Rebalance
@@ -30,9 +31,11 @@ class RebalanceAsked(EventBase):
 
 @dataclass(eq=False)
 class MembersRead(EventBase):
-    """The live controllers as read from the store (None: the read failed)."""
+    """The live controllers as read from the store (None: the read failed), and the capacity
+    each advertises."""
 
     members: frozenset[str] | None
+    capacities: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

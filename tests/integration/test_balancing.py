@@ -400,3 +400,48 @@ def test_preferred_lists_are_honoured_while_the_preferred_controller_lives(
     rest = len(dpids) // 2
     _wait_balanced(cs, dpids, "c2's group spread over the others",
                    {c.name: (rest, rest) for c in cs[:2]})
+
+
+def _balancer_idle(cs: list[Controller]) -> bool:
+    """No follow-up round is pending: the balancer's last round planned no moves, or its
+    follow-up was skipped (the load already balanced)."""
+    leaders = [(r.t, c) for c in cs for r in c.find("BALANCER", leading="true")]
+    if not leaders:
+        return False
+    leader = max(leaders, key=lambda item: item[0])[1]
+    said = [r for r in leader.records
+            if (r.kind == "BALANCE" and "moves" in r.fields) or
+            (r.kind == "BALANCE_SKIPPED" and r["reason"].startswith("follow-up"))]
+    return bool(said) and (said[-1].kind == "BALANCE_SKIPPED" or said[-1]["moves"] == "0")
+
+
+def test_switches_connecting_after_the_plan_are_balanced_without_coordctl(
+        backend, ovs, controllers):
+    """3 controllers, `balanced`: a first wave of bridges is balanced (the membership plan and
+    its follow-up, until the balancer has nothing left to do); then a second wave connects ->
+    balanced again (10 each of 30) by the balancer's connection trigger alone: no `coordctl
+    balance`, no membership change, no follow-up round pending."""
+    url = backend.url(backend.hosts)
+    cs = [controllers(f"c{i}", url, apps=APPS[:1], balance_policy="balanced", **FAST)
+          for i in range(3)]
+    first = list(range(1, 13))
+    second = list(range(13, max(BRIDGES, 30) + 1))
+    for c in cs:
+        c.start()
+    for c in cs:
+        c.wait_ready(60)
+    ovs.add_bridges([(f"br{d}", d, [c.port for c in cs]) for d in first])
+    _wait_balanced(cs, first, "the first wave balanced")
+    wait_until(lambda: _balancer_idle(cs), BALANCE_TIMEOUT, "the balancer idle", cs)
+    marks = {c.name: c.mark() for c in cs}
+    started = time.monotonic()
+    ovs.add_bridges([(f"br{d}", d, [c.port for c in cs]) for d in second])
+    load = _wait_balanced(cs, first + second, "the second wave balanced without coordctl")
+    took = time.monotonic() - started
+    plans = [r for c in cs for r in c.find("BALANCE", since=marks[c.name])]
+    assert plans, "no plan after the second wave"
+    reasons = [r["reason"] for r in plans]
+    assert "switch connections changed" in reasons, reasons
+    assert not [r for r in reasons if r.startswith("asked")], reasons
+    print(f"\nMEASURED {len(second)} switches connecting after the plan ({backend.name}): "
+          f"{load} in {took:.1f} s; plans {reasons}")
