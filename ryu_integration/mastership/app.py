@@ -152,6 +152,11 @@ class Mastership(RyuApp):
         #: itself once the queue is full)
         self._local_reads: collections.deque[tuple[int, int]] = collections.deque()
         self._feeding = False
+        #: switches whose election's listener is new and has not reported yet (event loop
+        #: only): their leader reads wait for that first report instead of reading the store,
+        #: which would cost two reads per switch per controller for the same answer
+        self._unreported: dict[int, list[int]] = {}
+        self._listening: set[int] = set()
         self._session = Session.CONNECTED
         #: dpid -> term for switches we may program now (read from any thread).
         self._masters: dict[int, int] = {}
@@ -589,6 +594,10 @@ class Mastership(RyuApp):
         self._session = ev.state
         if self._session is not Session.CONNECTED:
             self._seen_leaders.clear()  # watches may miss changes now: read the store
+            unreported, self._unreported = self._unreported, {}
+            for dpid, epochs in unreported.items():
+                for epoch in epochs:
+                    self._request_read(dpid, epoch)
         LOG.info("SESSION member=%s state=%s t=%.6f", self.member_id, self._session.value,
                  time.time())
         for fsm in list(self._fsms.values()):
@@ -621,8 +630,13 @@ class Mastership(RyuApp):
     @set_ev_cls(LeaderSeen)
     def _handle_leader_seen(self, ev: LeaderSeen) -> None:
         now = time.monotonic()
+        waiting = self._unreported.pop(ev.dpid, ())
         if self._session is Session.CONNECTED:
             self._seen_leaders[ev.dpid] = ev.leadership
+            self._local_reads.extend((ev.dpid, epoch) for epoch in waiting)
+        else:
+            for epoch in waiting:
+                self._request_read(ev.dpid, epoch)
         fsm = self._current(ev.dpid, None)
         if fsm is None:
             return
@@ -672,6 +686,10 @@ class Mastership(RyuApp):
                 self._changed(fsm, action)
             elif isinstance(action, Campaign):
                 if self._worker is not None and self._running:
+                    if action.dpid not in self._listening:  # the worker adds its listener
+                        self._listening.add(action.dpid)
+                        if self._session is Session.CONNECTED:
+                            self._unreported[action.dpid] = []
                     self._worker.put("campaign", (action.dpid, fsm.epoch))
             elif isinstance(action, Resign):
                 self._resign(action.dpid)
@@ -799,6 +817,9 @@ class Mastership(RyuApp):
         `fresh`: the switch has just contradicted that report."""
         if dpid in self._seen_leaders and not fresh:
             self._local_reads.append((dpid, epoch))
+            return
+        if dpid in self._unreported and not fresh:
+            self._unreported[dpid].append(epoch)  # answered by the listener's first report
             return
         if dpid in self._reads:
             self._reads[dpid] = True
