@@ -8,7 +8,9 @@ dialed. A peer is declared dead when
 
 * a connection with it closes without a goodbye (the kernel closed the sockets of a process
   that died: seen at once), or
-* nothing arrived from it for `interval * misses` seconds (a stopped process, a partition).
+* nothing arrived from it for `interval * misses` seconds (a stopped process, a partition);
+  for a peer whose recent heartbeats came late (alive but busy), twice its longest recent gap,
+  at most the session timeout (`detector_policy.SilenceBound`).
 
 Safety never rests on this: the new master's ROLE_REQUEST carries a larger generation_id, so a
 false positive costs one needless handover. Who acts on a declaration: the lowest member id
@@ -54,6 +56,7 @@ from .detector_policy import (
     Damping,
     DetectorSettings,
     ResetBurst,
+    SilenceBound,
     evidence_of,
     may_evict,
 )
@@ -132,6 +135,8 @@ class _Peer:
     dial_failures: int = 0
     #: declared dead, not heard from since: called once more (`_redial_later`), not judged
     declared: bool = False
+    #: its silence bound, grown while it is busy (`SilenceBound`; made on first use)
+    silence: SilenceBound | None = None
 
     @property
     def monitored(self) -> bool:
@@ -478,6 +483,7 @@ class FailureDetector:
             if peer is None or conn not in peer.ins:
                 return  # a heartbeat from an outbound peer's side is not expected; ignore
             peer.last_heard = time.monotonic()
+            self._silence(peer).heard(peer.last_heard)
             suspects = frame.get("s", [])
             if isinstance(suspects, list) and len(suspects) <= 1000:
                 peer.suspects = frozenset(s for s in suspects if isinstance(s, str))
@@ -526,6 +532,12 @@ class FailureDetector:
         if peer.out is None:
             peer.next_dial = 0.0  # dial back now
 
+    def _silence(self, peer: _Peer) -> SilenceBound:
+        if peer.silence is None:
+            peer.silence = SilenceBound(self.settings.bound, self.settings.ceiling,
+                                        window=self.settings.damping_window)
+        return peer.silence
+
     def _peer(self, member_id: str, incarnation: str, endpoint: tuple[str, int]) -> _Peer:
         """The peer record for this incarnation (a new incarnation replaces the old one)."""
         peer = self._peers.get(member_id)
@@ -565,9 +577,12 @@ class FailureDetector:
             elif out is not None and not out.connected and now - out.opened_at > bound:
                 self._drop(out)  # a dial that hangs (unreachable host): try again later
                 self._dial_failed(peer, now)
-            if peer.monitored and now - peer.last_heard > bound:
+            allowed = self._silence(peer).bound(now)
+            if peer.monitored and now - peer.last_heard > allowed:
                 self._declare(peer, f"missed heartbeats ({self.settings.misses} x "
-                                    f"{self.settings.interval:g} s)", now, SILENCE)
+                                    f"{self.settings.interval:g} s" + (
+                                        f", {allowed:.2f} s for this busy peer"
+                                        if allowed > bound else "") + ")", now, SILENCE)
             elif out is None and peer.endpoint is not None and now >= peer.next_dial \
                     and (peer.listed or peer.ins or peer.declared):
                 self._dial(peer, now)

@@ -46,7 +46,8 @@ def detector_settings(options: dict[str, Any]) -> DetectorSettings:
     host, port = parse_bind_address(option("liveness_address"))
     return DetectorSettings(interval=interval, misses=misses, host=host, port=port,
                             damping_window=float(option("damping_window")),
-                            damping_backoff=float(option("damping_backoff")))
+                            damping_backoff=float(option("damping_backoff")),
+                            ceiling=session)
 
 
 class DetectorLink:

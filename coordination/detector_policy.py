@@ -1,7 +1,8 @@
-"""The failure detector's thresholds and its damping of flapping members."""
+"""The failure detector's thresholds, its damping of flapping members and its silence bound."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -15,11 +16,54 @@ class DetectorSettings:
     port: int = 0
     damping_window: float = 30.0
     damping_backoff: float = 120.0
+    #: the longest a busy peer's silence bound may grow to (`SilenceBound`); None: never grows
+    ceiling: float | None = None
 
     @property
     def bound(self) -> float:
-        """Seconds of silence after which a peer is declared dead."""
+        """Seconds of silence after which a peer is declared dead (a busy peer: `SilenceBound`)."""
         return self.interval * self.misses
+
+
+class SilenceBound:
+    """How long one peer may be silent before it is declared dead.
+
+    `floor` (interval x misses), or `factor` times the longest gap between its heartbeats in the
+    last `window` seconds if that is longer, but never more than `ceiling` (the session timeout:
+    beyond it the store decides anyway). Why: a controller that is alive but busy (thousands of
+    switches connecting at once on a loaded machine) sends its heartbeats late, and declaring it
+    dead makes it re-campaign for every switch, which loads it further. Its recent gaps show
+    that it is slow, not stopped; a process stopped or cut off while its heartbeats were regular
+    is still declared at the floor (the phi-accrual detectors of Cassandra and Akka adapt to the
+    observed heartbeat history for the same reason).
+    """
+
+    def __init__(self, floor: float, ceiling: float | None, window: float = 30.0,
+                 factor: float = 2.0) -> None:
+        self.floor = floor
+        self.ceiling = max(floor, ceiling) if ceiling is not None else floor
+        self.window = window
+        self.factor = factor
+        self._last: float | None = None
+        #: (when, gap) of the gaps longer than the floor allows for, oldest first
+        self._long: deque[tuple[float, float]] = deque()
+
+    def heard(self, now: float) -> None:
+        """A heartbeat (or any frame) arrived from the peer at `now`."""
+        if self._last is not None:
+            gap = now - self._last
+            if self.factor * gap > self.floor:
+                while self._long and self._long[-1][1] <= gap:
+                    self._long.pop()  # a shorter earlier gap never decides again
+                self._long.append((now, gap))
+        self._last = now
+
+    def bound(self, now: float) -> float:
+        """Seconds of silence after which the peer is declared dead, as of `now`."""
+        while self._long and now - self._long[0][0] > self.window:
+            self._long.popleft()
+        longest = self._long[0][1] if self._long else 0.0
+        return min(self.ceiling, max(self.floor, self.factor * longest))
 
 
 class Damping:

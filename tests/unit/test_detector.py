@@ -3,6 +3,7 @@ a child process for a real kill -9."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from coordination.detector_policy import (
     SILENCE,
     Damping,
     ResetBurst,
+    SilenceBound,
     evidence_of,
     may_evict,
 )
@@ -298,6 +300,34 @@ def test_damping_rule() -> None:
     assert damping.declare("x", 200.0) == ("act", 0.0)  # long after: acted on again
     assert damping.declare("y", 20.0) == ("act", 0.0)  # outside its window
 
+
+
+def test_a_busy_peer_gets_twice_its_longest_recent_gap_up_to_the_ceiling() -> None:
+    silence = SilenceBound(floor=1.0, ceiling=2.0, window=30.0)
+    for i in range(50):  # regular heartbeats: the floor
+        silence.heard(i * 0.1)
+    assert silence.bound(5.0) == 1.0
+    silence.heard(5.7)  # 0.8 s late: busy, not stopped
+    assert silence.bound(5.8) == pytest.approx(1.6)
+    silence.heard(7.3)  # 1.6 s: at most the ceiling (the session decides beyond it)
+    assert silence.bound(7.4) == 2.0
+    for i in range(1, 400):  # regular again for longer than the window: back to the floor
+        silence.heard(7.3 + i * 0.1)
+    assert silence.bound(47.3) == 1.0
+    assert SilenceBound(floor=1.0, ceiling=None).bound(0.0) == 1.0
+
+
+@given(st.lists(st.floats(0.001, 3.0), min_size=1, max_size=60))
+def test_the_silence_bound_is_twice_the_longest_gap_in_the_window(gaps: list[float]) -> None:
+    silence, now, heard = SilenceBound(floor=0.5, ceiling=4.0, window=10.0), 0.0, [0.0]
+    silence.heard(now)
+    for gap in gaps:
+        now += gap
+        silence.heard(now)
+        heard.append(now)
+    recent = [b - a for a, b in itertools.pairwise(heard) if now - b <= 10.0]
+    expected = min(4.0, max(0.5, 2 * max(recent, default=0.0)))
+    assert silence.bound(now) == pytest.approx(expected)
 
 
 # ---- the majority rule: an isolated member does not evict its peers --------------------------
