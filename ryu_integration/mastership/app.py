@@ -102,6 +102,9 @@ from .roles import CODECS, ROLE_STATUS_REASONS, codec_of
 LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
 TICK = 0.1
+#: Seconds a new switch's leader read waits for its election listener's first report before
+#: it reads the store (the report is pushed and usually comes within milliseconds).
+FIRST_REPORT_WAIT = 1.0
 #: Consecutive STALE refusals of one switch after which the log says why and what to do.
 _STALE_WARN_AT = frozenset({5, 50, 500, 5000})
 #: Seconds a graceful stop may spend handing switches over, resigning and closing.
@@ -157,6 +160,9 @@ class Mastership(RyuApp):
         #: which would cost two reads per switch per controller for the same answer
         self._unreported: dict[int, list[int]] = {}
         self._listening: set[int] = set()
+        #: (deadline, dpid) in order: past it, a switch still unreported is read from the store
+        #: (a busy store worker may take a while to register and run the listener)
+        self._report_deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._session = Session.CONNECTED
         #: dpid -> term for switches we may program now (read from any thread).
         self._masters: dict[int, int] = {}
@@ -259,8 +265,13 @@ class Mastership(RyuApp):
         future = worker.submit(self._store_shutdown, coord, published)
         try:
             future.result(max(0.1, deadline - time.monotonic()))
-        except Exception:
-            LOG.warning("mastership: shutdown did not finish cleanly", exc_info=True)
+        except TimeoutError:
+            LOG.warning("mastership: shutdown did not finish within its %g s; the store's "
+                        "session ends what is left", STOP_TIMEOUT)
+        except Exception as exc:
+            LOG.warning("mastership: shutdown did not finish cleanly: %s: %s",
+                        type(exc).__name__, exc)
+            LOG.debug("the shutdown's error", exc_info=True)
         worker.stop(max(0.1, deadline - time.monotonic()))
         if self._reader is not None:
             self._reader.stop(0)
@@ -513,6 +524,10 @@ class Mastership(RyuApp):
     def _handle_tick(self, ev: Tick) -> None:
         now = time.monotonic()
         self._tick(now)
+        while self._report_deadlines and self._report_deadlines[0][0] <= now:
+            _, dpid = self._report_deadlines.popleft()
+            for epoch in self._unreported.pop(dpid, ()):
+                self._request_read(dpid, epoch)  # no first report yet: read the store
         if self.handovers is not None:
             self.handovers.tick(now)
         if self.balancer is not None:
@@ -690,6 +705,8 @@ class Mastership(RyuApp):
                         self._listening.add(action.dpid)
                         if self._session is Session.CONNECTED:
                             self._unreported[action.dpid] = []
+                            self._report_deadlines.append(
+                                (time.monotonic() + FIRST_REPORT_WAIT, action.dpid))
                     self._worker.put("campaign", (action.dpid, fsm.epoch))
             elif isinstance(action, Resign):
                 self._resign(action.dpid)
