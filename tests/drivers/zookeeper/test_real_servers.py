@@ -296,3 +296,28 @@ def test_watch_members_pushes_joins_and_leaves(zookeeper: ZooKeeperServer) -> No
             changed.clear()
         assert changed.wait(WAIT) and "b" not in a.members()
         stop()
+
+
+def test_a_campaign_over_many_batches_returns_once_every_candidacy_exists(
+        zookeeper: ZooKeeperServer) -> None:
+    """campaign_many splits into batches of JOIN_BATCH (so a takeover never waits behind
+    thousands of joins), yet returns only once every candidacy is in the store; an election
+    woken meanwhile is settled in between."""
+    from backends.zookeeper.election import JOIN_BATCH
+
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    names = [f"e{i}" for i in range(2 * JOIN_BATCH + 3)]
+    with coordination.connect(url, "a") as a, coordination.connect(url, "b") as b:
+        elected = Recorder()
+        a.election("first").campaign(on_elected=elected)
+        elected.wait_count(1, WAIT)
+        b.campaign_many([coordination.CampaignRequest(n, 0) for n in names])
+        assert all([c.member_id for c in b.election(n).candidates()] == ["b"] for n in names)
+        assert b.election(names[-1]).leader().member_id == "b"
+        taken = Recorder()
+        b.election("first").campaign(on_elected=taken)
+        a.campaign_many([coordination.CampaignRequest(n, 0) for n in names])
+        a.election("first").resign()  # b's takeover, between a's batches of joins
+        taken.wait_count(1, WAIT)
+        assert all([c.member_id for c in a.election(n).candidates()] == ["b", "a"]
+                   for n in names)
