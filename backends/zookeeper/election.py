@@ -439,11 +439,10 @@ class ElectionEngine:
         return created
 
     def prepare(self, elections: list[ZooKeeperElection]) -> None:
-        """Make sure every election's directories and leader znode exist. The elections
-        directory is listed once per session (it names every election there is); the missing
-        ones are created in transactions. Members starting together race to create the same
-        elections: a transaction that lost the race is redone as pipelined creates that ignore
-        what exists, so the race costs a round trip, not a listing of every election."""
+        """Make sure every election's directories and leader znode exist: a listing of the
+        elections directory, then transactions for the missing ones. Members starting together
+        race to create the same elections; a transaction that lost the race is dropped and the
+        listing taken again, so the race costs a round trip, not one create per election."""
         missing = [e for e in elections if e.name not in self._known]
         if not missing:
             return
@@ -451,21 +450,22 @@ class ElectionEngine:
         if not self._root_ready:
             self.zk.ensure_path(root)
             self._root_ready = True
-        if not self._known:
+        for _ in range(3):
             self._known.update(self.zk.get_children(root))
-        missing = list({e.name: e for e in missing if e.name not in self._known}.values())
-        raced: list[ZooKeeperElection] = []
-        for chunk in chunks(missing, MULTI_SIZE // 3):
-            results = self.zk.multi(lambda t, chunk=chunk: [
-                op for e in chunk for op in (t.create(e.base), t.create(e.cands),
-                                             t.create(e.leader_path, b""))])
-            if any(isinstance(r, Exception) for r in results):
-                raced.extend(chunk)
-            else:
-                self._known.update(e.name for e in chunk)
-        if raced:
-            self._ensure_directories(raced)
-            self._known.update(e.name for e in raced)
+            missing = list({e.name: e for e in missing if e.name not in self._known}.values())
+            raced = False
+            for chunk in chunks(missing, MULTI_SIZE // 3):
+                results = self.zk.multi(lambda t, chunk=chunk: [
+                    op for e in chunk for op in (t.create(e.base), t.create(e.cands),
+                                                 t.create(e.leader_path, b""))])
+                if any(isinstance(r, Exception) for r in results):
+                    raced = True
+                else:
+                    self._known.update(e.name for e in chunk)
+            if not raced:
+                return
+        self._ensure_directories([e for e in missing if e.name not in self._known])
+        self._known.update(e.name for e in missing)
 
     def _ensure_directories(self, elections: list[ZooKeeperElection]) -> None:
         paths = [p for e in elections for p in (e.base, e.cands, e.leader_path)]
