@@ -21,6 +21,8 @@ What it adds:
   cannot be named or reached).
 - Under os-ken's native hub, one I/O thread serves every plain-TCP switch connection
   (`switch_io`) instead of two OS threads per switch; `COORD_SWITCH_IO=threads` keeps os-ken's.
+- The garbage collector runs young collections less often (`GC_THRESHOLDS`), so a large
+  controller does not stop for a second at a time.
 - SIGTERM and SIGINT: the shutdown hooks (`lifecycle`) run first, so the mastership app resigns
   every election while its OpenFlow connections are still up and successors take over at once;
   then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
@@ -30,6 +32,7 @@ What it adds:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -46,6 +49,13 @@ FRAMEWORK_FLAG = "--framework"
 MASTERSHIP_APP = "ryu_integration.mastership"
 #: Seconds the shutdown hooks may take before the process exits anyway.
 SHUTDOWN_TIMEOUT = 5.0
+#: The cyclic garbage collector's thresholds (Python's defaults: 700, 10, 10). With thousands of
+#: switches the defaults ran a full collection every ~2 s that stopped the process for 0.3-1.5 s
+#: (measured at 5,000 switches x 3 controllers): the store's heartbeats and the failure
+#: detector's stopped with it, and peers declared a live controller dead. Young collections
+#: run every 100,000 allocations instead and full ones ten times rarer; no pause over 0.15 s
+#: remained.
+GC_THRESHOLDS = (100_000, 50, 100)
 #: `threads` keeps os-ken's two threads per switch connection instead of the shared I/O loop
 #: (`switch_io`), should the loop ever misbehave with some switch.
 SWITCH_IO_ENV = "COORD_SWITCH_IO"
@@ -298,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except frameworks.FrameworkError as exc:
         raise SystemExit(f"coord-manager: {exc}") from None
     os.environ[frameworks.ENV_VAR] = chosen
+    gc.set_threshold(*GC_THRESHOLDS)
     if frameworks.wants_eventlet(chosen) and "--enable-debugger" not in args:
         # Ryu 4.34 cannot run without eventlet; its import-time deprecation notice is noise.
         warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")

@@ -103,8 +103,10 @@ LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
 TICK = 0.1
 #: Seconds a new switch's leader read waits for its election listener's first report before
-#: it reads the store (the report is pushed and usually comes within milliseconds).
-FIRST_REPORT_WAIT = 1.0
+#: it reads the store: a safety net. The report is pushed and usually comes within
+#: milliseconds; under load it can take seconds, and reading sooner only adds to the load (at
+#: 5,000 switches a 1 s wait tripled the store's requests).
+FIRST_REPORT_WAIT = 10.0
 #: Consecutive STALE refusals of one switch after which the log says why and what to do.
 _STALE_WARN_AT = frozenset({5, 50, 500, 5000})
 #: Seconds a graceful stop may spend handing switches over, resigning and closing.
