@@ -133,9 +133,13 @@ class BoundedClient:
     def multi(self, build: Callable[[Any], None]) -> list[Any]:
         """Commit one transaction filled by `build(transaction)`; its per-operation results
         (a created path, True, or the error of the operation that failed / RolledBackError)."""
+        return self.multi_async(build).get()
+
+    def multi_async(self, build: Callable[[Any], None]) -> BoundedResult:
+        """`multi` without waiting: several transactions in flight at once."""
         transaction = self.client.transaction()
         build(transaction)
-        return self._bounded(transaction.commit_async()).get()
+        return self._bounded(transaction.commit_async())
 
 
 def chunks(items: Sequence[T], size: int = MULTI_SIZE) -> Iterable[Sequence[T]]:

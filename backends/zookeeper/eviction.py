@@ -32,13 +32,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import KazooException, NoNodeError
 
 from coordination.errors import CoordinationError, InvalidRecordError
 from coordination.names import shown
 from coordination.types import MemberInfo
 
-from .client import chunks
+from .client import TRANSIENT, chunks
 from .election import ZooKeeperElection, parse_candidate, ranked
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def evict_member(co: ZooKeeperCoordinator, member_id: str, incarnation: str | No
             LOG.info("member %s: %s registered again since it was declared dead: not evicting",
                      co.member_id, shown(member_id))
             return 0
-    deleted = sum(_delete(co, list(chunk)) for chunk in chunks(seen))
+    deleted = _delete_all(co, seen)
     root = f"{co.prefix}/elections"
     try:
         names = zk.get_children(root)
@@ -134,7 +134,7 @@ def _scan(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list
     doomed = [p for p, st in zk.pipelined(paths, zk.exists_async)
               if st is not None and not isinstance(st, Exception)
               and st.ephemeralOwner == stat.ephemeralOwner]
-    return sum(_delete(co, list(chunk)) for chunk in chunks(doomed))
+    return _delete_all(co, doomed)
 
 
 def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[str], set[str]]:
@@ -155,6 +155,25 @@ def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[st
             if member == member_id:
                 out.append(f"{election.cands}/{node}")
     return out, known
+
+
+def _delete_all(co: ZooKeeperCoordinator, paths: list[str]) -> int:
+    """Delete `paths` in transactions that are all in flight at once (one round trip, not one
+    per transaction: at 5,000 switches, 15 transactions one after another took 1.2 s of a
+    takeover); a transaction that failed (a candidacy gone meanwhile) is redone by `_delete`."""
+    parts = [list(chunk) for chunk in chunks(paths)]
+    pending = [(part, co.zk.multi_async(lambda t, part=part: [t.delete(p) for p in part]))
+               for part in parts]
+    deleted = 0
+    for part, result in pending:
+        try:
+            failed = any(isinstance(r, Exception) for r in result.get())
+        except TRANSIENT:
+            raise
+        except KazooException:
+            failed = True
+        deleted += _delete(co, part) if failed else len(part)
+    return deleted
 
 
 def _delete(co: ZooKeeperCoordinator, paths: list[str], version: int = -1) -> int:
