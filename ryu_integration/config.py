@@ -62,8 +62,11 @@ OPTS = [
     cfg.FloatOpt("role_retry_max", default=5.0, min=0.05, max=DAY,
                  help="Longest pause, in seconds, between retries of a refused role request "
                       "(backoff doubles from 0.2 s up to this)."),
-    cfg.FloatOpt("reassert_interval", default=30.0, min=0.1, max=DAY,
-                 help="Seconds between periodic re-assertions of each switch's role."),
+    cfg.FloatOpt("reassert_interval", default=0.0, min=0.0, max=DAY,
+                 help="Seconds between periodic re-assertions of each switch's role; 0 "
+                      "(default): none, roles are re-asserted on every event that may have "
+                      "changed them (a session reconnect, STALE, IS_SLAVE, ROLE_STATUS, an "
+                      "unanswered request)."),
     cfg.BoolOpt("hold_on_suspend", default=True,
                 help="While the backend connection is down but the session may live "
                      "(SUSPENDED): true = masters stop programming until it returns; false = "

@@ -30,7 +30,10 @@ The rules, and the incident each one answers (issues reported against ONOS, kazo
 - STALE: re-read the leader from the store and retry with exponential backoff.
 - A role request without a reply within `role_request_timeout` is re-sent under a fresh xid and
   the leader is re-read (SDFAB-821/977: switches sometimes never answer).
-- Roles are re-asserted every `reassert_interval` and after every reconnect of the session.
+- Roles are re-asserted after every reconnect of the session and on every sign that the switch
+  thinks otherwise (STALE, IS_SLAVE, ROLE_STATUS, an unanswered request); periodically too if
+  `reassert_interval` > 0 (off by default: a periodic re-assert is one message per switch per
+  interval, work that grows with the number of switches and that every pushed trigger covers).
 - A connected switch is never left EQUAL once the election has an answer: while no role is
   confirmed and none can be chosen, the leader is re-read with backoff.
 """
@@ -104,16 +107,19 @@ class Timing:
     role_request_timeout: float = 3.0
     retry_initial: float = 0.2
     retry_max: float = 5.0
-    reassert_interval: float = 30.0
+    reassert_interval: float = 0.0  # 0: no periodic re-assert
     hold_on_suspend: bool = True
     #: Unfenced switches only: longest wait for the previous master to stop before claiming.
     predecessor_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("role_request_timeout", "retry_initial", "retry_max", "reassert_interval",
+        for name in ("role_request_timeout", "retry_initial", "retry_max",
                      "predecessor_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.reassert_interval < 0:
+            raise ValueError(f"reassert_interval must be >= 0 (0: off), got "
+                             f"{self.reassert_interval!r}")
         if self.retry_max < self.retry_initial:
             raise ValueError("retry_max must be >= retry_initial")
 
@@ -327,7 +333,7 @@ class MastershipFSM:
         for t in (self._retry_at, self._read_at, self._gate_until):
             if t is not None:
                 times.append(t)
-        if self._confirmed_at is not None:
+        if self._confirmed_at is not None and self.timing.reassert_interval > 0:
             times.append(self._confirmed_at + self.timing.reassert_interval)
         return min(times) if times else None
 
@@ -534,7 +540,7 @@ class MastershipFSM:
                 self._cleared_term = self.elected_term
                 out += self._sync(now, f"previous master not confirmed stopped within "
                                        f"{self.timing.predecessor_timeout} s: claiming anyway")
-        if (self._confirmed_at is not None
+        if (self._confirmed_at is not None and self.timing.reassert_interval > 0
                 and now - self._confirmed_at >= self.timing.reassert_interval):
             self._confirmed_at = now
             self._reassert = True

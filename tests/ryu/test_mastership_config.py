@@ -41,7 +41,7 @@ def test_defaults(tmp_path):
     assert s.priority == 0 and s.publish_mastership
     t = s.timing
     assert (t.role_request_timeout, t.retry_max, t.reassert_interval, t.hold_on_suspend) == \
-        (3.0, 5.0, 30.0, True)
+        (3.0, 5.0, 0.0, True)
 
 
 def test_member_id_follows_the_openflow_port(tmp_path):

@@ -352,6 +352,17 @@ def test_periodic_reassert_keeps_mastership_without_interruption():
     assert sends(d.advance(1.5))
 
 
+def test_no_periodic_reassert_by_default():
+    """The default sends nothing while nothing happens: periodic work per switch would grow
+    with the number of switches, and every event that may change a role is pushed."""
+    d = make(Timing(role_request_timeout=1.0))
+    master(d, 10)
+    assert d.fsm.next_deadline() is None
+    assert not sends(d.advance(3600.0)) and d.fsm.may_program
+    with pytest.raises(ValueError, match="reassert_interval"):
+        Timing(reassert_interval=-1.0)
+
+
 def test_reply_with_another_role_than_asked_is_not_a_confirmation():
     d = make()
     d("switch_up")
