@@ -20,11 +20,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -39,12 +36,11 @@ from ryu_integration.switch_io import MAX_PENDING
 from ryu_integration.testing.fake_switch import PacketInReason, Role
 from ryu_integration.testing.fleet import wire
 from tests.integration.ryu_helpers import LOG_EVENTS, Controller, require_framework, wait_until
-from tests.servers._process import LOOPBACK, free_port
+from tests.servers._process import LOOPBACK, ManagedProcess, free_port
 
 #: Seconds for any one wait: generous, the machine has two cores shared with other jobs.
 TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parents[2]
-_SETPRIV = shutil.which("setpriv")
 _dpids = itertools.count(0x5100)
 _xids = itertools.count(0x1000)
 
@@ -125,21 +121,14 @@ def fleet(controller: Controller, switches: int, dpid_base: int, workdir: Path) 
     """`python -m ryu_integration.testing.fleet` against `controller`; stopped by PID."""
     argv = [sys.executable, "-m", "ryu_integration.testing.fleet", "--switches", str(switches),
             "--controller", controller.target, "--dpid-base", hex(dpid_base)]
-    if _SETPRIV and threading.current_thread() is threading.main_thread():
-        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]  # dies with pytest
-    env = dict(os.environ, COORD_FRAMEWORK="os-ken")
-    with open(workdir / f"fleet-{dpid_base:x}.log", "wb") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    proc = ManagedProcess(f"fleet-{dpid_base:x}", argv, cwd=ROOT,
+                          log_path=workdir / f"fleet-{dpid_base:x}.log",
+                          env=dict(os.environ, COORD_FRAMEWORK="os-ken"))
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.stop(30)
 
 
 def report(config: pytest.Config, line: str) -> None:
