@@ -777,6 +777,13 @@ class Mastership(RyuApp):
         dp.send_msg(request)
 
     def _changed(self, fsm: MastershipFSM, change: MastershipChanged) -> None:
+        if self.metrics is not None:
+            # Counted before the MASTERSHIP line is logged: whoever sees the line (an operator,
+            # a test) and then scrapes must find the change already counted.
+            self.metrics.role_changed(
+                "master" if change.may_program else
+                "slave" if change.role is Role.SLAVE else "unconfirmed",
+                reason_category(change.reason))
         if change.may_program:
             self._masters[change.dpid] = change.term
         else:
@@ -798,11 +805,6 @@ class Mastership(RyuApp):
             # Demoted (not merely holding): the record no longer tells the truth.
             term = self._published.pop(change.dpid)
             self._record(lambda: self.coord and self._withdraw(self.coord, change.dpid, term))
-        if self.metrics is not None:
-            self.metrics.role_changed(
-                "master" if change.may_program else
-                "slave" if change.role is Role.SLAVE else "unconfirmed",
-                reason_category(change.reason))
         self.send_event_to_observers(EventMastershipChanged(
             change.dpid, change.role.value, change.term, change.may_program, change.reason,
             self._datapaths.get(change.dpid)))
