@@ -12,9 +12,12 @@ of the create or delete that made it first. The store assigns it, each state of 
 list has exactly one first candidate, and every change of leader is a later state, so terms are
 unique and strictly increasing across leaders -- including when an older candidate returns after
 a high-priority one preempted it and left. It costs no write on the handover path: the new leader
-learns it from the read that tells it it is first. It then publishes {member, candidate, term}
-in the `leader` znode (CAS-guarded, never lowering the term) for `leader()` and listeners, and
-only then reports its leadership (on_elected).
+learns it from the read that tells it it is first. It publishes {member, candidate, term} in the
+`leader` znode (CAS-guarded, never lowering the term) for listeners and `leader()`; a successor
+(the leader before it is gone) reports its leadership (on_elected) first and publishes after,
+so a handover costs one read, and `leader()` waits for the write when the first candidate has
+not made it yet. A preempter (an older candidacy, perhaps a live leader, is behind it) publishes
+first, for the reason below.
 
 A preemption the old leader never saw: a higher-priority candidate may take over and vanish
 (killed, evicted by a peer's failure detector) before the old leader re-reads the list. The
@@ -174,6 +177,12 @@ class ZooKeeperElection(BatchedElection):
         self.seen_list: tuple[frozenset[str], int | None] | None = None
         #: (campaign, candidate node) that `settle` found first, until `take`
         self.electing: tuple[Any, str] | None = None
+        #: a read of the candidate list started when our predecessor went, for the next step
+        self.prefetched: Any = None
+        #: the candidate node of ours that last took leadership (the leader record may name it)
+        #: and whether the one `settle` found first preempts an older candidacy
+        self.preempting = False
+        self.led_node: str | None = None
 
     # ---- hooks ----------------------------------------------------------------------------
 
@@ -207,6 +216,11 @@ class ZooKeeperElection(BatchedElection):
     def on_pred_watch(self, _event: Any) -> None:
         self.watching = None
         self.watch_list = True  # our predecessor went: we are likely to lead next
+        # The read that tells us starts here (kazoo's thread; it does not wait): a handover
+        # does not also wait for the worker to wake up. The read arms the list watch, so a
+        # change after it wakes us again.
+        self.prefetched = self.coordinator.engine.zk.get_children_async(
+            self.cands, include_data=True, watch=self.on_list_watch)
         self.coordinator.engine.evaluate(self)
 
     def on_doc_watch(self, _event: Any) -> None:
@@ -220,7 +234,7 @@ class ZooKeeperElection(BatchedElection):
     def settle(self, children: list[str], pzxid: int, cversion: int | None = None
                ) -> tuple[str | None, str | None]:
         """Act on our rank in this state of the candidate list. Returns (what, predecessor):
-        "elected" (we are first: to publish, then take leadership under `pzxid`), "leading"
+        "elected" (we are first: to take leadership under `pzxid`, then publish), "leading"
         (we still are), "check" (we lead, but a candidate came and went unseen: see below),
         "following" (the predecessor's node name comes with it), "rejoin" (our candidacy is
         gone but we campaign), or None (we do not campaign).
@@ -229,7 +243,8 @@ class ZooKeeperElection(BatchedElection):
         it can see since its last read: more means a candidate came and went unseen, maybe a
         higher priority that took over and was killed and evicted before we re-read. The
         engine then reads the leader record: if that candidate published a newer term, the
-        switch has fenced ours, and we take leadership again under a newer one."""
+        switch has fenced ours, and we take leadership again under a newer one. (A candidate
+        that takes over from a live leader publishes before it reports: `publish_first`.)"""
         with self.lock:
             campaign, node = self.active_campaign, self.node
         seen, self.seen_list = self.seen_list, None
@@ -259,20 +274,40 @@ class ZooKeeperElection(BatchedElection):
             return None, None  # (`_elected` would refuse it: terms only grow)
         self.seen_list = now
         self.electing = (campaign, node)
-        return "elected", None  # the engine publishes it, then calls `take`
+        # Preempting: an older candidacy is behind us, so a live leader may be. It may miss
+        # the change (see above) and looks for our term in the leader record: write it first.
+        seq = int(node[-10:])
+        self.preempting = any(int(other[-10:]) < seq for other in order[1:])
+        return "elected", None  # the engine calls `take` and publishes it
 
-    def take(self, term: int) -> None:
-        """Take the leadership settled (and published) under `term`, unless the candidacy
-        it was settled for is gone meanwhile (resigned, re-entered, session lost)."""
+    def take(self, term: int) -> bool:
+        """Take the leadership settled under `term`, unless the candidacy it was settled for
+        is gone meanwhile (resigned, re-entered, session lost). True if taken."""
         with self.lock:
             electing, self.electing = self.electing, None
             current = (self.active_campaign, self.node)
         if electing is None or electing[0] is not current[0] or electing[1] != current[1]:
-            return
+            return False
+        self.led_node = electing[1]
         self._elected(term)
+        return True
 
-    def leader_payload(self, term: int) -> bytes:
-        return json.dumps({"member_id": self.coordinator.member_id, "candidate": self.node,
+    def take_prefetched(self) -> Any:
+        """The read `on_pred_watch` started, once (None if there is none)."""
+        prefetched, self.prefetched = self.prefetched, None
+        return prefetched
+
+    def publish_first(self) -> bool:
+        """Whether the leadership `settle` found must be published before it is taken: when
+        it preempts a live leader (which looks for it in the record), and when the candidacy
+        led before (the record may name it under its older term, which `read_leaders` would
+        take for the current one)."""
+        electing = self.electing
+        return electing is not None and (self.preempting or electing[1] == self.led_node)
+
+    def leader_payload(self, term: int, node: str | None) -> bytes:
+        """The leader record of our candidacy `node` under `term`."""
+        return json.dumps({"member_id": self.coordinator.member_id, "candidate": node,
                            "term": term}).encode()
 
 
@@ -495,8 +530,9 @@ class ElectionEngine:
             again: list[ZooKeeperElection] = []
             recheck: list[tuple[ZooKeeperElection, int]] = []
             reads = self.zk.pipelined(elections, lambda e, watched=watched: (
-                self.zk.get_children_async(e.cands, include_data=True, watch=(
-                    e.on_list_watch if watched[e] or e.is_leader else None))))
+                e.take_prefetched() or self.zk.get_children_async(
+                    e.cands, include_data=True,
+                    watch=e.on_list_watch if watched[e] or e.is_leader else None)))
             for election, result in reads:
                 if isinstance(result, NoNodeError):
                     children, pzxid, cversion = [], 0, None
@@ -522,12 +558,13 @@ class ElectionEngine:
                     rejoin[election] = election.campaign_priority
             publish.extend(self.preempted_unseen(recheck))
             if publish:
-                # published first, then reported: a member told it leads (and sending its
-                # ROLE_REQUEST) has always left its term in the leader record, where a leader
-                # that missed it finds it (`preempted_unseen`)
-                self.publish(publish)
-                for election, term in publish:
-                    election.take(term)
+                # A successor reports first, then publishes: a handover costs only the read
+                # that told it it leads, and `read_leaders` waits for the record to name it.
+                # A preempter publishes first (`publish_first`).
+                first = [(e, t) for e, t in publish if e.publish_first()]
+                self.publish([(e, t, e.electing[1]) for e, t in first])
+                taken = [(e, t, e.led_node) for e, t in publish if e.take(t)]
+                self.publish([(e, t, node) for e, t, node in taken if (e, t) not in first])
             checks = self.zk.pipelined(follow, lambda item: self.zk.exists_async(
                 f"{item[0].cands}/{item[1]}", watch=item[0].on_pred_watch))
             for (election, predecessor), stat in checks:
@@ -596,18 +633,17 @@ class ElectionEngine:
                 found = True
         return found
 
-    def publish(self, leaders: list[tuple[ZooKeeperElection, int]]) -> None:
-        """Write each new leadership into its `leader` znode, unless a newer term is there:
-        pipelined reads, then transactions of version-checked writes."""
-        known = [(e, t) for e, t in leaders if e.seen_doc is not None]
-        writes = [(e, t, e.seen_doc[1]) for e, t in known  # observed: no read needed
-                  if e.seen_doc[0].get("term", -1) < t]
-        leaders = [(e, t) for e, t in leaders if e.seen_doc is None]
+    def publish(self, leaders: list[tuple[ZooKeeperElection, int, str | None]]) -> None:
+        """Write each (election, term, our candidate node) into its `leader` znode, unless a
+        newer term is there: pipelined reads, then transactions of version-checked writes."""
+        writes = [(e, t, n, e.seen_doc[1]) for e, t, n in leaders  # observed: no read needed
+                  if e.seen_doc is not None and e.seen_doc[0].get("term", -1) < t]
+        leaders = [(e, t, n) for e, t, n in leaders if e.seen_doc is None]
         for _ in range(5):
             if not (leaders or writes):
                 return
             reads = self.zk.pipelined(leaders, lambda item: self.zk.get_async(item[0].leader_path))
-            for (election, term), result in reads:
+            for (election, term, node), result in reads:
                 if isinstance(result, NoNodeError):
                     version = -2  # vanished: re-create it
                 elif isinstance(result, Exception):
@@ -616,15 +652,15 @@ class ElectionEngine:
                     continue
                 else:
                     version = result[1].version
-                writes.append((election, term, version))
+                writes.append((election, term, node, version))
             leaders = []
             for chunk in chunks(writes):
                 results = self.zk.multi(lambda t, chunk=chunk: [
-                    t.create(e.leader_path, e.leader_payload(term)) if version == -2
-                    else t.set_data(e.leader_path, e.leader_payload(term), version)
-                    for e, term, version in chunk])
-                if any(isinstance(r, Exception) for r in results):
-                    leaders.extend((e, term) for e, term, _ in chunk)  # someone raced: re-read
+                    t.create(e.leader_path, e.leader_payload(term, node)) if version == -2
+                    else t.set_data(e.leader_path, e.leader_payload(term, node), version)
+                    for e, term, node, version in chunk])
+                if any(isinstance(r, Exception) for r in results):  # someone raced: re-read
+                    leaders.extend((e, term, node) for e, term, node, _ in chunk)
             writes = []
 
     def _observe_all(self, observe: dict[ZooKeeperElection, set[str]]) -> None:
