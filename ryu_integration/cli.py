@@ -6,7 +6,7 @@
     coordctl --config-file /etc/ryu/ryu.conf serve --listen 127.0.0.1:8780
 
 The URL comes from `--url`, else `backend_url` in the `[coordination]` section of
-`--config-file` (read and validated by coord-manager's own loader, `ryu_integration.config`),
+`--config-file` (read and validated by coord-manager's own loader, `ryu_integration.mastership.config`),
 else `$COORDINATION_URL`. Output is a table for people, `--json` for scripts. The global flags
 go before or after the command. `serve` is the live web page and JSON/HTTP API
 (`ryu_integration.webview`).
@@ -74,13 +74,13 @@ def resolve_url(url: str | None, config_file: str | None) -> str:
 
 
 def url_from_config(config_file: str) -> str:
-    """`backend_url` of `config_file`, through `ryu_integration.config` (oslo.config only: no
+    """`backend_url` of `config_file`, through `ryu_integration.mastership.config` (oslo.config only: no
     Ryu or os-ken needed). Every `[coordination]` option is validated, as `coord-manager` does;
     an unset `backend_url` means the same default (`embedded://`)."""
     try:
         from oslo_config import cfg
 
-        from . import config as ryu_config
+        from .mastership import config as ryu_config
     except ImportError as exc:  # pragma: no cover - oslo.config is a core dependency
         raise ConfigurationError(
             f"--config-file needs the Python package {exc.name!r}: pip install oslo.config"
@@ -226,7 +226,7 @@ def cmd_watch(coord: Coordinator, args: argparse.Namespace) -> None:
 def cmd_move(coord: Coordinator, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     """Ask for a planned handover of one switch to MEMBER (docs/balancing.md); with --wait,
     wait for its outcome (taken, or an error if aborted)."""
-    from . import moves
+    from .mastership import moves
 
     dpid = moves.parse_dpid(args.dpid)
     finished = threading.Event()
@@ -268,7 +268,7 @@ def cmd_balance(coord: Coordinator, args: argparse.Namespace) -> None:
     balancer to carry it out now (it skips the damping rule)."""
     from coordination.balancing import Policy
 
-    from . import balancer
+    from .mastership import balancer
 
     settings = balancer.BalanceSettings(policy=Policy.BALANCED)
     if args.config_file:
@@ -297,7 +297,7 @@ def _balance_settings(config_file: str) -> Any:
     """The `balance_*` options of `config_file`, validated as coord-manager does."""
     from oslo_config import cfg
 
-    from . import config as ryu_config
+    from .mastership import config as ryu_config
 
     conf = cfg.ConfigOpts()
     ryu_config.register(conf)

@@ -210,7 +210,7 @@ def _check_ryu_config(conf: Any, args: list[str], version: str) -> None:
     """Parse the command line and config files as ryu-manager is about to, and validate the
     `[coordination]` options, so that a bad file is one line before Ryu logs anything; then
     reset `conf` for ryu-manager's own parse (which must still register its late options)."""
-    from . import config
+    from .mastership import config
 
     try:
         with _quiet():
@@ -260,7 +260,7 @@ def _run_os_ken(args: list[str]) -> int:
         ])
     utils = compat.framework_module("utils")
     args = _import_apps_checked(args, conf, utils.import_module, compat)
-    from . import config
+    from .mastership import config
 
     with _quiet():  # a bad file or [coordination] value: one line, before any log output
         config.parse(conf, args, prog="coord-manager", project="os_ken",
@@ -293,6 +293,9 @@ def _import_apps_checked(args: list[str], conf: Any, import_module: Any, compat:
         args = [*args, MASTERSHIP_APP]  # coord-manager always coordinates
     try:
         args = import_apps(args, conf, import_module)
+        # the package loads its app module on first use: import it now, so the `[coordination]`
+        # options it registers exist before the command line is parsed
+        import_module(f"{MASTERSHIP_APP}.app")
     except Exception:
         _check_frameworks(compat)
         raise

@@ -1,6 +1,6 @@
 """The mastership Ryu app: glue between Ryu events, the coordination store and the FSMs.
 
-Thin glue around `ryu_integration.mastership_fsm.MastershipFSM` (one per connected datapath): it
+Thin glue around `fsm.MastershipFSM` (one per connected datapath): it
 turns Ryu events and coordination callbacks into FSM inputs, and performs the actions the FSM
 returns (role requests through the per-version codecs of `roles`, store work, metrics hooks,
 `EventMastershipChanged` for other apps).
@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import coordination
 from coordination.dispatch import BatchingExecutor, SerialExecutor
 
-from .. import config, lifecycle
+from .. import lifecycle
 from ..compat import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
@@ -59,7 +59,10 @@ from ..compat import (
     ofproto_v1_0_parser,
     set_ev_cls,
 )
-from ..mastership_fsm import (
+from . import config, guard
+from .balancer_glue import Balancer
+from .balancer_inputs import BalancerLeadership, MembersRead, MoveAsked, PlanReady, RebalanceAsked
+from .fsm import (
     Action,
     Campaign,
     CheckPredecessor,
@@ -72,9 +75,6 @@ from ..mastership_fsm import (
     Session,
     reason_category,
 )
-from . import guard
-from .balancer_glue import Balancer
-from .balancer_inputs import BalancerLeadership, MembersRead, MoveAsked, PlanReady, RebalanceAsked
 from .guard import EventMastershipChanged, election_name
 from .handover_glue import Handovers
 from .handover_inputs import (

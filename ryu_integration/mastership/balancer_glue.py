@@ -46,9 +46,9 @@ from coordination import balancing
 from coordination.dispatch import SerialExecutor
 from coordination.records import Move, Rebalance
 
-from .. import balancer, moves
-from ..moves import election_name
+from . import balancer, moves
 from .balancer_inputs import BalancerLeadership, MembersRead, MoveAsked, PlanReady, RebalanceAsked
+from .moves import election_name
 
 if TYPE_CHECKING:
     from .app import Mastership

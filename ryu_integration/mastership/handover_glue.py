@@ -1,9 +1,9 @@
 """Planned handover in the mastership app: move records and OpenFlow -> the handover machines.
 
-What: the glue around `ryu_integration.handover` (`HandoverSource` on the current master,
+What: the glue around `handover` (`HandoverSource` on the current master,
 `HandoverTarget` on the controller taking the switch), shaped like the app's glue around the
 mastership state machine. It runs on the app's event loop (no locks), and
-- watches the store's move records (`ryu_integration.moves`) and starts a machine when a
+- watches the store's move records (`moves`) and starts a machine when a
   `requested` move names this controller as source or target; feeds it every later step the
   peer writes, and publishes the machine's own steps by compare-and-set on a store thread;
 - routes the switch's messages: the target's EQUAL role reply, the marker's FLOW_REMOVED and
@@ -39,10 +39,10 @@ import coordination
 from coordination.dispatch import SerialExecutor
 from coordination.records import Move
 
-from .. import handover as ho
-from .. import moves
 from ..compat import EventBase, app_manager, ofp_event
-from ..mastership_fsm import Role, SendRoleRequest, xid_counter
+from . import handover as ho
+from . import moves
+from .fsm import Role, SendRoleRequest, xid_counter
 from .guard import election_name
 from .handover_inputs import (
     Drained,

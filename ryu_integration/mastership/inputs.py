@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import coordination
 
 from ..compat import EventBase
-from ..mastership_fsm import Session
+from .fsm import Session
 
 
 @dataclass(eq=False)

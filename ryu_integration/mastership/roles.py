@@ -21,7 +21,7 @@ from ..compat import (
     ofproto_v1_4,
     ofproto_v1_5,
 )
-from ..mastership_fsm import Role
+from .fsm import Role
 
 
 @dataclass(frozen=True)

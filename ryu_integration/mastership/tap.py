@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..compat import app_manager, ofp_event
-from ..handover import is_marker_cookie
+from .handover import is_marker_cookie
 
 LOG = logging.getLogger("ryu_integration.mastership")
 

@@ -23,7 +23,7 @@ Everything is recorded as `Event`s (timestamp, channel, role, generation_id), so
 who is master, since when, under which generation_id, and whether any write was accepted from a
 channel that was not master under the newest generation_id (a fencing violation).
 
-For a planned handover (`ryu_integration/handover.py`) the model also has a flow table and the
+For a planned handover (`ryu_integration/mastership/handover.py`) the model also has a flow table and the
 asynchronous messages, per the OpenFlow 1.3.5 specification (flow table modification and
 removal, barrier, asynchronous configuration and messages) and OVS:
 - `flow_mod`: ADD (an entry with the same table, priority and match is replaced, silently),

@@ -31,7 +31,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from .. import config, lifecycle, mastership
+from .. import lifecycle, mastership
 from ..compat import (
     PACKAGE,
     EventBase,
@@ -42,6 +42,7 @@ from ..compat import (
     set_ev_cls,
     uses_eventlet,
 )
+from ..mastership import config
 from . import config as topology_config
 from . import discovery
 from .publisher import ForgetHost, LocalHost, LocalSwitch

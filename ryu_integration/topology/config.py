@@ -1,8 +1,8 @@
 """ryu.conf options of topology sync: `[coordination] topology_*`.
 
 Config-file options (not CLI), registered on the framework's `cfg.CONF` when this module is
-imported, next to the mastership options of `config.py` in the same group. `load()` resolves
-them into a `SyncSettings`. The view dump file can also be named by the environment variable
+imported, next to the mastership options (`mastership/config.py`) in the same group. `load()`
+resolves them into a `SyncSettings`. The view dump file can also be named by the environment variable
 `COORD_TOPOLOGY_DUMP`, which wins (handy when several controllers share one config file).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..compat import cfg
-from ..config import GROUP
+from ..mastership.config import GROUP
 from .janitor import BY_MASTERSHIP, BY_SWITCH_OWNER
 from .runtime import DUMP_ENV, TopologySettings
 

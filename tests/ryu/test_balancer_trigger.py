@@ -14,7 +14,7 @@ from typing import Any
 
 from coordination import balancing
 from coordination.records import Move, Rebalance
-from ryu_integration import balancer
+from ryu_integration.mastership import balancer
 from ryu_integration.mastership.balancer_glue import Balancer
 from ryu_integration.mastership.balancer_inputs import (
     BalancerLeadership,

@@ -13,7 +13,7 @@ import coordination
 from coordination.errors import ConfigurationError
 from coordination.testing import Recorder
 from ryu_integration.cli import main, parse_listen, table, url_from_config
-from ryu_integration.config import DEFAULT_BACKEND_URL
+from ryu_integration.mastership.config import DEFAULT_BACKEND_URL
 from ryu_integration.webview.model import LiveView
 
 URL = "memory://coordctl-unit"

@@ -19,7 +19,7 @@ import pytest
 
 import coordination
 from ryu_integration.mastership import election_name
-from ryu_integration.mastership_fsm import (
+from ryu_integration.mastership.fsm import (
     Campaign,
     MastershipFSM,
     ReadLeader,

@@ -1,4 +1,4 @@
-"""Planned handover (ryu_integration/handover.py) driven against the switch model.
+"""Planned handover (ryu_integration/mastership/handover.py) driven against the switch model.
 
 Two controllers, each a `MastershipFSM` plus a handover machine, talk to one `FakeSwitch` over
 per-channel FIFO queues (one TCP connection each way) and to an emulated store (election with
@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ryu_integration import handover as ho
-from ryu_integration import mastership_fsm as mfsm
+from ryu_integration.mastership import fsm as mfsm
+from ryu_integration.mastership import handover as ho
 from ryu_integration.testing.fake_switch import (
     OFPFF_SEND_FLOW_REM,
     AsyncConfig,

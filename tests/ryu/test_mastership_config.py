@@ -9,7 +9,7 @@ import pytest
 from oslo_config import cfg
 
 import coordination
-from ryu_integration import config
+from ryu_integration.mastership import config
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ryu_integration.mastership_fsm import (
+from ryu_integration.mastership.fsm import (
     MAX_GENERATION_ID,
     STALE_HINT_AFTER,
     Campaign,

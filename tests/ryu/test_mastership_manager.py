@@ -121,11 +121,13 @@ def test_the_mastership_app_is_always_loaded():
         imported.append(name)
         return types.ModuleType(name)
 
+    app_module = f"{MASTERSHIP_APP}.app"  # what registers the [coordination] options
     out = _import_apps_checked(["--verbose", "app1"], ryu_like_conf(), fake_import, stub)
-    assert out == ["--verbose", "app1", MASTERSHIP_APP] and imported == ["app1", MASTERSHIP_APP]
+    assert out == ["--verbose", "app1", MASTERSHIP_APP]
+    assert imported == ["app1", MASTERSHIP_APP, app_module]
     imported.clear()
     out = _import_apps_checked([MASTERSHIP_APP], ryu_like_conf(), fake_import, stub)
-    assert out == [MASTERSHIP_APP] and imported == [MASTERSHIP_APP]
+    assert out == [MASTERSHIP_APP] and imported == [MASTERSHIP_APP, app_module]
 
 
 def test_an_app_of_the_other_framework_is_named():

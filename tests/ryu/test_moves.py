@@ -1,4 +1,4 @@
-"""Move records (ryu_integration/moves.py, `TopologyStore.compare_and_set`), the handover
+"""Move records (ryu_integration/mastership/moves.py, `TopologyStore.compare_and_set`), the handover
 options in ryu.conf, and `coordctl move`'s refusals, on the memory and embedded stores."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import coordination
 from coordination.api import Coordinator
 from coordination.records import Move, Switch
 from coordination.testing import Recorder
-from ryu_integration import cli, config, moves
+from ryu_integration import cli
+from ryu_integration.mastership import config, moves
 from tests.ryu.test_mastership_config import make_conf
 
 _names = itertools.count()
@@ -167,7 +168,7 @@ def test_every_handover_input_has_one_handler() -> None:
 def cluster(url: str) -> Iterator[list[Coordinator]]:
     """Three controllers (candidates of the balancer election) connected to switches 1-6, all
     led by the first: the first-candidate rule's imbalance."""
-    from ryu_integration.balancer import BALANCER_ELECTION
+    from ryu_integration.mastership.balancer import BALANCER_ELECTION
 
     coords = [coordination.connect(url, f"c{i}") for i in range(3)]
     try:
@@ -199,7 +200,7 @@ def test_coordctl_balance_asks_the_balancer(cluster, url, capsys):
 
 
 def test_gather_counts_only_controllers_and_switch_elections(cluster) -> None:
-    from ryu_integration import balancer
+    from ryu_integration.mastership import balancer
 
     inputs = balancer.gather(cluster[0])
     assert [m.member_id for m in inputs.members] == ["c0", "c1", "c2"]

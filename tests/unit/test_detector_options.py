@@ -12,7 +12,7 @@ import coordination
 from coordination import ConfigurationError
 from coordination.detector_link import detector_settings
 from coordination.options import COMMON_OPTIONS, resolve_options
-from ryu_integration import config
+from ryu_integration.mastership import config
 
 
 @pytest.mark.parametrize(("name", "value"), [

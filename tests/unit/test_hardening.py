@@ -526,7 +526,7 @@ def test_coordctl_bad_conf_is_one_line_exit_2(tmp_path: Path, case: str) -> None
 def test_ryu_conf_values_name_file_and_option(tmp_path: Path) -> None:
     from oslo_config import cfg
 
-    from ryu_integration import config
+    from ryu_integration.mastership import config
 
     for line, fragment in [("session_timeout = nan", "session_timeout"),
                            ("session_timeout = 1e308", "session_timeout"),

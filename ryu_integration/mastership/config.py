@@ -31,8 +31,8 @@ from coordination.names import member_id_problem, printable
 from coordination.options import DAY
 
 from .balancer import BalanceSettings, parse_balance
+from .fsm import Timing
 from .handover import HandoverTiming
-from .mastership_fsm import Timing
 
 GROUP = "coordination"
 #: The backend used when `backend_url` is not set: the embedded store (SQLite + unix sockets in

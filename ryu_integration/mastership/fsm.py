@@ -4,9 +4,6 @@ Shaped like Faucet's `valve.py`: the Ryu app (`mastership/app.py`) feeds it inpu
 channel going up or down, election results, session state, role replies and errors, timer ticks,
 each with the current monotonic time) and performs the actions it returns (send a role request,
 report a mastership change, campaign, resign, re-read the leader). Unit tests drive it directly.
-It stays outside the `ryu_integration.mastership` package on purpose: importing that package
-loads the app, and so Ryu or os-ken, while framework-free code (`config`, which `coordctl`
-imports) needs `Timing` from here.
 
 The rules, and the incident each one answers (issues reported against ONOS, kazoo and Ryu):
 - A datapath counts as mastered only once the ROLE_REPLY whose xid matches our MASTER request
@@ -102,7 +99,7 @@ class Session(enum.Enum):
 
 @dataclass(frozen=True)
 class Timing:
-    """Knobs of the state machine; seconds unless noted (see `ryu_integration.config`)."""
+    """Knobs of the state machine; seconds unless noted (see `config`)."""
 
     role_request_timeout: float = 3.0
     retry_initial: float = 0.2

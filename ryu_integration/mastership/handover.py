@@ -3,7 +3,7 @@
 What: the two sides of ElastiCon's migration protocol (Dixit et al., "Towards an Elastic
 Distributed SDN Controller", HotSDN 2013), fitted to OpenFlow 1.3 roles and to this project's
 fencing (the store's terms are the switch's generation_ids). `HandoverSource` runs on the current
-master, `HandoverTarget` on the controller taking the switch over. Like `mastership_fsm.py`, the
+master, `HandoverTarget` on the controller taking the switch over. Like `fsm.py`, the
 app feeds them inputs (switch replies, the move record's steps, leadership, time) and performs
 the actions they return; unit tests drive them against `testing/fake_switch.py`.
 Why: moving a switch by simply changing the election's leader loses the packet-ins in flight
@@ -60,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mastership_fsm import Role, SendRoleRequest, xid_counter
+from .fsm import Role, SendRoleRequest, xid_counter
 
 #: Cookies of marker flows: this tag in the top byte, the handover id below.
 MARKER_COOKIE_TAG = 0xC5 << 56
