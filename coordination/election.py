@@ -1,11 +1,11 @@
 """Elections: the backend-neutral half (callbacks, bookkeeping, session policy).
 
-A driver subclasses `Election` and implements the `_driver_*` hooks against its store (five
-required, two optional: `_driver_observe` and `_driver_read_candidates`, capabilities
-"leader_listeners" and "candidates"). It reads the core's state through `active_campaign`,
-`campaign_priority`, `observed`, `last_term` and `lock`, and reports outcomes with
-`_elected(term)`, `_revoked()` and `_leader_seen(leadership)`; this class makes sure terms only grow,
-that callbacks run on the coordinator's callback thread, and that a lost session revokes
+A driver subclasses `Election` and implements the `_driver_*` hooks against its store (four
+required; `_driver_forget` defaults to nothing; `_driver_observe` and `_driver_read_candidates`
+are capabilities "leader_listeners" and "candidates"). It reads the core's state through
+`active_campaign`, `campaign_priority`, `observed`, `last_term` and `lock`, and reports outcomes
+with `_elected(term)`, `_revoked()` and `_leader_seen(leadership)`; this class makes sure terms
+only grow, that callbacks run on the coordinator's callback thread, and that a lost session revokes
 leadership and re-enters the candidacy once a new session is up. Work on many elections at once
 (`Coordinator.campaign_many`, `resign_many`, `read_leaders`) goes through the coordinator, whose
 batch hooks a driver may override to use one round trip per batch.
@@ -282,9 +282,10 @@ class Election(ABC):
     def _driver_leave(self) -> None:
         """Remove this member's candidacy (synchronously: a successor may take over at once)."""
 
-    @abstractmethod
     def _driver_forget(self) -> None:
-        """The session is gone: drop local candidacy state without touching the store."""
+        """The session is gone: drop local candidacy state without touching the store. Default:
+        nothing, for a driver that keeps no such state (its candidacies went with the session)."""
+        return
 
     @abstractmethod
     def _driver_reevaluate(self) -> None:

@@ -58,17 +58,33 @@ class RecordStoreDriver(ABC):
     @abstractmethod
     def get(self, path: str) -> Versioned | None: ...
 
-    @abstractmethod
+    def compare_and_set(self, path: str, version: int | None, value: bytes | None) -> bool:
+        """Atomically: if `path` is at `version` (None: absent), write `value` there (None:
+        delete it; only with a version) and return True; else change nothing, return False.
+
+        A driver implements either this or all of `create`, `update` and `remove`, whose
+        defaults derive from it (a store with native conditional writes may override them)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither compare_and_set nor create/update/remove")
+
     def create(self, path: str, value: bytes) -> None:
         """Create `path`; raise `RecordExistsError` if it exists."""
+        if not self.compare_and_set(path, None, value):
+            raise RecordExistsError(path)
 
-    @abstractmethod
     def update(self, path: str, value: bytes, version: int) -> None:
         """Replace `path` if it still has `version`; else raise `VersionMismatchError`."""
+        if not self.compare_and_set(path, version, value):
+            raise VersionMismatchError(path)
 
-    @abstractmethod
     def remove(self, path: str, version: int | None = None) -> bool:
         """Delete `path` (only at `version` if given); False if it was absent."""
+        while (current := self.get(path)) is not None:
+            if version not in (None, current.version):
+                raise VersionMismatchError(path)
+            if self.compare_and_set(path, current.version, None):
+                return True
+        return False  # absent (a concurrent write made it retry until it saw that)
 
     @abstractmethod
     def list(self, prefix: str = "") -> dict[str, Versioned]:
@@ -83,6 +99,8 @@ class RecordStoreDriver(ABC):
         driver may deliver other kinds too (the core filters), but one that watches only these
         spares the store and the client every other record's traffic: a controller that
         watches the `move` records should not receive a message per switch's `mastership`.
+        A driver that always delivers every kind may leave the parameter out of its signature
+        (`TopologyStore` looks) and then never receives it.
 
         No change may fall between the snapshot and the stream. If the driver cannot guarantee
         that (reconnect, compaction, overflow), it delivers a fresh snapshot with `resync=True`.

@@ -1,9 +1,7 @@
 """Example driver (`example://name`): the smallest complete driver, to read and to copy.
 
-Coordinators of one `example://name` in one process share a namespace held in memory; nothing
-crosses process boundaries. Read `store` (the namespace and the topology records), then
-`election`, then `coordinator`; docs/writing-a-driver.md walks through them.
-"""
+Coordinators of one `example://name` in one process share a namespace held in memory. Read
+`store`, then `election`, then `coordinator`; docs/writing-a-driver.md walks through them."""
 
 from .coordinator import ExampleCoordinator
 
