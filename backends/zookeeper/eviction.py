@@ -5,8 +5,8 @@ does it now, so every election the member led moves on at once, in three passes:
 1. At once, without reading a candidate list: the lists this member has already read
    (`ZooKeeperElection.candidates_seen`) name every candidacy ranked ahead of its own in each
    election it campaigns in, and every candidacy of the elections it observes (those lists
-   are watched). The dead member's candidacies found there are deleted in transactions, after
-   one read: the member record's. Taken before that read, the snapshot holds no candidacy of a
+   are watched). The dead member's candidacies that lead there are deleted in transactions,
+   after one read: the member record's. Taken before that read, the snapshot holds no candidacy of a
    restarted incarnation, which registers its member record before it campaigns; a record of
    another incarnation stops the eviction.
 2. At once: the candidate lists of the elections this member does not know (it neither
@@ -15,9 +15,9 @@ does it now, so every election the member led moves on at once, in three passes:
    member's new ones are never touched.
 3. Off the takeover's path, once this member's election worker has run the batch those
    deletes woke (its reads would otherwise compete with that takeover for the CPU): the same
-   over the remaining elections, where the dead member's candidacies are normally ranked
-   behind a live one and hold nothing up (a list this member read before a higher-priority
-   candidacy joined ahead of its own misses that one: it goes here). Then its member znode.
+   over the remaining elections, where the dead member's candidacies are ranked behind a live
+   one and hold nothing up (a list this member read before a higher-priority candidacy joined
+   ahead of its own misses that one: it goes here). Then its member znode.
 Each follower watching one of those candidates wakes up as if the member had resigned. The
 member, if it was alive after all (stopped, partitioned), sees its member znode gone and starts
 over (`ZooKeeperCoordinator._check_registration`); its member znode goes last so that it starts
@@ -138,22 +138,22 @@ def _scan(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list
 
 
 def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[str], set[str]]:
-    """Paths of `member_id`'s candidacies in the candidate lists this member last read (all
-    of them where it observes: that list is watched; those ranked ahead of its own candidacy
-    where it campaigns), and the names of the elections those lists cover."""
+    """Paths of `member_id`'s candidacies that lead in the candidate lists this member last
+    read (where it observes, that list is watched; where it campaigns, it names every
+    candidacy ranked ahead of its own), and the names of the elections those lists cover.
+    Only a leading candidacy holds a takeover up; the others wait for pass 3, so that the
+    survivors' takeover does not also pay for their deletes and the watches those wake."""
     out, known = [], set()
     for election in co.existing_elections():
         if not isinstance(election, ZooKeeperElection):
             continue
-        ours = election.node
-        if ours is None and election.seen_children is None:
+        if election.node is None and election.seen_children is None:
             continue  # neither campaigning with a candidacy nor observing: unknown
         known.add(election.name)
-        for node, member, _ in ranked(election.candidates_seen):
-            if node == ours:
-                break
-            if member == member_id:
-                out.append(f"{election.cands}/{node}")
+        first = next((c for c in ranked(election.candidates_seen)
+                      if c[0] not in election.orphans), None)
+        if first is not None and first[1] == member_id:
+            out.append(f"{election.cands}/{first[0]}")
     return out, known
 
 
