@@ -26,6 +26,7 @@ from oslo_config import cfg
 
 from coordination.balancing import Damping
 from coordination.connect import check_url
+from coordination.detector_policy import DetectorSettings
 from coordination.errors import ConfigurationError, CoordinationError
 from coordination.names import member_id_problem, printable
 from coordination.options import DAY
@@ -42,6 +43,11 @@ DEFAULT_BACKEND_URL = "embedded://"
 #: OpenFlow's IANA port, what Ryu/os-ken listen on when `ofp_tcp_listen_port` is unset.
 DEFAULT_OFP_PORT = 6653
 
+# Each default lives once, in the dataclass that uses it; the options below read it from there.
+_TIMING, _HANDOVER = Timing(), HandoverTiming()
+_BALANCE, _DAMPING = BalanceSettings(), Damping()
+_DETECTOR = DetectorSettings()  # the driver applies these when an option is unset
+
 OPTS = [
     cfg.StrOpt("backend_url", default=DEFAULT_BACKEND_URL,
                help="Coordination backend: zookeeper://h1:2181,h2:2181/sdn, etcd3://h1:2379/sdn, "
@@ -57,17 +63,17 @@ OPTS = [
     cfg.IntOpt("priority", default=0, min=0, max=999_999,
                help="Election priority (higher wins; ties go to the earliest candidate). A "
                     "higher-priority controller takes mastership over from a lower one."),
-    cfg.FloatOpt("role_request_timeout", default=3.0, min=0.05, max=DAY,
+    cfg.FloatOpt("role_request_timeout", default=_TIMING.role_request_timeout, min=0.05, max=DAY,
                  help="Seconds to wait for a ROLE_REPLY before re-sending the request."),
-    cfg.FloatOpt("role_retry_max", default=5.0, min=0.05, max=DAY,
+    cfg.FloatOpt("role_retry_max", default=_TIMING.retry_max, min=0.05, max=DAY,
                  help="Longest pause, in seconds, between retries of a refused role request "
-                      "(backoff doubles from 0.2 s up to this)."),
-    cfg.FloatOpt("reassert_interval", default=0.0, min=0.0, max=DAY,
+                      f"(backoff doubles from {_TIMING.retry_initial} s up to this)."),
+    cfg.FloatOpt("reassert_interval", default=_TIMING.reassert_interval, min=0.0, max=DAY,
                  help="Seconds between periodic re-assertions of each switch's role; 0 "
                       "(default): none, roles are re-asserted on every event that may have "
                       "changed them (a session reconnect, STALE, IS_SLAVE, ROLE_STATUS, an "
                       "unanswered request)."),
-    cfg.BoolOpt("hold_on_suspend", default=True,
+    cfg.BoolOpt("hold_on_suspend", default=_TIMING.hold_on_suspend,
                 help="While the backend connection is down but the session may live "
                      "(SUSPENDED): true = masters stop programming until it returns; false = "
                      "keep programming and rely on the switch to fence a deposed master."),
@@ -83,29 +89,31 @@ OPTS = [
                 help="Run the peer failure detector (zookeeper, etcd3): a crashed controller's "
                      "switches move in well under a second instead of a session timeout."),
     cfg.FloatOpt("heartbeat_interval", default=None, min=0.005, max=60.0,
-                 help="Seconds between two failure detector heartbeats (default 0.1)."),
+                 help=f"Seconds between two failure detector heartbeats (default {_DETECTOR.interval})."),
     cfg.IntOpt("heartbeat_misses", default=None, min=1, max=100,
-               help="Heartbeats missed before a silent controller is declared dead (default 10)."),
+               help="Heartbeats missed before a silent controller is declared dead "
+                    f"(default {_DETECTOR.misses})."),
     cfg.StrOpt("liveness_address", default=None,
                help="host[:port] of this controller's liveness endpoint; other controllers must "
-                    "reach it (default 127.0.0.1:0, i.e. one host only)."),
+                    f"reach it (default {_DETECTOR.host}:{_DETECTOR.port}, i.e. one host only)."),
     cfg.FloatOpt("damping_window", default=None, min=0.0, max=DAY,
                  help="Seconds within which a second declaration of one controller counts as "
-                      "flapping (default 30)."),
+                      f"flapping (default {_DETECTOR.damping_window:g})."),
     cfg.FloatOpt("damping_backoff", default=None, min=0.0, max=DAY,
-                 help="Seconds a flapping controller is not evicted (default 120)."),
+                 help=f"Seconds a flapping controller is not evicted (default "
+                      f"{_DETECTOR.damping_backoff:g})."),
     # planned handover (docs/balancing.md)
-    cfg.FloatOpt("handover_step_timeout", default=5.0, min=0.01, max=DAY,
+    cfg.FloatOpt("handover_step_timeout", default=_HANDOVER.step_timeout, min=0.01, max=DAY,
                  help="Longest wait, in seconds, for each step of a planned handover (the peer "
                       "controller, the switch); then the handover aborts."),
-    cfg.IntOpt("handover_max_buffer", default=10_000, min=0, max=10_000_000,
+    cfg.IntOpt("handover_max_buffer", default=_HANDOVER.max_buffer, min=0, max=10_000_000,
                help="Packet-ins the new master keeps between the cut and its confirmation; "
                     "more are dropped and logged."),
-    cfg.IntOpt("handover_marker_hard_timeout", default=10, min=1, max=65535,
+    cfg.IntOpt("handover_marker_hard_timeout", default=_HANDOVER.marker_hard_timeout, min=1, max=65535,
                help="Hard timeout (seconds) of the handover's marker flow, a safety net: the "
                     "old master deletes it at once."),
     # balancing (docs/balancing.md)
-    cfg.StrOpt("balance_policy", default="first",
+    cfg.StrOpt("balance_policy", default=_BALANCE.policy.value,
                help="Who masters which switch: first (the election's pick, no moves), balanced "
                     "(each live controller its capacity-weighted share) or preferred (per-switch "
                     "or per-group ordered lists, the rest balanced)."),
@@ -113,18 +121,18 @@ OPTS = [
                     help="One per line: DPID=member,member,... or @GROUP=member,... (ordered)."),
     cfg.MultiStrOpt("balance_group", default=[],
                     help="One per line: GROUP=DPID,DPID,... (a switch in one group at most)."),
-    cfg.FloatOpt("balance_settle", default=10.0, min=0.0, max=DAY,
+    cfg.FloatOpt("balance_settle", default=_DAMPING.settle, min=0.0, max=DAY,
                  help="Seconds of quiet membership before an automatic rebalance; also "
                       "how long switch connections must be quiet (at most twice this) before "
                       "the balancer plans for them, and the least time between such plans."),
-    cfg.FloatOpt("balance_min_interval", default=60.0, min=0.0, max=DAY,
+    cfg.FloatOpt("balance_min_interval", default=_DAMPING.min_interval, min=0.0, max=DAY,
                  help="Seconds between two automatic rebalances."),
-    cfg.IntOpt("balance_flap_count", default=4, min=2, max=1000,
+    cfg.IntOpt("balance_flap_count", default=_DAMPING.flap_count, min=2, max=1000,
                help="Joins + leaves within balance_flap_window that make a controller flapping "
                     "(balancing gives it nothing until the window has passed)."),
-    cfg.FloatOpt("balance_flap_window", default=300.0, min=0.0, max=DAY,
+    cfg.FloatOpt("balance_flap_window", default=_DAMPING.flap_window, min=0.0, max=DAY,
                  help="Seconds of the flapping window."),
-    cfg.IntOpt("balance_max_moves", default=32, min=1, max=100_000,
+    cfg.IntOpt("balance_max_moves", default=_BALANCE.max_moves, min=1, max=100_000,
                help="Planned handovers in flight at once while rebalancing (the rest queue)."),
     cfg.BoolOpt("handover_on_stop", default=True,
                 help="On SIGTERM, hand each mastered switch over to another connected "
