@@ -107,6 +107,14 @@ a = coordination.connect(url, "a", lease_ttl=3)
 b = coordination.connect(url, "b", lease_ttl=3)
 terms = {"a": {}, "b": {}}
 done = {"a": threading.Event(), "b": threading.Event()}
+b_watching = threading.Event()
+b_watch = b.client.watch
+
+def watch(*args, **kwargs):  # tells when b's one watch for all its elections has started
+    handle = b_watch(*args, **kwargs)
+    b_watching.set()
+    return handle
+b.client.watch = watch
 
 def on_elected(member, name):
     def callback(lead):
@@ -119,9 +127,7 @@ for member, coordinator in (("a", a), ("b", b)):
     coordinator.campaign_many(CampaignRequest(n, on_elected=on_elected(member, n)) for n in names)
     if member == "a":
         assert done["a"].wait(30), f"a led {len(terms['a'])} of {count}"
-deadline = time.monotonic() + 10  # b's watch starts right after its candidacies are in
-while b.status()["watches"] == 0 and time.monotonic() < deadline:
-    time.sleep(0.05)
+b_watching.wait(10)  # b's watch starts right after its candidacies are in
 out = {"watches": [a.status()["watches"], b.status()["watches"]]}
 a.close()  # resigns every election at once; b takes all of them over
 assert done["b"].wait(30), f"b led {len(terms['b'])} of {count}"

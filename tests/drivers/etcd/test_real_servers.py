@@ -5,6 +5,7 @@ compaction under a watch, no library exception crossing the API, and elections i
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -315,11 +316,19 @@ class TxnCounter:
         return self._txn(*args, **kwargs)
 
 
-def _wait(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+class WatchStarts:
+    """Tells when a coordinator's client has started a watch (wraps `client.watch`)."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.started = threading.Event()
+        client = coordinator.client  # type: ignore[attr-defined]
+        self._watch = client.watch
+        client.watch = self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        handle = self._watch(*args, **kwargs)
+        self.started.set()
+        return handle
 
 
 def _campaign_all(coordinator: Coordinator, names: list[str], elected: Recorder,
@@ -342,13 +351,15 @@ def test_many_elections_cost_few_txns_and_one_watch(etcd: EtcdServer, transport:
     opened.extend([a, b])
     names = [f"dp-{i}" for i in range(count)]
     a_txns, b_txns = TxnCounter(a), TxnCounter(b)
+    b_watch = WatchStarts(b)
     a_elected, b_elected = Recorder("a elected"), Recorder("b elected")
     _campaign_all(a, names, a_elected)
     first = dict(a_elected.wait_count(count, WAIT))
     # ceil(400 / 128) txns of puts + ceil(400 / 124) of nested leader writes, give or take
     assert a_txns.count <= 12, a_txns.count
     _campaign_all(b, names, b_elected)
-    _wait(lambda: b.status()["watches"] == 1)  # type: ignore[attr-defined]
+    assert b_watch.started.wait(WAIT), "b started no watch"
+    assert b.status()["watches"] == 1  # type: ignore[attr-defined]
     assert a.status()["watches"] == 1  # type: ignore[attr-defined]
     leaders = b.read_leaders(names)
     assert leaders == first
