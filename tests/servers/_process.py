@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,12 +39,54 @@ class ServerStartTimeout(ServerError):
     """A server did not become ready before its deadline (message carries its log tail)."""
 
 
+#: Where listening ports are picked when the kernel's ephemeral range leaves room below it.
+_LISTEN_FLOOR = 10_000
+_RNG = random.SystemRandom()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux), or a default."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
     """Return ``count`` distinct TCP ports that were free on ``host`` a moment ago.
 
-    All sockets are bound at the same time, so the ports are distinct; the kernel picks them
-    from the ephemeral range. There is an unavoidable race until the server binds them.
+    They are picked at random below the kernel's ephemeral range when there is room: a port
+    from that range can be taken by any outgoing connection's local end (a client of ZooKeeper,
+    a switch dialling a controller) between this check and the server's bind, which made a
+    controller fail to listen now and then. All the sockets are bound at once, so the ports
+    are distinct. A race with another process choosing the same port at the same moment
+    remains, and is unlikely.
     """
+    low, _ = _ephemeral_range()
+    if low - _LISTEN_FLOOR < 1000:  # no room below: let the kernel choose
+        return _kernel_chosen_ports(count, host)
+    socks: list[socket.socket] = []
+    try:
+        for attempt in itertools.count():
+            if len(socks) == count:
+                return [s.getsockname()[1] for s in socks]
+            if attempt == count * 50:
+                raise ServerError(f"no {count} free TCP ports on {host} below {low}")
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, _RNG.randrange(_LISTEN_FLOOR, low)))
+            except OSError:  # in use
+                s.close()
+                continue
+            socks.append(s)
+        raise AssertionError("unreachable")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _kernel_chosen_ports(count: int, host: str) -> list[int]:
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
