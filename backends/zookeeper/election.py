@@ -561,10 +561,11 @@ class ElectionEngine:
                 # A successor reports first, then publishes: a handover costs only the read
                 # that told it it leads, and `read_leaders` waits for the record to name it.
                 # A preempter publishes first (`publish_first`).
-                first = [(e, t) for e, t in publish if e.publish_first()]
-                self.publish([(e, t, e.electing[1]) for e, t in first])
+                first = [(e, t, e.electing[1]) for e, t in publish if e.publish_first()]
+                self.publish(first)
+                published = {e for e, _, _ in first}
                 taken = [(e, t, e.led_node) for e, t in publish if e.take(t)]
-                self.publish([(e, t, node) for e, t, node in taken if (e, t) not in first])
+                self.publish([item for item in taken if item[0] not in published])
             checks = self.zk.pipelined(follow, lambda item: self.zk.exists_async(
                 f"{item[0].cands}/{item[1]}", watch=item[0].on_pred_watch))
             for (election, predecessor), stat in checks:
