@@ -20,6 +20,8 @@ from kazoo.exceptions import OperationTimeoutError as KazooOperationTimeout
 from coordination.errors import ConfigurationError
 from coordination.eventloop import eventlet_patched
 
+from .handlers import PollingThreadingHandler, polling_eventlet_handler
+
 T = TypeVar("T")
 #: Errors that mean "the connection is gone for now"; the step waits for the reconnect.
 TRANSIENT = (ConnectionLoss, KazooOperationTimeout)
@@ -60,17 +62,14 @@ class KazooLog(logging.LoggerAdapter):
 
 
 def make_handler(kind: str) -> Any:
-    """kazoo's handler: eventlet when the process is monkey-patched (Ryu), else threads."""
+    """kazoo's handler: eventlet when the process is monkey-patched (Ryu), else threads; both
+    with the cheaper `select` of backends/zookeeper/handlers.py."""
     if kind == "auto":
         kind = "eventlet" if eventlet_patched() else "threading"
     if kind == "eventlet":
-        from kazoo.handlers.eventlet import SequentialEventletHandler
-
-        return SequentialEventletHandler()
+        return polling_eventlet_handler()
     if kind == "threading":
-        from kazoo.handlers.threading import SequentialThreadingHandler
-
-        return SequentialThreadingHandler()
+        return PollingThreadingHandler()
     raise ConfigurationError(f"option handler={kind!r}: use auto, threading or eventlet")
 
 

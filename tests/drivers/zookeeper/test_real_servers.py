@@ -93,7 +93,7 @@ def test_eventlet_process_uses_the_eventlet_handler(zookeeper: ZooKeeperServer) 
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
                          timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["SequentialEventletHandler", "ok"]
+    assert out.stdout.split() == ["PollingEventletHandler", "ok"]
 
 
 def test_partitioned_leader_hears_suspended_and_lost_during_the_partition(
