@@ -9,6 +9,8 @@ back to back on the one connection, and ZooKeeper transactions.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -117,16 +119,20 @@ class BoundedClient:
         gone, deadline passed) is raised: the whole step waits for the reconnect."""
         items = list(items)
         out: list[tuple[T, Any]] = []
-        for i in range(0, len(items), PIPELINE_DEPTH):
-            chunk = items[i:i + PIPELINE_DEPTH]
-            pending = [(item, start(item)) for item in chunk]
-            for item, result in pending:
-                try:
-                    out.append((item, result.get()))
-                except TRANSIENT:
-                    raise
-                except KazooException as exc:
-                    out.append((item, exc))
+        # a sliding window, not chunks in lockstep: each answer lets the next request go, so
+        # the connection never idles waiting for the slowest answer of a chunk
+        pending = collections.deque((item, start(item)) for item in items[:PIPELINE_DEPTH])
+        following = iter(items[PIPELINE_DEPTH:])
+        while pending:
+            item, result = pending.popleft()
+            try:
+                out.append((item, result.get()))
+            except TRANSIENT:
+                raise
+            except KazooException as exc:
+                out.append((item, exc))
+            for nxt in itertools.islice(following, 1):
+                pending.append((nxt, start(nxt)))
         return out
 
     def multi(self, build: Callable[[Any], None]) -> list[Any]:

@@ -91,6 +91,7 @@ from .inputs import (
     Elected,
     LeaderRead,
     LeaderSeen,
+    ListenersRegistered,
     PredecessorAnswer,
     RecordsChanged,
     Revoked,
@@ -102,8 +103,9 @@ from .roles import CODECS, ROLE_STATUS_REASONS, codec_of
 LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
 TICK = 0.1
-#: Seconds a new switch's leader read waits for its election listener's first report before
-#: it reads the store: a safety net. The report is pushed and usually comes within
+#: Seconds a new switch's leader read waits for its election listener's first report (from
+#: when the store worker registered the listener and entered the campaign) before it reads
+#: the store: a safety net. The report is pushed and usually comes within
 #: milliseconds; under load it can take seconds, and reading sooner only adds to the load (at
 #: 5,000 switches a 1 s wait tripled the store's requests).
 FIRST_REPORT_WAIT = 10.0
@@ -177,8 +179,8 @@ class Mastership(RyuApp):
         #: current one per dpid (older heap entries are skipped when popped)
         self._timers: list[tuple[float, int, int]] = []
         self._due: dict[int, float] = {}
-        #: dpid -> whether another read was asked for while one is in flight.
-        self._reads: dict[int, bool] = {}
+        #: dpid -> (epoch the read in flight was asked for, whether an ask since needs another)
+        self._reads: dict[int, tuple[int, bool]] = {}
         self._running = False
         self._stopped = False
         #: Prometheus metrics, when `metrics_port` is set (`ryu_integration.metrics`)
@@ -664,12 +666,19 @@ class Mastership(RyuApp):
         if self.balancer is not None:
             self.balancer.leader_changed(fsm.dpid, lead and lead.member_id, now)
 
+    @set_ev_cls(ListenersRegistered)
+    def _handle_listeners_registered(self, ev: ListenersRegistered) -> None:
+        deadline = time.monotonic() + FIRST_REPORT_WAIT
+        for dpid in ev.dpids:
+            if dpid in self._unreported:
+                self._report_deadlines.append((deadline, dpid))
+
     @set_ev_cls(LeaderRead)
     def _handle_leader_read(self, ev: LeaderRead) -> None:
         now = time.monotonic()
         fsm = self._fsms.get(ev.dpid)
-        if self._reads.pop(ev.dpid, False) and fsm is not None:
-            self._request_read(fsm.dpid, fsm.epoch)  # asked again while this one was in flight
+        if self._reads.pop(ev.dpid, (0, False))[1] and fsm is not None:
+            self._request_read(fsm.dpid, fsm.epoch)  # asked again: this answer does not do
         fsm = self._current(ev.dpid, ev.epoch)
         if fsm is None:
             return
@@ -706,9 +715,8 @@ class Mastership(RyuApp):
                     if action.dpid not in self._listening:  # the worker adds its listener
                         self._listening.add(action.dpid)
                         if self._session is Session.CONNECTED:
+                            # waits from when the worker registered it (ListenersRegistered)
                             self._unreported[action.dpid] = []
-                            self._report_deadlines.append(
-                                (time.monotonic() + FIRST_REPORT_WAIT, action.dpid))
                     self._worker.put("campaign", (action.dpid, fsm.epoch))
             elif isinstance(action, Resign):
                 self._resign(action.dpid)
@@ -832,10 +840,11 @@ class Mastership(RyuApp):
             self._record(lambda: self.coord and self._withdraw(self.coord, dpid, term))
 
     def _request_read(self, dpid: int, epoch: int, fresh: bool = False) -> None:
-        """Read the leader of `dpid` (event loop only). One read in flight per switch; asks made
-        meanwhile are folded into one more read after it. A switch whose election's listener
-        has reported is answered from that report (the same store state, pushed) unless
-        `fresh`: the switch has just contradicted that report."""
+        """Read the leader of `dpid` (event loop only). One read in flight per switch: an ask
+        made meanwhile is answered by it, unless it is `fresh` or from a newer connection,
+        which fold into one more read after it. A switch whose election's listener has
+        reported is answered from that report (the same store state, pushed) unless `fresh`:
+        the switch has just contradicted that report."""
         if dpid in self._seen_leaders and not fresh:
             self._local_reads.append((dpid, epoch))
             return
@@ -843,11 +852,12 @@ class Mastership(RyuApp):
             self._unreported[dpid].append(epoch)  # answered by the listener's first report
             return
         if dpid in self._reads:
-            self._reads[dpid] = True
+            asked, again = self._reads[dpid]
+            self._reads[dpid] = (asked, again or fresh or epoch != asked)
             return
         if self._reader is None or not self._running:
             return
-        self._reads[dpid] = False
+        self._reads[dpid] = (epoch, False)
         self._reader.put("read", (dpid, epoch))
 
     def _campaign_batch(self, items: list[tuple[int, int]]) -> None:
@@ -873,6 +883,11 @@ class Mastership(RyuApp):
             # Unreachable store: the coordinator re-enters the candidacies when a session is up.
             LOG.warning("mastership: campaigning for %d switch(es) failed: %s", len(requests),
                         exc)
+        finally:
+            # The first reports come after this batch's joins: the wait for them starts now,
+            # not when the switches connected (5,000 of them queue seconds of joins on a
+            # busy store, and reading the store for each one only adds to that).
+            self._post(ListenersRegistered(tuple(latest)))
 
     def _resign_batch(self, dpids: list[int]) -> None:
         """Resign the elections of `dpids` in one batch (the store worker)."""
