@@ -9,10 +9,11 @@ that bookkeeping was most of kazoo's cost: traced in a Ryu 4.34 controller maste
 switches, `select` alone took 29 % of the process's CPU.
 
 Here `select` is one `poll()` system call on the two or three descriptors. Under eventlet it
-first asks without waiting, and only when nothing is ready waits in the hub (green); a busy loop
-yields to the other green threads at most every `YIELD_EVERY` seconds instead of on every step,
-and the callback workers likewise. `poll` has no descriptor limit (`select()` has: 1,024, and
-a controller holds a socket per switch).
+first asks without waiting, and only when nothing is ready waits in the hub (green), then asks
+the kernel again before it believes the hub (eventlet can wake a waiter for a descriptor an
+earlier wait already consumed). A busy loop yields to the other green threads once it has run
+for `YIELD_EVERY` seconds instead of on every step, and the callback workers likewise. `poll`
+has no descriptor limit (`select()` has: 1,024, and a controller holds a socket per switch).
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ class PollingThreadingHandler(SequentialThreadingHandler):
 
 
 def polling_eventlet_handler() -> Any:
-    """kazoo's eventlet handler, its `select` asking without waiting first, and yielding to the
-    hub when it has run `YIELD_EVERY`, not around every step. Imports eventlet: call it only in
-    a monkey-patched process."""
+    """kazoo's eventlet handler, its `select` asking the kernel without waiting first, and
+    yielding to the hub once it has run for `YIELD_EVERY`, not around every step. Imports
+    eventlet: call it only in a monkey-patched process."""
     import eventlet
     from eventlet import patcher
     from eventlet.green import select as green_select
