@@ -42,6 +42,7 @@ not per election. Watch callbacks only queue elections for the next batch (kazoo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -99,8 +100,11 @@ def candidate_prefix(member_id: str, priority: int) -> str:
     return f"c-{encode_rank(priority)}-{quote(member_id, safe='')}-"
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def parse_candidate(name: str) -> tuple[tuple[int, int], str, int] | None:
-    """(sort key, member_id, priority) of a candidate node name, or None if it is not one."""
+    """(sort key, member_id, priority) of a candidate node name, or None if it is not one.
+    Cached: every candidate list read ranks its names again, and an eviction ranks every list
+    the member has read (5,000 elections: 0.27 s under load, on the takeover's path)."""
     priority = decode_rank(name[2:2 + RANK_DIGITS])
     try:
         seq = int(name[-10:])
