@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.ryu_helpers import FRAMEWORKS, require_framework
 
-PURE = ("fsm", "handover", "moves", "balancer", "config", "reads")
+PURE = ("fsm", "handover", "moves", "balancer", "config")
 
 
 def run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
