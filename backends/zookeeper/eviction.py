@@ -6,9 +6,9 @@ does it now, so every election the member led moves on at once, in three passes:
    (`ZooKeeperElection.candidates_seen`) name every candidacy ranked ahead of its own in each
    election it campaigns in, and every candidacy of the elections it observes (those lists
    are watched). The dead member's candidacies that lead there are deleted in transactions,
-   after one read: the member record's. Taken before that read, the snapshot holds no candidacy of a
-   restarted incarnation, which registers its member record before it campaigns; a record of
-   another incarnation stops the eviction.
+   after one read: the member record's. Taken before that read, the snapshot holds no
+   candidacy of a restarted incarnation, which registers its member record before it
+   campaigns; a record of another incarnation stops the eviction.
 2. At once: the candidate lists of the elections this member does not know (it neither
    campaigns nor observes there) are read, pipelined, and the member's candidacies there
    deleted -- only those owned by the same session as its member znode, so a restarted
