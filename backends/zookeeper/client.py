@@ -10,7 +10,6 @@ back to back on the one connection, and ZooKeeper transactions.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -117,13 +116,12 @@ class BoundedClient:
         """Start `start(item)` for every item, PIPELINE_DEPTH in flight at a time, and return
         (item, result or the kazoo error it raised) in order. A transient error (connection
         gone, deadline passed) is raised: the whole step waits for the reconnect."""
-        items = list(items)
         out: list[tuple[T, Any]] = []
         # a sliding window, not chunks in lockstep: each answer lets the next request go, so
         # the connection never idles waiting for the slowest answer of a chunk
-        pending = collections.deque((item, start(item)) for item in items[:PIPELINE_DEPTH])
-        following = iter(items[PIPELINE_DEPTH:])
-        while pending:
+        pending: collections.deque[tuple[T, BoundedResult]] = collections.deque()
+
+        def settle_oldest() -> None:
             item, result = pending.popleft()
             try:
                 out.append((item, result.get()))
@@ -131,8 +129,13 @@ class BoundedClient:
                 raise
             except KazooException as exc:
                 out.append((item, exc))
-            for nxt in itertools.islice(following, 1):
-                pending.append((nxt, start(nxt)))
+
+        for item in items:
+            if len(pending) == PIPELINE_DEPTH:
+                settle_oldest()
+            pending.append((item, start(item)))
+        while pending:
+            settle_oldest()
         return out
 
     def multi(self, build: Callable[[Any], None]) -> list[Any]:

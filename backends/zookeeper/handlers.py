@@ -48,21 +48,21 @@ def poll_select(poll: Callable[[], Any], rlist: Sequence[Any], wlist: Sequence[A
 
     An error or hang-up on a descriptor reports it ready, as `select` does, so the caller's read
     or write raises the error. `timeout` None waits without limit, 0 does not wait."""
-    poller = poll()
+    reads = [(obj, _fileno(obj)) for obj in rlist]
+    writes = [(obj, _fileno(obj)) for obj in wlist]
     masks: dict[int, int] = {}
-    for obj in rlist:
-        fd = _fileno(obj)
+    for _, fd in reads:
         masks[fd] = masks.get(fd, 0) | select.POLLIN | select.POLLPRI
-    for obj in wlist:
-        fd = _fileno(obj)
+    for _, fd in writes:
         masks[fd] = masks.get(fd, 0) | select.POLLOUT
+    poller = poll()
     for fd, mask in masks.items():
         poller.register(fd, mask)
     events = dict(poller.poll(None if timeout is None else max(0.0, timeout) * 1000.0))
     if not events:
         return [], [], []
-    readable = [obj for obj in rlist if events.get(_fileno(obj), 0) & _READABLE]
-    writable = [obj for obj in wlist if events.get(_fileno(obj), 0) & _WRITABLE]
+    readable = [obj for obj, fd in reads if events.get(fd, 0) & _READABLE]
+    writable = [obj for obj, fd in writes if events.get(fd, 0) & _WRITABLE]
     return readable, writable, []
 
 
