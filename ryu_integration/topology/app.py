@@ -42,6 +42,7 @@ from ..compat import (
     set_ev_cls,
     uses_eventlet,
 )
+from ..courier import Courier
 from ..mastership import config
 from . import config as topology_config
 from . import discovery
@@ -95,6 +96,8 @@ class TopologySync(RyuApp):
         self.runtime = TopologyRuntime(self.member_id, self.settings.runtime,
                                        on_changes=self._emit, on_forget_host=self._forget_host)
         self.runtime.publish_observer = _publish_lag
+        #: What we send the switches app: it sends to us too, so our loop must never wait on it.
+        self._courier = Courier(self)
         self._running = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -105,6 +108,7 @@ class TopologySync(RyuApp):
         store, so the order in which the two apps start does not matter."""
         thread = super().start()
         self._running = True
+        self._courier.start()
         self._take_over()
         self.runtime.start(_coordinator)
         if self.settings.scan_interval > 0:
@@ -122,6 +126,7 @@ class TopologySync(RyuApp):
         self._running = False
         lifecycle.unregister(self._shutdown)
         self.runtime.stop(max(0.1, min(2.0, deadline - time.monotonic())))
+        self._courier.stop()
 
     def stop(self) -> None:
         self._shutdown(time.monotonic() + 2.0)
@@ -230,7 +235,7 @@ class TopologySync(RyuApp):
         switches app forget it, on its own thread (its dict is not ours to touch)."""
         sw = self._switches()
         if sw is not None:
-            self.send_event(sw.name, _EventForgetHost(forget))
+            self._courier.send(sw.name, _EventForgetHost(forget))
 
     @staticmethod
     def _forget_host_in_switches(ev: _EventForgetHost) -> None:
@@ -301,7 +306,7 @@ class TopologySync(RyuApp):
             return
         if self.settings.discovery_master_only:
             # LLDP from the switches we master only; the switches app's thread moves the ports
-            self.send_event(sw.name, discovery.ParkingRequest(ev.dpid, ev.may_program))
+            self._courier.send(sw.name, discovery.ParkingRequest(ev.dpid, ev.may_program))
         elif ev.may_program:
             sw.lldp_event.set()  # discover from the new switch now, not at the next round
 
