@@ -194,7 +194,7 @@ class ZooKeeperCoordinator(Coordinator):
             if session is not None and session == self._session_id \
                     and self.session_state is SessionState.SUSPENDED:
                 self._set_session_state(SessionState.CONNECTED)
-                self._resync_watches()
+                self._catch_up()
             else:
                 if self.session_state is not SessionState.LOST:
                     self._set_session_state(SessionState.LOST)
@@ -218,9 +218,12 @@ class ZooKeeperCoordinator(Coordinator):
             raise ConnectionLoss("the session ended while registering")
         self._session_id = client_id[0]
         self._set_session_state(SessionState.CONNECTED)
-        self._resync_watches()
+        self._catch_up()
 
-    def _resync_watches(self) -> None:
+    def _catch_up(self) -> None:
+        """After a reconnect: the candidacy deletes still owed, and the record watches re-read
+        what they may have missed."""
+        self.engine.retry_deletes()
         if self._records is not None:
             for watch in list(self._records.watches):
                 watch.submit(watch.resync, True)

@@ -27,6 +27,10 @@ candidate published a newer term meanwhile it takes leadership again under the c
 
 A candidate znode no session owns (ephemeralOwner 0: left by a bug or by hand) is never a
 candidate: the member behind it skips it with a warning instead of waiting for it forever.
+A candidacy a member gave up is deleted, and a delete lost with the connection is owed and
+tried again by every later batch and after a reconnect; a candidate znode named for this member,
+owned by its current session but not the one it tracks (a create whose answer was lost), is
+deleted when it is seen. Either would otherwise hold the election as long as the session lives.
 
 Watches, none of them a herd: a follower watches only the candidate just before its own (a data
 watch); only the leader watches the candidate list (to notice preemption by a higher priority).
@@ -174,6 +178,9 @@ class ZooKeeperElection(BatchedElection):
         self.seen_children: list[str] | None = None
         #: candidate znodes that belong to no session (not ephemeral): never candidates
         self.orphans: set[str] = set()
+        #: candidate znodes named for this member but owned by another of its sessions (a
+        #: previous incarnation): candidates until that session ends
+        self.elsewhere: set[str] = set()
         #: the candidate list as last read by any step (for eviction's fast path: it names
         #: every candidate ranked ahead of ours, which is all a takeover needs)
         self.candidates_seen: list[str] = []
@@ -331,6 +338,8 @@ class ElectionEngine:
         self._evaluate: dict[ZooKeeperElection, None] = {}
         self._observe: dict[ZooKeeperElection, set[str]] = {}
         self._scheduled = False
+        #: paths of our own candidacies whose delete failed (connection lost): tried again
+        self._doomed: set[str] = set()
         #: election names whose directories are known to exist (worker thread only)
         self._known: set[str] = set()
         self._root_ready = False
@@ -391,8 +400,10 @@ class ElectionEngine:
             for election in observe:
                 del self._observe[election]
             more = self._scheduled = bool(self._joins or self._observe)
+            doomed = list(self._doomed)
         started = time.monotonic()
         try:
+            self._delete_paths(doomed)
             joining = {e for batch, _ in joins for e, _ in batch}
             self._evaluate_all([e for e in evaluate if e not in joining])
             joined = self._join_all(joins)
@@ -513,9 +524,26 @@ class ElectionEngine:
                 raise result
 
     def _delete_paths(self, paths: list[str]) -> None:
-        for _, result in self.zk.pipelined(paths, self.zk.delete_async):
+        """Delete candidacies we gave up. A path stays in `_doomed` until its delete is
+        confirmed, and every later batch tries it again (`retry_deletes`): a candidacy our
+        live session keeps ahead in line would hold its election, and every member behind
+        it, for as long as the session lives."""
+        if not paths:
+            return
+        with self._lock:
+            self._doomed.update(paths)
+        for path, result in self.zk.pipelined(paths, self.zk.delete_async):
+            with self._lock:  # done, or an error that trying again will not change
+                self._doomed.discard(path)
             if isinstance(result, Exception) and not isinstance(result, NoNodeError):
                 raise result
+
+    def retry_deletes(self) -> None:
+        """Schedule a batch if a delete is still owed (after a reconnect)."""
+        with self._lock:
+            owed = bool(self._doomed)
+        if owed:
+            self._schedule()
 
     def _evaluate_all(self, elections: list[ZooKeeperElection]) -> None:
         """Read each candidate list and act on our rank. A leader reads it with a watch (to
@@ -537,6 +565,7 @@ class ElectionEngine:
                 e.take_prefetched() or self.zk.get_children_async(
                     e.cands, include_data=True,
                     watch=e.on_list_watch if watched[e] or e.is_leader else None)))
+            leftovers: list[tuple[ZooKeeperElection, str]] = []
             for election, result in reads:
                 if isinstance(result, NoNodeError):
                     children, pzxid, cversion = [], 0, None
@@ -545,6 +574,11 @@ class ElectionEngine:
                 else:
                     children, pzxid, cversion = result[0], result[1].pzxid, result[1].cversion
                 election.candidates_seen = children
+                ours = self.untracked_own(election, children)
+                if ours:  # settled once they are gone: one may stand ahead of our candidacy
+                    leftovers.extend((election, node) for node in ours)
+                    again.append(election)
+                    continue
                 outcome, predecessor = election.settle(children, pzxid, cversion)
                 if outcome != "following":
                     election.watching = None
@@ -584,6 +618,8 @@ class ElectionEngine:
                     election.watching = None
                     election.watch_list = True
                     again.append(election)
+            if leftovers:
+                self.delete_lost_candidacies(leftovers)
             connected = self.co.session_state is SessionState.CONNECTED
             if rejoin and connected:
                 again.extend(self.create_candidacies(rejoin))
@@ -591,6 +627,36 @@ class ElectionEngine:
         for election in elections:
             LOG.warning("election %s did not settle; the watchdog will retry", election.name)
             election._unsettled()
+
+    def untracked_own(self, election: ZooKeeperElection, children: list[str]) -> list[str]:
+        """Candidate nodes in `children` named for this member that are not the candidacy it
+        tracks: normally none. One appears when a create's answer was lost (the connection
+        dropped after the server applied it) or a delete of a candidacy left behind failed."""
+        member, node = self.co.member_id, election.node
+        if election.elsewhere:
+            election.elsewhere.intersection_update(children)
+        return [name for name in children if name != node and name not in election.orphans
+                and name not in election.elsewhere
+                and (parsed := parse_candidate(name)) is not None and parsed[1] == member]
+
+    def delete_lost_candidacies(self, found: list[tuple[ZooKeeperElection, str]]) -> None:
+        """Delete the candidacies of ours we lost track of that our current session owns. Such
+        a node lives as long as the session, and ranked ahead of our tracked candidacy it would
+        hold the election (every member behind it) forever. Those of another session (a
+        previous incarnation of this member) go with that session, or with its eviction."""
+        session = (self.zk.client.client_id or (None,))[0]
+        stats = self.zk.pipelined(found, lambda item: self.zk.exists_async(
+            f"{item[0].cands}/{item[1]}"))
+        lost = [(e, node) for (e, node), stat in stats
+                if stat is not None and not isinstance(stat, Exception)
+                and session is not None and stat.ephemeralOwner == session]
+        for election, node in lost:
+            LOG.warning("election %s: deleting candidate znode %s, ours but no longer tracked "
+                        "(a create whose answer was lost, or a leftover delete that failed)",
+                        election.name, node)
+        self._delete_paths([f"{e.cands}/{node}" for e, node in lost])
+        for election, node in set(found) - set(lost):
+            election.elsewhere.add(node)  # a real candidate while its session lives
 
     def preempted_unseen(self, leaders: list[tuple[ZooKeeperElection, int]]
                          ) -> list[tuple[ZooKeeperElection, int]]:

@@ -143,8 +143,11 @@ class ChaosRig:
         timeout = timeout or self.timing.recover_timeout
         members = self.running_members()
         m = self.monitor
-        m.wait_for(lambda: m.settled(self.dpids, members), timeout,
-                   f"one master + slaves on every bridge for {members}")
+        try:
+            m.wait_for(lambda: m.settled(self.dpids, members), timeout,
+                       f"one master + slaves on every bridge for {members}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.describe_elections()}") from None
         assert self.traffic is not None
         after = self.traffic.seq
         m.wait_for(lambda: all(m.last_seq.get(d, -1) > after for d in self.dpids), timeout,
@@ -153,6 +156,38 @@ class ChaosRig:
             m.check_topology(self.dpids, TOPOLOGY_BOUND)
         with m.cond:
             return {d: m.master_of(d) for d in self.dpids}  # type: ignore[misc]
+
+    def describe_elections(self) -> str:
+        """What the store holds for the switches' elections (ZooKeeper): each candidacy with
+        the session that owns it, the leader record, and the members' sessions. For a failure
+        message: a wedged election shows here, not in the switches."""
+        if self.backend != "zookeeper":
+            return ""
+        from kazoo.client import KazooClient
+
+        zk = KazooClient(hosts=",".join(f"{LOOPBACK}:{p}" for p in self.store_ports()),
+                         timeout=5.0)
+        lines = []
+        try:
+            zk.start(timeout=10)
+            base = self._namespace
+            for name in sorted(zk.get_children(f"{base}/members")):
+                _, stat = zk.get(f"{base}/members/{name}")
+                lines.append(f"  member {name} session={stat.ephemeralOwner:#x}")
+            for dpid in self.dpids:
+                election = f"{base}/elections/dpid-{dpid:016x}"
+                cands = sorted(zk.get_children(f"{election}/candidates"))
+                owners = [f"{c}@{zk.get(f'{election}/candidates/{c}')[1].ephemeralOwner:#x}"
+                          for c in cands]
+                leader = zk.get(f"{election}/leader")[0].decode() if zk.exists(
+                    f"{election}/leader") else "-"
+                lines.append(f"  dpid {dpid:016x}: candidates {owners} leader {leader}")
+        except Exception as exc:  # noqa: BLE001 -- a diagnosis only: never hide the failure
+            lines.append(f"  (store not readable: {type(exc).__name__}: {exc})")
+        finally:
+            zk.stop()
+            zk.close()
+        return "store:\n" + "\n".join(lines)
 
     def controller(self, name: str) -> Controller:
         return next(c for c in self.controllers if c.name == name)

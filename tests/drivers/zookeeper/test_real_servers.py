@@ -163,6 +163,30 @@ def test_a_candidate_znode_no_session_owns_does_not_wedge_its_election(
         assert a.client.exists(ghost) is not None  # skipped, never deleted behind our back
 
 
+def test_a_candidacy_of_ours_we_lost_track_of_does_not_wedge_the_election(
+    zookeeper: ZooKeeperServer,
+) -> None:
+    """A create whose answer was lost (the connection dropped after the server applied it)
+    leaves a candidacy of our live session that we do not track. First in line, it would hold
+    every member behind it for as long as our session lives: we delete it when we see it."""
+    from backends.zookeeper import candidate_prefix
+
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    with coordination.connect(url, "a", detector=False) as a, \
+            coordination.connect(url, "b", detector=False) as b:
+        a.election("e").campaign()  # creates the election's directories
+        a.election("e").resign()
+        cands = f"{a.prefix}/elections/e/candidates"
+        lost = a.client.create(f"{cands}/{candidate_prefix('a', 0)}", b"", ephemeral=True,
+                               sequence=True)  # our session's, unknown to our election
+        b_elected = Recorder()
+        b.election("e").campaign(on_elected=b_elected)
+        a.election("e").campaign()  # behind b: its first look finds the lost one
+        assert b_elected.wait_count(1, WAIT)[0].member_id == "b"
+        assert a.client.exists(lost) is None
+        assert [c.member_id for c in b.election("e").candidates()] == ["b", "a"]
+
+
 def test_a_leader_that_missed_a_preemption_takes_a_newer_term(zookeeper: ZooKeeperServer) -> None:
     """A higher-priority candidate takes over and is gone (killed and evicted) before the old
     leader re-reads the list: the old leader must not go on under its old term, which the
