@@ -34,7 +34,8 @@ deleted when it is seen. Either would otherwise hold the election as long as the
 
 Watches, none of them a herd: a follower watches only the candidate just before its own (a data
 watch); only the leader watches the candidate list (to notice preemption by a higher priority).
-A candidate joining at the back of the line wakes the leader alone.
+An observer (leader listeners) watches the leader record and the candidacy it names. A
+candidate joining at the back of the line wakes the leader alone.
 
 Batches: every step (create directories and candidacies, read candidate lists, publish leaders,
 observe for listeners) runs on the driver's worker thread over every election that needs it at
@@ -154,6 +155,24 @@ def leader_of(doc: dict[str, Any], children: list[str],
     return None
 
 
+def named_candidate(doc: dict[str, Any]) -> str | None:
+    """The candidate node a valid leader record names, if it is a candidate node of the
+    member the record names (a record naming anything else names no leader)."""
+    node = doc.get("candidate")
+    if not isinstance(node, str) or "/" in node:
+        return None
+    parsed = parse_candidate(node)
+    return node if parsed is not None and parsed[1] == doc.get("member_id") else None
+
+
+def observed_leader(election: ZooKeeperElection) -> Leadership | None:
+    """The leader an observer last saw: the record's, while the candidacy it names lives."""
+    doc = election.seen_doc[0] if election.seen_doc else {}
+    if election.named_alive and named_candidate(doc) is not None:
+        return Leadership(doc["member_id"], doc["term"])
+    return None
+
+
 class ZooKeeperElection(BatchedElection):
     """One election: paths, this member's candidacy, and the step that settles it."""
 
@@ -172,10 +191,11 @@ class ZooKeeperElection(BatchedElection):
         self.watch_list = False
         #: the predecessor whose deletion we wait for (a follower's one watch)
         self.watching: str | None = None
-        #: for leader listeners: the leader znode (doc, version) and the candidate list as
-        #: last read; each re-read only when its own watch fires (worker thread only)
+        #: for leader listeners: the leader znode (doc, version) as last read, and whether the
+        #: candidacy it names was alive then (None: not looked yet); each re-read only when
+        #: its own watch fires (worker thread only)
         self.seen_doc: tuple[dict[str, Any], int] | None = None
-        self.seen_children: list[str] | None = None
+        self.named_alive: bool | None = None
         #: candidate znodes that belong to no session (not ephemeral): never candidates
         self.orphans: set[str] = set()
         #: candidate znodes named for this member but owned by another of its sessions (a
@@ -237,8 +257,8 @@ class ZooKeeperElection(BatchedElection):
     def on_doc_watch(self, _event: Any) -> None:
         self.coordinator.engine.observe(self, "doc")
 
-    def on_children_watch(self, _event: Any) -> None:
-        self.coordinator.engine.observe(self, "list")
+    def on_named_watch(self, _event: Any) -> None:
+        self.coordinator.engine.observe(self, "named")
 
     # ---- worker thread ------------------------------------------------------------------------
 
@@ -368,9 +388,9 @@ class ElectionEngine:
 
     def observe(self, election: ZooKeeperElection, *parts: str) -> None:
         """Queue a report to `election`'s leader listeners, re-reading `parts` ("doc": the
-        leader znode, "list": the candidates; both if none is named)."""
+        leader znode, "named": the candidacy it names; both if none is given)."""
         with self._lock:
-            self._observe.setdefault(election, set()).update(parts or ("doc", "list"))
+            self._observe.setdefault(election, set()).update(parts or ("doc", "named"))
         self._schedule()
 
     def forget_directories(self) -> None:
@@ -735,43 +755,48 @@ class ElectionEngine:
             writes = []
 
     def _observe_all(self, observe: dict[ZooKeeperElection, set[str]]) -> None:
-        """Tell listeners who leads each election. The leader znode and the candidate list
-        are watched and re-read separately, so a published leader costs each observer one
-        read, and so does a candidate joining or leaving."""
+        """Tell listeners who leads each election: the leader the record names, while the
+        candidacy it names is alive. Both are watched and re-read only when their watch
+        fires, so a published leader costs each observer a read of the record and one of the
+        candidacy it names; a candidate joining behind the leader wakes no observer.
+
+        The candidate list is not watched here: the only changes of it that change who leads
+        are the named candidacy going (its own watch) and a candidacy of higher priority
+        taking over, which publishes before it takes (`publish_first`)."""
         if not observe:
             return
         self.prepare(list(observe))
-        items = []
-        for election, parts in observe.items():
-            if "doc" in parts or election.seen_doc is None:
-                items.append((election, "doc"))
-            if "list" in parts or election.seen_children is None:
-                items.append((election, "list"))
-        results = self.zk.pipelined(items, lambda item: (
-            self.zk.get_async(item[0].leader_path, watch=item[0].on_doc_watch)
-            if item[1] == "doc" else
-            self.zk.get_children_async(item[0].cands, watch=item[0].on_children_watch)))
-        for (election, part), result in results:
+        docs = [e for e, parts in observe.items() if "doc" in parts or e.seen_doc is None]
+        for election, result in self.zk.pipelined(docs, lambda e: self.zk.get_async(
+                e.leader_path, watch=e.on_doc_watch)):
             if isinstance(result, NoNodeError):
-                result = (b"", None) if part == "doc" else []
+                result = (b"", None)
             elif isinstance(result, Exception):
                 raise result
-            if part == "doc":
-                data, stat = result
-                election.seen_doc = (leader_doc(data), -2 if stat is None else stat.version)
+            data, stat = result
+            election.seen_doc = (leader_doc(data), -2 if stat is None else stat.version)
+            election.named_alive = None
+        named = []
+        for election, parts in observe.items():
+            node = named_candidate(election.seen_doc[0] if election.seen_doc else {})
+            if node is None:
+                election.named_alive = False
+            elif "named" in parts or election.named_alive is None:
+                named.append((election, node))
+        # a read, not `exists`: on a znode already gone it leaves no watch behind in the server
+        for (election, node), result in self.zk.pipelined(named, lambda item: self.zk.get_async(
+                f"{item[0].cands}/{item[1]}", watch=item[0].on_named_watch)):
+            if isinstance(result, NoNodeError):
+                election.named_alive = False
+            elif isinstance(result, Exception):
+                raise result
+            elif result[1].ephemeralOwner == 0:  # no session owns it: not a real candidate
+                self.orphan_found(election, node)
+                election.named_alive = False
             else:
-                election.seen_children = election.candidates_seen = result
-        unsettled = []
+                election.named_alive = True
         for election in observe:
-            doc = election.seen_doc[0] if election.seen_doc else {}
-            if leader_of(doc, election.seen_children or [], election.orphans) is None \
-                    and doc.get("candidate") in (election.seen_children or []):
-                unsettled.append((election, election.seen_children or [], doc.get("candidate")))
-        if unsettled:
-            self.find_orphans(unsettled)
-        for election in observe:
-            doc = election.seen_doc[0] if election.seen_doc else {}
-            election._leader_seen(leader_of(doc, election.seen_children or [], election.orphans))
+            election._leader_seen(observed_leader(election))
 
     # ---- reads for callers (their own thread) ----------------------------------------------
 

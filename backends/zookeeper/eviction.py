@@ -4,11 +4,11 @@ ZooKeeper would remove a dead member's ephemeral znodes only when its session ex
 does it now, so every election the member led moves on at once, in three passes:
 1. At once, without reading a candidate list: the lists this member has already read
    (`ZooKeeperElection.candidates_seen`) name every candidacy ranked ahead of its own in each
-   election it campaigns in, and every candidacy of the elections it observes (those lists
-   are watched). The dead member's candidacies that lead there are deleted in transactions,
-   after one read: the member record's. Taken before that read, the snapshot holds no
-   candidacy of a restarted incarnation, which registers its member record before it
-   campaigns; a record of another incarnation stops the eviction.
+   election it campaigns in, and in the elections it observes the leader record names the
+   leading candidacy (watched while it lives). The dead member's candidacies that lead there
+   are deleted in transactions, after one read: the member record's. Taken before that read,
+   the snapshot holds no candidacy of a restarted incarnation, which registers its member
+   record before it campaigns; a record of another incarnation stops the eviction.
 2. At once: the candidate lists of the elections this member does not know (it neither
    campaigns nor observes there) are read, pipelined, and the member's candidacies there
    deleted -- only those owned by the same session as its member znode, so a restarted
@@ -39,7 +39,7 @@ from coordination.names import shown
 from coordination.types import MemberInfo
 
 from .client import TRANSIENT, chunks
-from .election import ZooKeeperElection, parse_candidate, ranked
+from .election import ZooKeeperElection, named_candidate, parse_candidate, ranked
 
 if TYPE_CHECKING:
     from kazoo.protocol.states import ZnodeStat
@@ -138,22 +138,27 @@ def _scan(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list
 
 
 def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[str], set[str]]:
-    """Paths of `member_id`'s candidacies that lead in the candidate lists this member last
-    read (where it observes, that list is watched; where it campaigns, it names every
-    candidacy ranked ahead of its own), and the names of the elections those lists cover.
-    Only a leading candidacy holds a takeover up; the others wait for pass 3, so that the
-    survivors' takeover does not also pay for their deletes and the watches those wake."""
+    """Paths of `member_id`'s candidacies that lead as far as this member knows, and the names
+    of the elections it knows that of: where it campaigns, the candidate list it last read
+    names every candidacy ranked ahead of its own; where it observes, the leader record names
+    the leading candidacy, watched while it lives. Only a leading candidacy holds a takeover
+    up; the others wait for pass 3, so that the survivors' takeover does not also pay for
+    their deletes and the watches those wake."""
     out, known = [], set()
     for election in co.existing_elections():
         if not isinstance(election, ZooKeeperElection):
             continue
-        if election.node is None and election.seen_children is None:
-            continue  # neither campaigning with a candidacy nor observing: unknown
+        named = named_candidate(election.seen_doc[0]) if election.seen_doc else None
+        if not election.named_alive:
+            named = None
+        if election.node is None and named is None:
+            continue  # neither campaigning with a candidacy nor seeing a live leader: unknown
         known.add(election.name)
-        first = next((c for c in ranked(election.candidates_seen)
-                      if c[0] not in election.orphans), None)
-        if first is not None and first[1] == member_id:
-            out.append(f"{election.cands}/{first[0]}")
+        first = next((c[0] for c in ranked(election.candidates_seen)
+                      if c[0] not in election.orphans), None) if election.node else None
+        for node in {first, named} - {None}:
+            if (parse_candidate(node) or (None, None))[1] == member_id:
+                out.append(f"{election.cands}/{node}")
     return out, known
 
 

@@ -11,7 +11,8 @@ Pure, framework-free (importable and tested without Ryu or os-ken):
 - `handover`: the planned-handover machines (source and target);
 - `moves`, `balancer`: move records, and the balancer's reads and plan over the public store API
   (also used by `coordctl`); the policies themselves are `coordination.balancing`;
-- `config`: the ryu.conf `[coordination]` options, parsed and validated into `Settings`.
+- `config`: the ryu.conf `[coordination]` options, parsed and validated into `Settings`;
+- `reads`: where a switch's leader read is answered from (a listener's report, the store).
 
 Ryu / os-ken glue:
 - `roles`: the per-version OpenFlow role messages (`RoleCodec`, `CODECS`, `codec_of`);

@@ -91,22 +91,19 @@ from .inputs import (
     Elected,
     LeaderRead,
     LeaderSeen,
+    ListenersRegistered,
     PredecessorAnswer,
     RecordsChanged,
     Revoked,
     SessionChanged,
     Tick,
 )
+from .reads import Answer, LeaderReads
 from .roles import CODECS, ROLE_STATUS_REASONS, codec_of
 
 LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
 TICK = 0.1
-#: Seconds a new switch's leader read waits for its election listener's first report before
-#: it reads the store: a safety net. The report is pushed and usually comes within
-#: milliseconds; under load it can take seconds, and reading sooner only adds to the load (at
-#: 5,000 switches a 1 s wait tripled the store's requests).
-FIRST_REPORT_WAIT = 10.0
 #: Consecutive STALE refusals of one switch after which the log says why and what to do.
 _STALE_WARN_AT = frozenset({5, 50, 500, 5000})
 #: Seconds a graceful stop may spend handing switches over, resigning and closing.
@@ -149,22 +146,13 @@ class Mastership(RyuApp):
         self._datapaths: dict[int, Any] = {}
         self._epochs = itertools.count(1)
         self._observed: set[int] = set()
-        #: dpid -> the leader its election's listener last reported (event loop only): what
-        #: the store says, pushed by its watches, so a leader read needs no store I/O
-        self._seen_leaders: dict[int, coordination.Leadership | None] = {}
-        #: leader reads answered from `_seen_leaders`, fed to their machines once the current
-        #: input is done (the loop never posts to its own bounded queue: it would wait on
-        #: itself once the queue is full)
+        #: where each leader read is answered from (event loop only; reads.py)
+        self._leader_reads = LeaderReads()
+        #: leader reads answered from the listeners' reports, fed to their machines once the
+        #: current input is done (the loop never posts to its own bounded queue: it would wait
+        #: on itself once the queue is full)
         self._local_reads: collections.deque[tuple[int, int]] = collections.deque()
         self._feeding = False
-        #: switches whose election's listener is new and has not reported yet (event loop
-        #: only): their leader reads wait for that first report instead of reading the store,
-        #: which would cost two reads per switch per controller for the same answer
-        self._unreported: dict[int, list[int]] = {}
-        self._listening: set[int] = set()
-        #: (deadline, dpid) in order: past it, a switch still unreported is read from the store
-        #: (a busy store worker may take a while to register and run the listener)
-        self._report_deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._session = Session.CONNECTED
         #: dpid -> term for switches we may program now (read from any thread).
         self._masters: dict[int, int] = {}
@@ -177,8 +165,6 @@ class Mastership(RyuApp):
         #: current one per dpid (older heap entries are skipped when popped)
         self._timers: list[tuple[float, int, int]] = []
         self._due: dict[int, float] = {}
-        #: dpid -> whether another read was asked for while one is in flight.
-        self._reads: dict[int, bool] = {}
         self._running = False
         self._stopped = False
         #: Prometheus metrics, when `metrics_port` is set (`ryu_integration.metrics`)
@@ -526,10 +512,8 @@ class Mastership(RyuApp):
     def _handle_tick(self, ev: Tick) -> None:
         now = time.monotonic()
         self._tick(now)
-        while self._report_deadlines and self._report_deadlines[0][0] <= now:
-            _, dpid = self._report_deadlines.popleft()
-            for epoch in self._unreported.pop(dpid, ()):
-                self._request_read(dpid, epoch)  # no first report yet: read the store
+        for dpid, epoch in self._leader_reads.overdue(now):
+            self._request_read(dpid, epoch)  # no first report yet: read the store
         if self.handovers is not None:
             self.handovers.tick(now)
         if self.balancer is not None:
@@ -610,11 +594,8 @@ class Mastership(RyuApp):
         now = time.monotonic()
         self._session = ev.state
         if self._session is not Session.CONNECTED:
-            self._seen_leaders.clear()  # watches may miss changes now: read the store
-            unreported, self._unreported = self._unreported, {}
-            for dpid, epochs in unreported.items():
-                for epoch in epochs:
-                    self._request_read(dpid, epoch)
+            for dpid, epoch in self._leader_reads.session_down():
+                self._request_read(dpid, epoch)  # watches may miss changes now: read the store
         LOG.info("SESSION member=%s state=%s t=%.6f", self.member_id, self._session.value,
                  time.time())
         for fsm in list(self._fsms.values()):
@@ -647,9 +628,9 @@ class Mastership(RyuApp):
     @set_ev_cls(LeaderSeen)
     def _handle_leader_seen(self, ev: LeaderSeen) -> None:
         now = time.monotonic()
-        waiting = self._unreported.pop(ev.dpid, ())
-        if self._session is Session.CONNECTED:
-            self._seen_leaders[ev.dpid] = ev.leadership
+        connected = self._session is Session.CONNECTED
+        waiting = self._leader_reads.reported(ev.dpid, ev.leadership, connected)
+        if connected:
             self._local_reads.extend((ev.dpid, epoch) for epoch in waiting)
         else:
             for epoch in waiting:
@@ -664,12 +645,16 @@ class Mastership(RyuApp):
         if self.balancer is not None:
             self.balancer.leader_changed(fsm.dpid, lead and lead.member_id, now)
 
+    @set_ev_cls(ListenersRegistered)
+    def _handle_listeners_registered(self, ev: ListenersRegistered) -> None:
+        self._leader_reads.registered(ev.dpids, time.monotonic())
+
     @set_ev_cls(LeaderRead)
     def _handle_leader_read(self, ev: LeaderRead) -> None:
         now = time.monotonic()
         fsm = self._fsms.get(ev.dpid)
-        if self._reads.pop(ev.dpid, False) and fsm is not None:
-            self._request_read(fsm.dpid, fsm.epoch)  # asked again while this one was in flight
+        if self._leader_reads.read_done(ev.dpid) and fsm is not None:
+            self._request_read(fsm.dpid, fsm.epoch)  # asked again: this answer does not do
         fsm = self._current(ev.dpid, ev.epoch)
         if fsm is None:
             return
@@ -703,12 +688,8 @@ class Mastership(RyuApp):
                 self._changed(fsm, action)
             elif isinstance(action, Campaign):
                 if self._worker is not None and self._running:
-                    if action.dpid not in self._listening:  # the worker adds its listener
-                        self._listening.add(action.dpid)
-                        if self._session is Session.CONNECTED:
-                            self._unreported[action.dpid] = []
-                            self._report_deadlines.append(
-                                (time.monotonic() + FIRST_REPORT_WAIT, action.dpid))
+                    # the worker registers its listener, then posts ListenersRegistered
+                    self._leader_reads.listening(action.dpid, self._session is Session.CONNECTED)
                     self._worker.put("campaign", (action.dpid, fsm.epoch))
             elif isinstance(action, Resign):
                 self._resign(action.dpid)
@@ -727,9 +708,9 @@ class Mastership(RyuApp):
             while self._local_reads:
                 dpid, epoch = self._local_reads.popleft()
                 fsm = self._fsms.get(dpid)
-                if fsm is None or fsm.epoch != epoch or dpid not in self._seen_leaders:
+                if fsm is None or fsm.epoch != epoch or dpid not in self._leader_reads.seen:
                     continue
-                lead = self._seen_leaders[dpid]
+                lead = self._leader_reads.seen[dpid]
                 self._run(fsm, fsm.leader_read(lead and lead.member_id, lead and lead.term,
                                                time.monotonic()))
         finally:
@@ -832,23 +813,15 @@ class Mastership(RyuApp):
             self._record(lambda: self.coord and self._withdraw(self.coord, dpid, term))
 
     def _request_read(self, dpid: int, epoch: int, fresh: bool = False) -> None:
-        """Read the leader of `dpid` (event loop only). One read in flight per switch; asks made
-        meanwhile are folded into one more read after it. A switch whose election's listener
-        has reported is answered from that report (the same store state, pushed) unless
-        `fresh`: the switch has just contradicted that report."""
-        if dpid in self._seen_leaders and not fresh:
+        """Have the leader of `dpid` read for connection `epoch` (event loop only): from what
+        the app knows where it can (reads.py says where), else from the store."""
+        answer = self._leader_reads.ask(dpid, epoch, fresh,
+                                        can_read=self._reader is not None and self._running)
+        if answer is Answer.LOCAL:
             self._local_reads.append((dpid, epoch))
-            return
-        if dpid in self._unreported and not fresh:
-            self._unreported[dpid].append(epoch)  # answered by the listener's first report
-            return
-        if dpid in self._reads:
-            self._reads[dpid] = True
-            return
-        if self._reader is None or not self._running:
-            return
-        self._reads[dpid] = False
-        self._reader.put("read", (dpid, epoch))
+        elif answer is Answer.READ:
+            assert self._reader is not None
+            self._reader.put("read", (dpid, epoch))
 
     def _campaign_batch(self, items: list[tuple[int, int]]) -> None:
         """Campaign for every (dpid, epoch) in one batch (the store worker)."""
@@ -873,6 +846,11 @@ class Mastership(RyuApp):
             # Unreachable store: the coordinator re-enters the candidacies when a session is up.
             LOG.warning("mastership: campaigning for %d switch(es) failed: %s", len(requests),
                         exc)
+        finally:
+            # The first reports come after this batch's joins: the wait for them starts now,
+            # not when the switches connected (5,000 of them queue seconds of joins on a
+            # busy store, and reading the store for each one only adds to that).
+            self._post(ListenersRegistered(tuple(latest)))
 
     def _resign_batch(self, dpids: list[int]) -> None:
         """Resign the elections of `dpids` in one batch (the store worker)."""

@@ -55,6 +55,14 @@ class LeaderSeen(EventBase):
 
 
 @dataclass(eq=False)
+class ListenersRegistered(EventBase):
+    """The store worker has registered the election listeners of `dpids` and entered their
+    campaigns (or given up trying): the wait for each one's first report starts now."""
+
+    dpids: tuple[int, ...]
+
+
+@dataclass(eq=False)
 class LeaderRead(EventBase):
     """A leader read of `dpid` asked for by connection `epoch` answered `leadership`, or
     `failed` (the store could not be reached)."""

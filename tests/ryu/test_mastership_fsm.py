@@ -673,7 +673,7 @@ def test_the_package_name_loads_the_app_and_every_input_has_one_handler():
             handled.setdefault(ev_cls, []).append(name)
     kinds = [cls for _, cls in inspect.getmembers(inputs, inspect.isclass)
              if cls.__module__ == inputs.__name__]
-    assert len(kinds) == 9
+    assert len(kinds) == 10
     assert {cls: len(handled.get(cls, [])) for cls in kinds} == dict.fromkeys(kinds, 1)
 
     handler = framework_module("controller.handler")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.ryu_helpers import FRAMEWORKS, require_framework
 
-PURE = ("fsm", "handover", "moves", "balancer", "config")
+PURE = ("fsm", "handover", "moves", "balancer", "config", "reads")
 
 
 def run(code: str, **env: str) -> subprocess.CompletedProcess[str]:

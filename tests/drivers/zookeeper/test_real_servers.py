@@ -351,3 +351,37 @@ def test_a_campaign_over_many_batches_returns_once_every_candidacy_exists(
         taken.wait_count(1, WAIT)
         assert all([c.member_id for c in a.election(n).candidates()] == ["b", "a"]
                    for n in names)
+
+
+def test_a_candidate_joining_behind_the_leader_wakes_no_observer(
+        zookeeper: ZooKeeperServer) -> None:
+    """An observer (leader listener) watches the leader record and the candidacy it names, not
+    the candidate list: joins at the back of the line cost it nothing; the leader leaving
+    still reaches it, as the successor."""
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    with coordination.connect(url, "a") as a, coordination.connect(url, "b") as b, \
+            coordination.connect(url, "c") as c, coordination.connect(url, "watcher") as watcher:
+        a_led, seen = Recorder(), Recorder()
+        a.election("e").campaign(on_elected=a_led)
+        a_led.wait_count(1, WAIT)
+        watcher.election("e").add_leader_listener(seen)
+        assert seen.wait_count(1, WAIT)[0].member_id == "a"
+        reads: list[str] = []
+        call = watcher.client._call
+
+        def counted(request: object, result: object) -> object:
+            if "/elections/e/" in (getattr(request, "path", "") or ""):
+                reads.append(type(request).__name__)
+            return call(request, result)
+
+        watcher.client._call = counted
+        b.election("e").campaign()
+        c.election("e").campaign()
+        assert [x.member_id for x in c.election("e").candidates()] == ["a", "b", "c"]
+        a.election("e").resign()
+        assert seen.wait_for(lambda items: items[-1] is not None
+                             and items[-1].member_id == "b", WAIT)
+        # no listing of the candidates: the joins of b and c woke nothing; the handover cost
+        # reads of the record and of the candidacies it named
+        assert reads and set(reads) == {"GetData"}, reads
+        assert len(reads) <= 4, reads
