@@ -38,6 +38,7 @@ import heapq
 import itertools
 import logging
 import resource
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -59,6 +60,7 @@ from ..compat import (
     ofproto_v1_0_parser,
     set_ev_cls,
 )
+from ..courier import Courier
 from . import config, guard
 from .balancer_glue import Balancer
 from .balancer_inputs import BalancerLeadership, MembersRead, MoveAsked, PlanReady, RebalanceAsked
@@ -94,6 +96,7 @@ from .inputs import (
     ListenersRegistered,
     PredecessorAnswer,
     RecordsChanged,
+    ReportsWaiting,
     Revoked,
     SessionChanged,
     Tick,
@@ -104,6 +107,10 @@ from .roles import CODECS, ROLE_STATUS_REASONS, codec_of
 LOG = logging.getLogger("ryu_integration.mastership")
 #: Seconds between timer ticks fed to every FSM.
 TICK = 0.1
+#: Listener reports handled per turn of the event loop (`_handle_reports`).
+REPORTS_PER_TURN = 64
+#: The inputs that go through the report lane (`_post`), not the framework's queue.
+REPORT_LANE = (LeaderSeen, ListenersRegistered)
 #: Consecutive STALE refusals of one switch after which the log says why and what to do.
 _STALE_WARN_AT = frozenset({5, 50, 500, 5000})
 #: Seconds a graceful stop may spend handing switches over, resigning and closing.
@@ -153,6 +160,13 @@ class Mastership(RyuApp):
         #: on itself once the queue is full)
         self._local_reads: collections.deque[tuple[int, int]] = collections.deque()
         self._feeding = False
+        #: listener reports (LeaderSeen, ListenersRegistered) wait here rather than in the
+        #: framework's queue, and are handled REPORTS_PER_TURN at a time (`_handle_reports`)
+        self._reports: collections.deque[EventBase] = collections.deque()
+        self._reports_lock = threading.Lock()
+        self._reports_posted = False
+        #: posts to our own queue from the event loop (it must never wait on itself)
+        self._courier = Courier(self)
         self._session = Session.CONNECTED
         #: dpid -> term for switches we may program now (read from any thread).
         self._masters: dict[int, int] = {}
@@ -208,6 +222,7 @@ class Mastership(RyuApp):
                                          "predecessor": self._predecessor_batch})
         self._recorder = SerialExecutor(f"mastership-records[{self.member_id}]")
         raise_open_file_limit()
+        self._courier.start()
         self._running = True
         self.handovers = Handovers(self)
         self.handovers.start()
@@ -241,6 +256,7 @@ class Mastership(RyuApp):
             if self.balancer is not None:
                 self.balancer.leave()
         self._running = False
+        self._courier.stop()
         lifecycle.unregister(self.shutdown)
         self._masters.clear()
         started = time.time()
@@ -477,9 +493,23 @@ class Mastership(RyuApp):
 
     def _post(self, item: EventBase) -> None:
         """Queue `item` for the event loop, from another thread (never from the loop itself:
-        the framework's queue is bounded, and the loop would wait on itself)."""
-        if self._running:
-            self.send_event(self.name, item)
+        the framework's queue is bounded, and the loop would wait on itself).
+
+        Listener reports go to their own lane: at start-up every switch's listener reports,
+        and a takeover's Elected callbacks, posted behind thousands of them, waited until all
+        were handled (traced under Ryu at 5,000 switches: a takeover that began 1.9 s after
+        the kill instead of 0.7 s). In the lane they take their turn REPORTS_PER_TURN at a
+        time, and what the framework queued meanwhile goes between two turns."""
+        if not self._running:
+            return
+        if isinstance(item, REPORT_LANE):
+            with self._reports_lock:
+                self._reports.append(item)
+                if self._reports_posted:
+                    return
+                self._reports_posted = True
+            item = ReportsWaiting()
+        self.send_event(self.name, item)
 
     def _on_session(self, state: coordination.SessionState) -> None:
         self._post(SessionChanged(_SESSIONS[state]))
@@ -625,7 +655,22 @@ class Mastership(RyuApp):
         if self.handovers is not None:
             self.handovers.revoked(fsm.dpid, now)
 
-    @set_ev_cls(LeaderSeen)
+    @set_ev_cls(ReportsWaiting)
+    def _handle_reports(self, _ev: ReportsWaiting) -> None:
+        """One turn of the report lane (see `_post`); the next turn queues behind what the
+        framework holds now."""
+        with self._reports_lock:
+            turn = [self._reports.popleft()
+                    for _ in range(min(REPORTS_PER_TURN, len(self._reports)))]
+            self._reports_posted = more = bool(self._reports)
+        for item in turn:
+            if isinstance(item, LeaderSeen):
+                self._handle_leader_seen(item)
+            else:
+                self._handle_listeners_registered(item)
+        if more and self._running:
+            self._courier.send(self.name, ReportsWaiting())
+
     def _handle_leader_seen(self, ev: LeaderSeen) -> None:
         now = time.monotonic()
         connected = self._session is Session.CONNECTED
@@ -645,7 +690,6 @@ class Mastership(RyuApp):
         if self.balancer is not None:
             self.balancer.leader_changed(fsm.dpid, lead and lead.member_id, now)
 
-    @set_ev_cls(ListenersRegistered)
     def _handle_listeners_registered(self, ev: ListenersRegistered) -> None:
         self._leader_reads.registered(ev.dpids, time.monotonic())
 

@@ -102,5 +102,10 @@ class RecordsChanged(EventBase):
 
 
 @dataclass(eq=False)
+class ReportsWaiting(EventBase):
+    """Listener reports wait in the app's report lane: handle a turn of them."""
+
+
+@dataclass(eq=False)
 class Tick(EventBase):
     """Timer tick: run the state machines whose deadline has come."""
