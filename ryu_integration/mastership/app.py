@@ -59,6 +59,7 @@ from ..compat import (
     ofp_event,
     ofproto_v1_0_parser,
     set_ev_cls,
+    skip_thread_lookups_in_logs,
 )
 from ..courier import Courier
 from . import config, guard
@@ -222,6 +223,7 @@ class Mastership(RyuApp):
                                          "predecessor": self._predecessor_batch})
         self._recorder = SerialExecutor(f"mastership-records[{self.member_id}]")
         raise_open_file_limit()
+        skip_thread_lookups_in_logs()  # logging is configured by now
         self._courier.start()
         self._running = True
         self.handovers = Handovers(self)
