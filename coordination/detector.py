@@ -790,8 +790,8 @@ class FailureDetector:
                         "session timeout decides)", self.member_id, member_id, reason, silent,
                         self.settings.damping_window, self.settings.damping_backoff)
             return
-        LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago)",
-                    self.member_id, member_id, reason, silent)
+        LOG.warning("detector %s: member %s declared dead (%s, last heard %.3f s ago) t=%.6f",
+                    self.member_id, member_id, reason, silent, time.time())
         self._suspects[member_id] = now
         beat = self._heartbeat()  # tell the others now: the lowest survivor acts
         for other in list(self._peers.values()):

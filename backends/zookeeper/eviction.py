@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -84,8 +85,8 @@ def evict_member(co: ZooKeeperCoordinator, member_id: str, incarnation: str | No
     deleted += _scan(co, member_id, stat, [name for name in names if name not in known],
                      set(seen))
     LOG.warning("member %s: evicting member %s: deleted %d candidacies at once; its others "
-                "and its member record go after this member's takeover", co.member_id,
-                shown(member_id), deleted)
+                "and its member record go after this member's takeover t=%.6f", co.member_id,
+                shown(member_id), deleted, time.time())
     after_takeover(co, _finish, (co, member_id, stat, later, set(seen)))
     return deleted
 
