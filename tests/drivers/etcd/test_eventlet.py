@@ -51,14 +51,16 @@ b.election("dp-1").campaign(on_elected=on_elected("b"))
 out["session_changed"] = changed.wait(3.0)
 out["session"] = a.session_state.value
 events = []
-got_change = threading.Event()
+got_snapshot, got_change = threading.Event(), threading.Event()
 
 def on_topology(event):
     events.append(type(event).__name__)
+    got_snapshot.set()
     if isinstance(event, Change):
         got_change.set()
 
 b.topology.watch(on_topology)
+assert got_snapshot.wait(15), "no snapshot arrived"  # else the put below may land in it
 started = time.monotonic()
 a.election("dp-1").resign()
 assert elected["b"].wait(15), "b was not elected after a resigned"

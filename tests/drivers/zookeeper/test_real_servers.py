@@ -83,8 +83,9 @@ def test_eventlet_process_uses_the_eventlet_handler(zookeeper: ZooKeeperServer) 
         a.close()
         assert got.wait(10), "no handover under eventlet"
         seen = []
-        done = threading.Event()
-        b.topology.watch(lambda ev: (seen.append(ev), len(seen) == 2 and done.set()))
+        started, done = threading.Event(), threading.Event()
+        b.topology.watch(lambda ev: (seen.append(ev), started.set(), len(seen) == 2 and done.set()))
+        assert started.wait(10), "no snapshot under eventlet"  # else the put may land in it
         b.topology.put(coordination.Switch(dpid=1, owner="b", term=1))
         assert done.wait(10), seen
         b.close()
