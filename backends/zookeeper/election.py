@@ -665,18 +665,24 @@ class ElectionEngine:
         hold the election (every member behind it) forever. Those of another session (a
         previous incarnation of this member) go with that session, or with its eviction."""
         session = (self.zk.client.client_id or (None,))[0]
+        if session is None:  # no session to tell ours from another's: look again later
+            return
         stats = self.zk.pipelined(found, lambda item: self.zk.exists_async(
             f"{item[0].cands}/{item[1]}"))
-        lost = [(e, node) for (e, node), stat in stats
-                if stat is not None and not isinstance(stat, Exception)
-                and session is not None and stat.ephemeralOwner == session]
-        for election, node in lost:
-            LOG.warning("election %s: deleting candidate znode %s, ours but no longer tracked "
-                        "(a create whose answer was lost, or a leftover delete that failed)",
-                        election.name, node)
-        self._delete_paths([f"{e.cands}/{node}" for e, node in lost])
-        for election, node in set(found) - set(lost):
-            election.elsewhere.add(node)  # a real candidate while its session lives
+        lost = []
+        for (election, node), stat in stats:
+            if stat is None or isinstance(stat, Exception):
+                continue  # gone already, or looked at again next time
+            if stat.ephemeralOwner == session:
+                LOG.warning("election %s: deleting candidate znode %s, ours but no longer "
+                            "tracked (a create whose answer was lost, or a leftover delete "
+                            "that failed)", election.name, node)
+                lost.append(f"{election.cands}/{node}")
+            elif stat.ephemeralOwner == 0:
+                self.orphan_found(election, node)
+            else:
+                election.elsewhere.add(node)  # a real candidate while its session lives
+        self._delete_paths(lost)
 
     def preempted_unseen(self, leaders: list[tuple[ZooKeeperElection, int]]
                          ) -> list[tuple[ZooKeeperElection, int]]:

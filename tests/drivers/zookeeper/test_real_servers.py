@@ -188,6 +188,33 @@ def test_a_candidacy_of_ours_we_lost_track_of_does_not_wedge_the_election(
         assert [c.member_id for c in b.election("e").candidates()] == ["b", "a"]
 
 
+def test_a_candidacy_named_for_us_that_another_session_owns_is_left_to_that_session(
+    zookeeper: ZooKeeperServer,
+) -> None:
+    """A previous incarnation of this member (another session) is a real candidate until its
+    session ends: never deleted by the member's new incarnation, and waited for, not wedged."""
+    from backends.zookeeper import candidate_prefix
+
+    url = f"zookeeper://{zookeeper.hosts}/{_ns()}"
+    with coordination.connect(url, "a", detector=False) as a:
+        a.election("e").campaign()  # creates the election's directories
+        a.election("e").resign()
+        cands = f"{a.prefix}/elections/e/candidates"
+        previous = coordination.connect(url, "old", detector=False)
+        try:
+            earlier = previous.client.create(f"{cands}/{candidate_prefix('a', 0)}", b"",
+                                             ephemeral=True, sequence=True)
+            elected = Recorder()
+            a.election("e").campaign(on_elected=elected)
+            a.worker.submit(lambda: None).result(WAIT)  # its first look at the list is done
+            assert [c.member_id for c in a.election("e").candidates()] == ["a", "a"]
+            assert elected.items == [] and a.client.exists(earlier) is not None
+        finally:
+            previous.close()  # its session ends: its candidacy goes with it
+        assert elected.wait_count(1, WAIT)[0].member_id == "a"
+        assert a.client.exists(earlier) is None
+
+
 def test_a_leader_that_missed_a_preemption_takes_a_newer_term(zookeeper: ZooKeeperServer) -> None:
     """A higher-priority candidate takes over and is gone (killed and evicted) before the old
     leader re-reads the list: the old leader must not go on under its old term, which the
