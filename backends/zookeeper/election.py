@@ -552,9 +552,10 @@ class ElectionEngine:
             return
         with self._lock:
             self._doomed.update(paths)
-        for path, result in self.zk.pipelined(paths, self.zk.delete_async):
-            with self._lock:  # done, or an error that trying again will not change
-                self._doomed.discard(path)
+        results = self.zk.pipelined(paths, self.zk.delete_async)  # raises if the link is gone
+        with self._lock:  # done, or an error that trying again will not change
+            self._doomed.difference_update(paths)
+        for _, result in results:
             if isinstance(result, Exception) and not isinstance(result, NoNodeError):
                 raise result
 

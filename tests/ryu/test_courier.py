@@ -7,14 +7,10 @@ the receiver's queue filled to the framework's bound; no switch, no store.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from typing import Any
 
 import pytest
-
-if not any(importlib.util.find_spec(p) for p in ("ryu", "os_ken")):
-    pytest.skip("neither ryu nor os-ken is installed", allow_module_level=True)
 
 from ryu_integration.compat import EventBase, RyuApp, app_manager
 from ryu_integration.courier import Courier

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 import pytest
-
-if not any(importlib.util.find_spec(p) for p in ("ryu", "os_ken")):
-    pytest.skip("neither ryu nor os-ken is installed", allow_module_level=True)
 
 from ryu_integration import compat
 

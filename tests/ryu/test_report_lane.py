@@ -8,14 +8,8 @@ here (the framework's queue as a list); no switch, no store.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import threading
 from typing import Any
-
-import pytest
-
-if not any(importlib.util.find_spec(p) for p in ("ryu", "os_ken")):
-    pytest.skip("neither ryu nor os-ken is installed", allow_module_level=True)
 
 from ryu_integration.mastership import app as mastership_app
 from ryu_integration.mastership.inputs import (
