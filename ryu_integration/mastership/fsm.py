@@ -404,9 +404,8 @@ class MastershipFSM:
         if member_id != self.member_id:
             self.previous_leader = member_id
         if term > self.known_term:
-            # Fresh information: a retry held back by a refusal may go out now. A SLAVE claim
-            # follows the newest term too (desired() changes), which also fences a stale master
-            # at the switch before the new master's own claim arrives.
+            # Fresh information: a retry held back by a refusal may go out now. A role still
+            # to claim is claimed under the newest term; a confirmed SLAVE stays as it is.
             self.known_term = term
             self._reset_backoff()
         elected = self.elected_term
@@ -470,7 +469,7 @@ class MastershipFSM:
         self.role = role
         self.role_generation_id = request.generation_id
         self.stale_streak = 0
-        if (role, request.generation_id) == self.desired():
+        if _meets(role, request.generation_id, self.desired()):
             self._confirmed_at = now
             self._awaiting_confirmation = False
             self._reset_backoff()
@@ -593,9 +592,9 @@ class MastershipFSM:
             return out
         if self._retry_at is not None and now < self._retry_at:
             return out  # backing off after a refusal
-        in_flight = any((r.role, r.generation_id) == desired and not r.timed_out
+        in_flight = any(_meets(r.role, r.generation_id, desired) and not r.timed_out
                         for r in self._requests.values())
-        confirmed = (self.role, self.role_generation_id) == desired
+        confirmed = _meets(self.role, self.role_generation_id, desired)
         if in_flight or (confirmed and not self._reassert):
             return out
         self._reassert = False
@@ -612,3 +611,15 @@ class MastershipFSM:
             return []
         self._reported = state
         return [MastershipChanged(self.dpid, self.role, self.term, self.may_program, why)]
+
+
+def _meets(role: Role, generation_id: int | None, desired: tuple[Role, int] | None) -> bool:
+    """Whether holding (or asking for) `role` under `generation_id` gives what `desired` asks.
+
+    A SLAVE role held under an older term still does: claiming SLAVE again under a newer term
+    demotes nobody (only the new master's own claim does) and would cost every standby one
+    role request per switch that changes hands, which is half the OpenFlow work of a failover.
+    """
+    if desired is None or role is not desired[0]:
+        return False
+    return role is Role.SLAVE or generation_id == desired[1]

@@ -105,6 +105,28 @@ def test_not_elected_claims_slave_with_the_leaders_term():
     assert d.fsm.role is Role.SLAVE and not d.fsm.may_program
 
 
+def test_a_confirmed_slave_stays_as_it_is_when_the_leader_changes():
+    """A standby re-claiming SLAVE per switch that changes hands would demote nobody and double
+    a failover's OpenFlow work; only a role still to claim follows the newest term."""
+    d = make()
+    d("switch_up")
+    d.reply_to(sends(d("leader_seen", OTHER, 7))[0])
+    out = d("leader_seen", "c3", 8)
+    assert not sends(out) and not reports(out)
+    assert d.fsm.known_term == 8 and d.fsm.role is Role.SLAVE
+    out = d("elected", 9)  # and it still claims MASTER under its own term
+    assert [(s.role, s.generation_id) for s in sends(out)] == [(Role.MASTER, 9)]
+
+
+def test_a_slave_claim_in_flight_is_not_sent_again_for_a_newer_leader():
+    d = make()
+    d("switch_up")
+    (request,) = sends(d("leader_seen", OTHER, 7))
+    assert not sends(d("leader_seen", "c3", 8))
+    d.reply_to(request)
+    assert d.fsm.role is Role.SLAVE and not sends(d.advance(1.0))
+
+
 def test_the_answer_to_read_leader_is_the_same_input():
     d = make()
     d("switch_up")
