@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.protocol.states import EventType
 
 from coordination.codec import decode_json
 from coordination.driver_support import RANK_DIGITS, decode_rank, encode_rank
@@ -196,6 +197,9 @@ class ZooKeeperElection(BatchedElection):
         #: its own watch fires (worker thread only)
         self.seen_doc: tuple[dict[str, Any], int] | None = None
         self.named_alive: bool | None = None
+        #: the named candidacy its watch saw deleted: gone without a read (candidate names
+        #: carry a sequence number, so a name never comes back)
+        self.named_gone: str | None = None
         #: candidate znodes that belong to no session (not ephemeral): never candidates
         self.orphans: set[str] = set()
         #: candidate znodes named for this member but owned by another of its sessions (a
@@ -257,7 +261,11 @@ class ZooKeeperElection(BatchedElection):
     def on_doc_watch(self, _event: Any) -> None:
         self.coordinator.engine.observe(self, "doc")
 
-    def on_named_watch(self, _event: Any) -> None:
+    def on_named_watch(self, event: Any) -> None:
+        if event.type == EventType.DELETED:
+            # the event says all a read would (that read, per survivor and per election the
+            # dead leader led, was a quarter of a mass failover's requests)
+            self.named_gone = event.path.rsplit("/", 1)[-1]
         self.coordinator.engine.observe(self, "named")
 
     # ---- worker thread ------------------------------------------------------------------------
@@ -392,6 +400,14 @@ class ElectionEngine:
         with self._lock:
             self._observe.setdefault(election, set()).update(parts or ("doc", "named"))
         self._schedule()
+
+    def queued(self) -> set[ZooKeeperElection]:
+        """Elections with a join, an evaluation or an observation queued: what this member
+        last read of them may be out of date (a watch fired, a candidacy is being created)."""
+        with self._lock:
+            out = set(self._evaluate) | set(self._observe)
+            out.update(e for batch, _ in self._joins for e, _ in batch)
+        return out
 
     def forget_directories(self) -> None:
         """A new session: directories may have been removed meanwhile; look again."""
@@ -786,7 +802,7 @@ class ElectionEngine:
         named = []
         for election, parts in observe.items():
             node = named_candidate(election.seen_doc[0] if election.seen_doc else {})
-            if node is None:
+            if node is None or node == election.named_gone:
                 election.named_alive = False
             elif "named" in parts or election.named_alive is None:
                 named.append((election, node))
