@@ -5,14 +5,15 @@ does it now, so every election the member led moves on at once, in three passes:
 1. At once, without reading a candidate list: the lists this member has already read
    (`ZooKeeperElection.candidates_seen`) name every candidacy ranked ahead of its own in each
    election it campaigns in, and in the elections it observes the leader record names the
-   leading candidacy (watched while it lives). The dead member's candidacies that lead there
+   leading candidacy (watched while it lives); an election whose watch fired or whose join is
+   still under way is left to pass 2. The dead member's candidacies that lead there
    are deleted in transactions, after one read: the member record's. Taken before that read,
    the snapshot holds no candidacy of a restarted incarnation, which registers its member
    record before it campaigns; a record of another incarnation stops the eviction.
 2. At once: the candidate lists of the elections this member does not know (it neither
-   campaigns nor observes there) are read, pipelined, and the member's candidacies there
-   deleted -- only those owned by the same session as its member znode, so a restarted
-   member's new ones are never touched.
+   campaigns nor observes there, or its view is out of date) are read, pipelined, and the
+   member's candidacies there deleted -- only those owned by the same session as its member
+   znode, so a restarted member's new ones are never touched.
 3. Off the takeover's path, once this member's election worker has run the batch those
    deletes woke (its reads would otherwise compete with that takeover for the CPU): the same
    over the remaining elections, where the dead member's candidacies are ranked behind a live
@@ -141,22 +142,28 @@ def _scan(co: ZooKeeperCoordinator, member_id: str, stat: ZnodeStat, names: list
 def _seen_candidacies(co: ZooKeeperCoordinator, member_id: str) -> tuple[list[str], set[str]]:
     """Paths of `member_id`'s candidacies that lead as far as this member knows, and the names
     of the elections it knows that of: where it campaigns, the candidate list it last read
-    names every candidacy ranked ahead of its own; where it observes, the leader record names
-    the leading candidacy, watched while it lives. Only a leading candidacy holds a takeover
-    up; the others wait for pass 3, so that the survivors' takeover does not also pay for
-    their deletes and the watches those wake."""
+    names every candidacy ranked ahead of its own (if read since that candidacy exists); where
+    it observes, the leader record names the leading candidacy, watched while it lives. An
+    election with a step still queued counts as unknown: its watch fired, or its candidacy is
+    being created, so what was read may no longer hold (seen at 5,000 switches: a kill during
+    start-up left 130 leaderships to the session timeout); pass 2 reads its list. Only a
+    leading candidacy holds a takeover up; the others wait for pass 3, so that the survivors'
+    takeover does not also pay for their deletes and the watches those wake."""
     out, known = [], set()
+    queued = co.engine.queued()
     for election in co.existing_elections():
-        if not isinstance(election, ZooKeeperElection):
-            continue
+        if not isinstance(election, ZooKeeperElection) or election in queued:
+            continue  # a watch fired or a join is under way: what we read is out of date
         named = named_candidate(election.seen_doc[0]) if election.seen_doc else None
         if not election.named_alive:
             named = None
-        if election.node is None and named is None:
-            continue  # neither campaigning with a candidacy nor seeing a live leader: unknown
+        # a list read before our candidacy existed does not name everything ahead of it
+        listed = election.node is not None and election.node in election.candidates_seen
+        if not listed and named is None:
+            continue  # no list read since we joined, no live leader seen: unknown
         known.add(election.name)
         first = next((c[0] for c in ranked(election.candidates_seen)
-                      if c[0] not in election.orphans), None) if election.node else None
+                      if c[0] not in election.orphans), None) if listed else None
         for node in {first, named} - {None}:
             if (parse_candidate(node) or (None, None))[1] == member_id:
                 out.append(f"{election.cands}/{node}")
