@@ -7,8 +7,12 @@ etcd servers started here, sessions / leases of 2 s; or the embedded store in a 
 `python -m ryu_integration.testing.fleet` with N switches, each connected to all three.
   (a) all mastered: from the fleet's `fleet_start` record to the last switch's first ROLE_REPLY
       granting MASTER, both timestamps taken by the fleet (its events file);
-  (b) failover: kill -9 of the controller mastering the most switches; from the signal to the
-      last of its switches granting MASTER to another controller with a newer generation_id;
+  (a') all roles: from `fleet_start` until every switch's three connections each have a
+      granted role (MASTER or SLAVE): the standbys are through their switches too;
+  (b) failover: kill -9 of the controller mastering the most switches, once (a') holds (from
+      rest; `--kill-at mastered`: as soon as (a) holds, while standbys may still be claiming
+      SLAVE); from the signal to the last of its switches granting MASTER to another
+      controller with a newer generation_id;
   (c) controller RSS (mean of the three, after (a)) and its growth per 1,000 switches; CPU
       seconds of the three controllers during (a) per 1,000 switches (/proc/PID/status, stat);
   (d) store operations per switch during (a): ZooKeeper `mntr` zk_packets_received, etcd
@@ -31,7 +35,7 @@ measures from the controllers' `TOPOLOGY member=... links=... owners=... t=...` 
 
 Usage: .venv/bin/python benchmarks/scale.py [--quick] [--backends zookeeper,etcd,embedded]
        [--switches 100,1000,5000] [--timeout 120] [--ovs 100] [--topology [--link-timeout S]]
-       [--json out.json] [--plot out.png]
+       [--kill-at settled|mastered] [--json out.json] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -113,6 +117,10 @@ class FleetView:
     packets: dict[str, Any] = field(default_factory=dict)  # the last `packet_in` counters line
     #: each connection's role at its switch: "equal" until a ROLE_REQUEST is granted
     roles: dict[tuple[int, str], str] = field(default_factory=dict)
+    #: connections whose role is neither master nor slave yet
+    unsettled: set[tuple[int, str]] = field(default_factory=set)
+    #: the first moment every switch had all its connections up and each a granted role
+    settled_at: float | None = None
 
     def apply(self, rec: dict[str, Any]) -> None:
         kind = rec.get("kind")
@@ -127,8 +135,17 @@ class FleetView:
         self.connections += {"connect": 1, "disconnect": -1}.get(kind or "", 0)
         if kind == "disconnect":
             self.roles.pop((dpid, ctl), None)
+            self.unsettled.discard((dpid, ctl))
         elif kind in ("connect", "role", "demoted"):
-            self.roles[(dpid, ctl)] = "slave" if kind == "demoted" else rec.get("role") or "equal"
+            role = "slave" if kind == "demoted" else rec.get("role") or "equal"
+            self.roles[(dpid, ctl)] = role
+            if role in ("master", "slave"):
+                self.unsettled.discard((dpid, ctl))
+            else:
+                self.unsettled.add((dpid, ctl))
+            if (self.settled_at is None and not self.unsettled
+                    and len(self.roles) == CONTROLLERS * self.switches):
+                self.settled_at = rec["t"]
         if kind == "role" and rec["role"] == "master":
             self.masters[dpid] = (ctl, rec["generation_id"])
             self.first_master.setdefault(dpid, rec["t"])
@@ -141,7 +158,7 @@ class FleetView:
     def quiet(self) -> bool:
         """Every connection has its role granted (master or slave): no controller is still
         working through its switches, so a failover measured from here starts from rest."""
-        return all(role in ("master", "slave") for role in self.roles.values())
+        return not self.unsettled
 
     def by_controller(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -415,9 +432,10 @@ def _fmt(seconds: float | None, timeout: float) -> str:
 
 def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
               compare_logs: bool, topology: bool = False,
-              link_timeout: float | None = None) -> dict[str, Any]:
+              link_timeout: float | None = None, kill_at: str = "settled") -> dict[str, Any]:
     """One backend x N with the emulated fleet: phases (a) to (d), and (e), (f) with
-    `topology`."""
+    `topology`. `kill_at` "settled": (b) kills once every connection has its role (from
+    rest); "mastered": as soon as (a) holds, while standbys may still be claiming theirs."""
     result: dict[str, Any] = {"backend": backend.name, "switches": n, "switch": "fleet"}
     controllers = Controllers(workdir, backend, topology, link_timeout)
     topo = TopologyViews({m: Follower(controllers.logs[t])
@@ -506,6 +524,14 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
             if view.packets and view.packets["t"] > view.started:  # LLDP the fleet carried
                 result["packet_outs_per_s"] = (view.packets["packet_outs_total"]
                                                / (view.packets["t"] - view.started))
+        # (a') every connection with its role granted; (b) from there unless told otherwise
+        if kill_at == "settled":
+            wait_until(lambda: (replay(), view.settled_at)[1], timeout, alive)
+        else:
+            replay()
+        result["kill_at"] = kill_at
+        result["all_roles_s"] = (None if view.settled_at is None
+                                 else view.settled_at - view.started)
         # (b) kill -9 the busiest master
         result["masters_per_controller"] = sorted(
             (len(v) for v in view.by_controller().values()), reverse=True)
@@ -638,8 +664,10 @@ Measuring mastership at scale on {cores} cores: 3 coord-manager ({framework}, ry
 per run; ZooKeeper / etcd sessions {session} s; switches emulated by ryu_integration.testing.fleet
 (one process, N x 3 OpenFlow 1.3 connections).
   all mastered = fleet start -> last switch's first ROLE_REPLY(MASTER) (fleet's timestamps)
+  all roles    = fleet start -> every connection's role granted, master or slave
   failover     = kill -9 of the busiest master -> last of its switches granted MASTER to
-                 another controller under a newer generation_id (fleet's timestamps)
+                 another controller under a newer generation_id (fleet's timestamps);
+                 killed {kill_at}
   RSS / CPU    = the 3 controllers, /proc; CPU during 'all mastered', per 1,000 switches
   store ops    = ZooKeeper zk_packets_received / etcd grpc msgs received during
                  'all mastered', per switch
@@ -668,7 +696,7 @@ def _formatter(r: dict[str, Any]) -> Callable[[str, str], str]:
 
 
 def table(results: list[dict[str, Any]], timeout: float) -> str:
-    head = (f"{'backend':<10} {'switch':<6} {'N':>5}  {'all mastered':<26} "
+    head = (f"{'backend':<10} {'switch':<6} {'N':>5}  {'all mastered':<26} {'all roles':>9}  "
             f"{'failover (kill -9)':<28} {'RSS MB':>7} {'MB/1k':>6} {'CPU s/1k':>8} "
             f"{'store ops/sw':>12}")
     if any("links_expected" in r for r in results):
@@ -705,7 +733,9 @@ def table(results: list[dict[str, Any]], timeout: float) -> str:
                 again += f" (min {r['links_fewest_after_kill']}/{r['links_expected']})"
             topo = f"  {links:<26} {again:<36}"
 
-        rows.append(f"{r['backend']:<10} {r['switch']:<6} {r['switches']:>5}  {a:<26} {b:<28} "
+        roles = "-" if r.get("all_roles_s") is None else f"{r['all_roles_s']:.2f} s"
+        rows.append(f"{r['backend']:<10} {r['switch']:<6} {r['switches']:>5}  {a:<26} {roles:>9}  "
+                    f"{b:<28} "
                     f"{num('controller_rss_mb', '7.0f')} {num('rss_growth_mb_per_1k', '6.1f')} "
                     f"{num('controller_cpu_s_per_1k', '8.2f')} "
                     f"{num('store_ops_per_switch', '12.1f')}{topo}")
@@ -786,6 +816,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep every log, config and events file under DIR (default: a temp dir, "
                         "removed)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the results (needs matplotlib)")
+    p.add_argument("--kill-at", choices=("settled", "mastered"), default="settled",
+                   help="when the failover's kill -9 comes: once every connection has its role "
+                        "(settled, default: from rest), or as soon as every switch has a "
+                        "master (mastered: while standbys may still be claiming SLAVE)")
     p.add_argument("--framework", choices=("os-ken", "ryu"), default="os-ken",
                    help="what the controllers run (default os-ken; ryu runs Ryu 4.34 on eventlet)")
     args = p.parse_args(argv)
@@ -820,7 +854,9 @@ def _ovs_instance(n: int) -> Iterator[Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(HOW.format(cores=os.cpu_count(), session=SESSION_TIMEOUT, timeout=args.timeout,
-                     framework=FRAMEWORK,
+                     framework=FRAMEWORK, kill_at={
+                         "settled": "once every role is granted (from rest)",
+                         "mastered": "as soon as every switch has a master"}[args.kill_at],
                      topology=TOPOLOGY_HOW.format(link_timeout=(
                          f"\n  --link-timeout {args.link_timeout:g}: Ryu's link timeout and "
                          f"topology_reconcile_window set to {args.link_timeout:g} s"
@@ -844,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 r = run_fleet(backend, n, tmp / f"{name}-{n}", args.timeout,
                               compare_logs=n == args.ovs, topology=args.topology,
-                              link_timeout=args.link_timeout)
+                              link_timeout=args.link_timeout, kill_at=args.kill_at)
                 results.append(r)
                 links = ""
                 if args.topology:
@@ -854,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"LLDP PACKET_OUTs {r.get('packet_outs_per_s', 0):.0f}/s")
                 print(f"  {name} fleet N={n}: all mastered "
                       f"{_fmt(r.get('all_mastered_s'), args.timeout)}, "
+                      f"all roles {_fmt(r.get('all_roles_s'), args.timeout)}, "
                       f"failover {_fmt(r.get('failover_s'), args.timeout)}{links}"
                       f"{'  ERROR ' + r['error'] if 'error' in r else ''} "
                       f"[{time.monotonic() - t0:.0f} s]", flush=True)

@@ -34,6 +34,8 @@ def test_scale_quick_masters_every_switch_and_recovers_from_a_crash(tmp_path: Pa
     assert {r["backend"] for r in results} == {"zookeeper", "etcd", "embedded"}
     for r in results:
         assert r["all_mastered_s"] is not None, r  # every switch confirmed MASTER by its reply
+        assert r["all_roles_s"] is not None, r  # and every standby confirmed SLAVE
+        assert r["kill_at"] == "settled", r  # the failover is measured from rest
         assert r["failover_s"] is not None and r["failover_switches"] > 0, r
         assert sum(r["masters_per_controller"]) == r["switches"], r
 
