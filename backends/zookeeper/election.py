@@ -218,6 +218,9 @@ class ZooKeeperElection(BatchedElection):
         #: and whether the one `settle` found first preempts an older candidacy
         self.preempting = False
         self.led_node: str | None = None
+        #: (term, candidate node) of a leadership taken but not yet published: the write was
+        #: lost with the connection; the next step that finds us still leading publishes it
+        self.publish_owed: tuple[int, str | None] | None = None
 
     # ---- hooks ----------------------------------------------------------------------------
 
@@ -598,6 +601,7 @@ class ElectionEngine:
             follow: list[tuple[ZooKeeperElection, str]] = []
             again: list[ZooKeeperElection] = []
             recheck: list[tuple[ZooKeeperElection, int]] = []
+            owed: list[tuple[ZooKeeperElection, int, str | None]] = []
             reads = self.zk.pipelined(elections, lambda e, watched=watched: (
                 e.take_prefetched() or self.zk.get_children_async(
                     e.cands, include_data=True,
@@ -626,21 +630,29 @@ class ElectionEngine:
                     publish.append((election, pzxid))
                 elif outcome == "check":
                     recheck.append((election, pzxid))
+                elif outcome == "leading" and election.publish_owed is not None:
+                    owed.append((election, *election.publish_owed))
                 elif outcome == "following" and predecessor is not None:
                     election.watching = predecessor
                     follow.append((election, predecessor))
                 elif outcome == "rejoin" and election.campaign_priority is not None:
                     rejoin[election] = election.campaign_priority
             publish.extend(self.preempted_unseen(recheck))
-            if publish:
+            if publish or owed:
                 # A successor reports first, then publishes: a handover costs only the read
                 # that told it it leads, and `read_leaders` waits for the record to name it.
-                # A preempter publishes first (`publish_first`).
+                # A preempter publishes first (`publish_first`). A publish lost with the
+                # connection is owed until a later step finds us still leading (else the
+                # record would name no leader for as long as we lead).
                 first = [(e, t, e.electing[1]) for e, t in publish if e.publish_first()]
                 self.publish(first)
                 published = {e for e, _, _ in first}
                 taken = [(e, t, e.led_node) for e, t in publish if e.take(t)]
-                self.publish([item for item in taken if item[0] not in published])
+                for election, term, node in taken:
+                    election.publish_owed = (term, node)
+                self.publish([item for item in taken if item[0] not in published] + owed)
+                for election, _, _ in taken + owed:
+                    election.publish_owed = None
             checks = self.zk.pipelined(follow, lambda item: self.zk.exists_async(
                 f"{item[0].cands}/{item[1]}", watch=item[0].on_pred_watch))
             for (election, predecessor), stat in checks:
