@@ -371,6 +371,8 @@ class ElectionEngine:
         self._scheduled = False
         #: paths of our own candidacies whose delete failed (connection lost): tried again
         self._doomed: set[str] = set()
+        #: paths of our own candidacies whose delete is in flight
+        self._deleting: set[str] = set()
         #: election names whose directories are known to exist (worker thread only)
         self._known: set[str] = set()
         self._root_ready = False
@@ -563,15 +565,23 @@ class ElectionEngine:
                 raise result
 
     def _delete_paths(self, paths: list[str]) -> None:
-        """Delete candidacies we gave up. A path stays in `_doomed` until its delete is
-        confirmed, and every later batch tries it again (`retry_deletes`): a candidacy our
-        live session keeps ahead in line would hold its election, and every member behind
-        it, for as long as the session lives."""
+        """Delete candidacies we gave up. A path whose delete the lost connection left
+        unanswered goes to `_doomed`, and every later batch tries it again (`retry_deletes`):
+        a candidacy our live session keeps ahead in line would hold its election, and every
+        member behind it, for as long as the session lives."""
         if not paths:
             return
         with self._lock:
-            self._doomed.update(paths)
-        results = self.zk.pipelined(paths, self.zk.delete_async)  # raises if the link is gone
+            self._deleting.update(paths)
+        try:
+            results = self.zk.pipelined(paths, self.zk.delete_async)  # raises if the link is gone
+        except BaseException:
+            with self._lock:
+                self._doomed.update(paths)
+            raise
+        finally:
+            with self._lock:
+                self._deleting.difference_update(paths)
         with self._lock:  # done, or an error that trying again will not change
             self._doomed.difference_update(paths)
         for _, result in results:
@@ -680,13 +690,17 @@ class ElectionEngine:
     def untracked_own(self, election: ZooKeeperElection, children: list[str]) -> list[str]:
         """Candidate nodes in `children` named for this member that are not the candidacy it
         tracks: normally none. One appears when a create's answer was lost (the connection
-        dropped after the server applied it) or a delete of a candidacy left behind failed."""
+        dropped after the server applied it) or a delete of a candidacy left behind failed.
+        A candidacy whose delete is under way (resigned: its node is no longer tracked, its
+        delete not yet answered) is not one: a list read meanwhile still names it."""
         member, node = self.co.member_id, election.node
         if election.elsewhere:
             election.elsewhere.intersection_update(children)
         return [name for name in children if name != node and name not in election.orphans
                 and name not in election.elsewhere
-                and (parsed := parse_candidate(name)) is not None and parsed[1] == member]
+                and (parsed := parse_candidate(name)) is not None and parsed[1] == member
+                and f"{election.cands}/{name}" not in self._deleting
+                and f"{election.cands}/{name}" not in self._doomed]
 
     def delete_lost_candidacies(self, found: list[tuple[ZooKeeperElection, str]]) -> None:
         """Delete the candidacies of ours we lost track of that our current session owns. Such
@@ -879,12 +893,18 @@ class ElectionEngine:
         paths = []
         for election in elections:
             with election.lock:
-                for node in (election.node, election.stale_node):
-                    if node:
-                        paths.append(f"{election.cands}/{node}")
+                mine = [f"{election.cands}/{node}"
+                        for node in (election.node, election.stale_node) if node]
+                with self._lock:  # in flight before untracked: see `untracked_own`
+                    self._deleting.update(mine)
                 election.node = election.stale_node = None
+            paths.extend(mine)
         if paths:
-            self._delete_paths(paths)
+            try:
+                self._delete_paths(paths)
+            finally:
+                with self._lock:
+                    self._deleting.difference_update(paths)
 
 
 def joined_or(joins: list[tuple[list[tuple[ZooKeeperElection, int]], Any]]

@@ -1,4 +1,5 @@
-"""ElectionEngine: a delete of our own candidacy that fails is owed, and paid later.
+"""ElectionEngine: a delete of our own candidacy that fails is owed, and paid later; one in
+flight is not taken for a candidacy we lost track of.
 
 A connection lost in the middle of a delete is what a real server cannot produce on demand,
 so the client here is a stub; tests/drivers/zookeeper/test_real_servers.py has the lost
@@ -7,6 +8,7 @@ create's case on a real server.
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -73,3 +75,27 @@ def test_a_delete_that_cannot_succeed_is_not_owed(engine) -> None:
         engine._delete_paths(["/e/candidates/c-a-3"])
     engine.retry_deletes()
     assert submitted == []
+
+
+def test_a_resigned_candidacy_is_not_lost_track_of_while_its_delete_is_in_flight(
+        engine) -> None:
+    """A list read while our resign's delete is under way still names the candidacy, no
+    longer tracked: it is ours and going, not one we lost track of (at 5,000 switches a
+    controller's stop logged a warning and sent a second delete for each of 1,196)."""
+    engine, zk, _ = engine
+    ours = "c-999999-a-0000000001"
+    election = SimpleNamespace(cands="/e/candidates", node=ours, stale_node=None,
+                               orphans=set(), elsewhere=set(), lock=threading.Lock())
+    during: list[list[str]] = []
+    answer = zk.pipelined
+
+    def pipelined(paths: list[str], start: Any) -> list[tuple[str, Any]]:
+        during.append(engine.untracked_own(election, [ours]))  # a read in the meantime
+        return answer(paths, start)
+
+    zk.pipelined = pipelined
+    engine.leave([election])
+    assert zk.deleted == [f"/e/candidates/{ours}"] and during == [[]]
+    assert election.node is None
+    # once the delete is answered, a node still listed is one we lost track of
+    assert engine.untracked_own(election, [ours]) == [ours]
