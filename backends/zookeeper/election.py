@@ -699,8 +699,8 @@ class ElectionEngine:
         return [name for name in children if name != node and name not in election.orphans
                 and name not in election.elsewhere
                 and (parsed := parse_candidate(name)) is not None and parsed[1] == member
-                and f"{election.cands}/{name}" not in self._deleting
-                and f"{election.cands}/{name}" not in self._doomed]
+                and (path := f"{election.cands}/{name}") not in self._deleting
+                and path not in self._doomed]
 
     def delete_lost_candidacies(self, found: list[tuple[ZooKeeperElection, str]]) -> None:
         """Delete the candidacies of ours we lost track of that our current session owns. Such
@@ -899,12 +899,7 @@ class ElectionEngine:
                     self._deleting.update(mine)
                 election.node = election.stale_node = None
             paths.extend(mine)
-        if paths:
-            try:
-                self._delete_paths(paths)
-            finally:
-                with self._lock:
-                    self._deleting.difference_update(paths)
+        self._delete_paths(paths)  # clears `_deleting` once answered, whatever the answer
 
 
 def joined_or(joins: list[tuple[list[tuple[ZooKeeperElection, int]], Any]]
