@@ -36,6 +36,8 @@ from coordination.topology import Change, Snapshot, TopologyEvent
 from coordination.types import Leadership
 from coordination.urls import parse_url, redact_raw
 
+from . import signal_wait
+
 DPID_PREFIX = "dpid-"
 #: Where `coordctl serve` listens unless told: loopback only (the page has no authentication).
 DEFAULT_LISTEN = "127.0.0.1:8780"
@@ -218,7 +220,8 @@ def cmd_watch(coord: Coordinator, args: argparse.Namespace) -> None:
     coord.add_session_listener(lambda state: emit({"event": "session", "state": state.value}))
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        done.wait(args.timeout if args.timeout else None)
+        # the store client's threads may be the ones a signal lands on: wait where it wakes us
+        signal_wait.run_waking_for_signals(lambda: done.wait(args.timeout or None))
     except KeyboardInterrupt:
         pass
 

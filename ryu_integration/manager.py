@@ -26,7 +26,8 @@ What it adds:
 - SIGTERM and SIGINT: the shutdown hooks (`lifecycle`) run first, so the mastership app resigns
   every election while its OpenFlow connections are still up and successors take over at once;
   then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
-  awaited. A second signal exits immediately.
+  awaited. A second signal exits immediately. Under os-ken's native hub the main thread waits
+  so that a signal delivered to any thread wakes it (`signal_wait`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from . import frameworks, switch_io
+from . import frameworks, signal_wait, switch_io
 
 FRAMEWORK_FLAG = "--framework"
 #: Always loaded: an app that only calls `is_master()` would otherwise never program anything.
@@ -272,6 +273,8 @@ def _run_os_ken(args: list[str]) -> int:
         with open(conf.pid_file, "w") as fh:
             fh.write(str(os.getpid()))
     apps = list(conf.app_lists) + list(conf.app) or [f"{compat.PACKAGE}.controller.ofp_handler"]
+    if getattr(hub, "HUB_TYPE", None) == "native":
+        signal_wait.install(hub)  # the main thread's join must wake for SIGTERM
     _install_signal_handlers(hub)
     compat.app_manager.AppManager.run_apps(apps)
     return 0

@@ -254,7 +254,8 @@ class Controller:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-            raise AssertionError(f"{self.name} ignored {sig.name} for {timeout} s") from None
+            raise AssertionError(f"{self.name} ignored {sig.name} for {timeout} s\n"
+                                 f"{self.log_tail()}") from None
         if self._reader is not None:
             self._reader.join(5)
         return sent
