@@ -27,7 +27,8 @@ What it adds:
   every election while its OpenFlow connections are still up and successors take over at once;
   then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
   awaited. A second signal exits immediately. Under os-ken's native hub the main thread waits
-  so that a signal delivered to any thread wakes it (`signal_wait`).
+  so that a signal delivered to any thread wakes it, and under eventlet the hub does
+  (`signal_wait`).
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ def _run_ryu(args: list[str]) -> int:
     utils = compat.framework_module("utils")
     args = _import_apps_checked(args, compat.cfg.CONF, utils.import_module, compat)
     _check_ryu_config(compat.cfg.CONF, args, getattr(ryu_manager, "version", "?"))
+    signal_wait.wake_eventlet_hub()
     _install_signal_handlers(compat.hub)
     ryu_manager.main(args=args, prog="coord-manager")
     return 0

@@ -1,4 +1,4 @@
-"""Keep the main thread able to run signal handlers while os-ken's native hub waits on its apps.
+"""Keep the main thread able to run signal handlers while the framework's hub waits.
 
 Python runs signal handlers on the main thread only, when it next executes bytecode. os-ken's
 native hub parks the main thread in `Thread.join()` for the life of the process. The kernel
@@ -12,6 +12,10 @@ Here the main thread waits in `poll()` on the signal wakeup fd instead: the C-le
 writes one byte to it on whichever thread it runs, the main thread wakes, and Python runs the
 handler. Nothing is polled; the joins run on a helper thread that writes to a second pipe when
 they end.
+
+Under eventlet (Ryu) the main thread sits in the hub's epoll, and real threads exist too (the
+embedded store's blocking `flock` runs in eventlet's thread pool): a signal landing on one of
+those waited for the hub's next timer. `wake_eventlet_hub` gives the hub the wakeup fd to read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ def install(hub: Any) -> None:
 
     setattr(joinall, _MARK, True)
     hub.joinall = joinall
+
+
+def wake_eventlet_hub() -> None:
+    """Under eventlet: let a signal on any thread wake the hub at once (main thread, once)."""
+    import eventlet
+    from eventlet.hubs import trampoline
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+    def drain_forever() -> None:  # a green thread: back in the hub, Python runs the handler
+        while True:
+            trampoline(wake_r, read=True)
+            _drain(wake_r)
+
+    eventlet.spawn(drain_forever)
 
 
 def run_waking_for_signals(block: Callable[[], None]) -> None:

@@ -60,3 +60,41 @@ def test_errors_in_the_joined_block_reach_the_caller() -> None:
 
     with pytest.raises(RuntimeError, match="join failed"):
         signal_wait.run_waking_for_signals(boom)
+
+
+# Under eventlet the main thread waits in the hub's epoll; a real thread (as eventlet's thread
+# pool runs the embedded store's flock) takes the signal. The hub's only timer is 5 s away.
+EVENTLET_CHILD = textwrap.dedent("""
+    import eventlet
+    eventlet.monkey_patch()
+    import os, signal, sys, time
+    from eventlet import patcher
+    from ryu_integration import signal_wait
+
+    real_threading = patcher.original("threading")
+    signal_wait.wake_eventlet_hub()
+    handled = []
+
+    def handler(signum, frame):
+        handled.append(time.monotonic())
+
+    signal.signal(signal.SIGTERM, handler)
+    release = real_threading.Event()
+    worker = real_threading.Thread(target=lambda: release.wait(10))
+    worker.start()
+    eventlet.sleep(0.2)
+    sent = time.monotonic()
+    signal.pthread_kill(worker.ident, signal.SIGTERM)
+    eventlet.sleep(5)
+    release.set()
+    print(f"handled {handled[0] - sent:.3f}" if handled else "not handled", flush=True)
+""")
+
+
+def test_signal_to_a_real_thread_wakes_the_eventlet_hub() -> None:
+    """Without `wake_eventlet_hub`, the handler waits for the hub's next timer (5 s here)."""
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", EVENTLET_CHILD],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split()
+    assert out[0] == "handled" and float(out[1]) < 4, out
