@@ -233,9 +233,12 @@ class Move(_Record):
 
 @dataclass(frozen=True)
 class Rebalance(_Record):
-    """A request to the cluster's balancer (`rebalance/request`): `forced` (coordctl balance)
-    skips the damping rule; otherwise it says membership changed (`reason`, e.g. a controller
-    joined). `id` tells two requests apart. `term` is unused (0)."""
+    """A request to the cluster's balancer: `forced` (coordctl balance, `rebalance/forced`)
+    skips the damping rule; otherwise (`rebalance/request`) it says membership or switch
+    connections changed (`reason`, e.g. a controller joined). Forced requests have a key of
+    their own, so a controller's notice written a moment later cannot overwrite one before the
+    balancer reads it (a store may report only the newest value of a key). `id` tells two
+    requests apart. `term` is unused (0)."""
 
     KIND: ClassVar[str] = "rebalance"
     id: int = 0
@@ -255,7 +258,7 @@ class Rebalance(_Record):
 
     @property
     def key(self) -> str:
-        return "request"
+        return "forced" if self.forced else "request"
 
     @property
     def domain(self) -> int:

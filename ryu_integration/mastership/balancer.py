@@ -3,7 +3,8 @@
 What: `BalanceSettings` (the `balance_*` options of ryu.conf, parsed and validated),
 `gather()` (the live controllers, every switch's leader and candidates, read from the store
 through the public API), `compute()` (`coordination.balancing.plan` over them), and
-`request_rebalance()` (the `rebalance/request` record the cluster's balancer watches).
+`request_rebalance()` (the `rebalance/request` and `rebalance/forced` records the cluster's
+balancer watches).
 Why framework-free: `coordctl balance --dry-run` prints the very plan the balancer would carry
 out, from the same code, without Ryu or os-ken. The balancer itself (one per cluster: the
 leader of the reserved election `BALANCER_ELECTION`) is `mastership/balancer_glue.py`.

@@ -92,7 +92,8 @@ class Balancer:
         self._in_flight: set[int] = set()
         self._rounds = 0
         self._moved = 0
-        self._seen_request: int | None = None
+        #: record key -> the id of the last request seen under it
+        self._seen_requests: dict[str, int] = {}
         #: members that announced they leave (ignored in member reads while still listed)
         self._leaving: set[str] = set()
         self._deferrals = 0  # written on the balancer's thread only
@@ -173,9 +174,9 @@ class Balancer:
 
     def rebalance_asked(self, ev: RebalanceAsked, now: float) -> None:
         record = ev.record
-        if record.id == self._seen_request:
-            return
-        self._seen_request = record.id
+        if self._seen_requests.get(record.key) == record.id:
+            return  # a snapshot (resync) repeating what we acted on
+        self._seen_requests[record.key] = record.id
         if not self.leading:
             return
         if record.forced:

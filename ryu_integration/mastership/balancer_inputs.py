@@ -24,7 +24,8 @@ class BalancerLeadership(EventBase):
 
 @dataclass(eq=False)
 class RebalanceAsked(EventBase):
-    """The `rebalance/request` record changed (a controller joined, or `coordctl balance`)."""
+    """A `rebalance` record changed: `request` (a controller joined, left or reports its switch
+    connections) or `forced` (`coordctl balance`)."""
 
     record: Rebalance
 

@@ -201,3 +201,28 @@ def test_no_report_overwrites_our_leaving_record() -> None:
     glue._report()
     assert [(r.leaving, r.reason) for r in written] == [
         (False, f"{ME}: switch connections changed"), (True, f"{ME} leaving")]
+
+
+def test_a_forced_request_is_not_overwritten_by_a_report() -> None:
+    """`coordctl balance` and a controller's report written a moment later are two records
+    (a store may show the balancer only the newest value of a key), and the balancer plans at
+    once for the forced one; a resync repeating both acts on neither again."""
+    from coordination import connect as connect_store
+
+    forced = Rebalance(owner="coordctl@h:1", id=8, reason="coordctl balance", forced=True)
+    report = Rebalance(owner=B, id=9, reason="b: switch connections changed", forced=False)
+    with connect_store("memory://forced-report", "w") as coord:
+        coord.topology.put(forced, fenced=False)
+        coord.topology.put(report, fenced=False)
+        assert sorted(r.id for r in coord.topology.list("rebalance")) == [8, 9]
+
+    glue, store, _ = make()
+    lead(glue, store, 0.0)
+    before = len(plans(store))
+    glue.rebalance_asked(RebalanceAsked(forced), 10.0)
+    glue.rebalance_asked(RebalanceAsked(report), 10.0)
+    assert plans(store)[before:] == ["asked: coordctl balance"]
+    glue.plan_ready(PlanReady(balancing.Plan((), {}), "asked"), 10.0)
+    for record in (forced, report):  # the watch's snapshot after a reconnect
+        glue.rebalance_asked(RebalanceAsked(record), 20.0)
+    assert plans(store)[before:] == ["asked: coordctl balance"]
