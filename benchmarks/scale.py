@@ -72,6 +72,8 @@ BACKENDS = ("zookeeper", "etcd", "embedded")
 SESSION_TIMEOUT = 2  # seconds, ZooKeeper session / etcd lease
 CONTROLLERS = 3
 POLL = 0.05  # seconds between reads of growing log / events files (timestamps come from them)
+CUT_TIMEOUT = 30.0  # seconds for one link cut to reach every view
+CUTS = 20  # links cut one by one with --topology (link change -> every view, p50/p99)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -121,6 +123,8 @@ class FleetView:
     unsettled: set[tuple[int, str]] = field(default_factory=set)
     #: the first moment every switch had all its connections up and each a granted role
     settled_at: float | None = None
+    #: when the fleet cut each link it was told to (`link_cut` lines), in order
+    cuts: list[float] = field(default_factory=list)
 
     def apply(self, rec: dict[str, Any]) -> None:
         kind = rec.get("kind")
@@ -129,6 +133,9 @@ class FleetView:
             return
         if kind == "packet_in":
             self.packets = rec
+            return
+        if kind == "link_cut":
+            self.cuts.append(rec["t"])
             return
         dpid, ctl = rec.get("dpid"), rec.get("controller")
         current = self.masters.get(dpid)
@@ -165,6 +172,12 @@ class FleetView:
         for dpid, (ctl, _) in self.masters.items():
             out.setdefault(ctl, []).append(dpid)
         return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, -(-int(q * 100) * len(ordered) // 100) - 1))]
 
 
 def wait_until(check: Callable[[], Any], timeout: float, alive: Callable[[], str | None]) -> Any:
@@ -430,9 +443,41 @@ def _fmt(seconds: float | None, timeout: float) -> str:
     return f"not converged after {timeout:g} s" if seconds is None else f"{seconds:.2f} s"
 
 
+def measure_cuts(fleet: ManagedProcess, view: FleetView, topo: TopologyViews,
+                 members: list[str], links: int, cuts: int, replay: Callable[[], None],
+                 alive: Callable[[], str | None], timeout: float) -> list[float]:
+    """(e') cut `cuts` links one after the other (SIGUSR1: the fleet unplugs its next linked
+    port and both ends send PORT_STATUS link-down); for each, seconds from the fleet's cut to
+    the last controller's view without it (both directions gone). Returns what was measured
+    before a cut timed out."""
+    seconds: list[float] = []
+    for _ in range(cuts):
+        before, links = len(view.cuts), links - 2
+        assert fleet.pid is not None
+        os.kill(fleet.pid, signal.SIGUSR1)
+        wait_until(lambda before=before: (replay(), len(view.cuts) > before)[1], timeout, alive)
+        if len(view.cuts) <= before:
+            break
+        reached: dict[str, float] = {}
+
+        def every_view(links: int = links, reached: dict[str, float] = reached) -> bool:
+            for t in topo.replay():
+                for member in members:
+                    if member not in reached and topo.links.get(member, links + 2) <= links:
+                        reached[member] = t
+            return len(reached) == len(members)
+
+        wait_until(every_view, timeout, alive)
+        if len(reached) < len(members):
+            break
+        seconds.append(max(reached.values()) - view.cuts[before])
+    return seconds
+
+
 def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
               compare_logs: bool, topology: bool = False,
-              link_timeout: float | None = None, kill_at: str = "settled") -> dict[str, Any]:
+              link_timeout: float | None = None, kill_at: str = "settled",
+              cuts: int = 0) -> dict[str, Any]:
     """One backend x N with the emulated fleet: phases (a) to (d), and (e), (f) with
     `topology`. `kill_at` "settled": (b) kills once every connection has its role (from
     rest); "mastered": as soon as (a) holds, while standbys may still be claiming theirs."""
@@ -524,6 +569,16 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
             if view.packets and view.packets["t"] > view.started:  # LLDP the fleet carried
                 result["packet_outs_per_s"] = (view.packets["packet_outs_total"]
                                                / (view.packets["t"] - view.started))
+            if links_all_at is not None and cuts:  # (e') link cut -> every view
+                seconds = measure_cuts(fleet, view, topo, members, full, cuts, replay, alive,
+                                       min(timeout, CUT_TIMEOUT))
+                full -= 2 * len(seconds)
+                result["cuts"] = len(seconds)
+                result["links_after_cuts"] = full
+                if seconds:
+                    result["cut_p50_s"] = statistics.median(seconds)
+                    result["cut_p99_s"] = percentile(seconds, 0.99)
+                    result["cut_max_s"] = max(seconds)
         # (a') every connection with its role granted; (b) from there unless told otherwise
         if kill_at == "settled":
             wait_until(lambda: (replay(), view.settled_at)[1], timeout, alive)
@@ -679,6 +734,9 @@ TOPOLOGY_HOW = """
 --topology: the controllers also run ryu_integration.topology_sync (--observe-links), the fleet
 joins its switches in a line (N-1 links = 2(N-1) directed, as the views count them).
   all links    = fleet start -> every controller's view holds every link (TOPOLOGY log lines)
+  link cut     = {cuts} links cut one after the other (the fleet unplugs the port: no LLDP
+                 crosses, both ends send PORT_STATUS link-down) -> the last controller's view
+                 without it; p50 / p99 over the cuts (fleet's and controllers' timestamps)
   topology failover = the kill -9 above -> every survivor's view holds every link again and
                  no record is owned by the dead controller; min = fewest links a survivor
                  showed meanwhile{link_timeout}"""
@@ -700,7 +758,8 @@ def table(results: list[dict[str, Any]], timeout: float) -> str:
             f"{'failover (kill -9)':<28} {'RSS MB':>7} {'MB/1k':>6} {'CPU s/1k':>8} "
             f"{'store ops/sw':>12}")
     if any("links_expected" in r for r in results):
-        head += f"  {'all links (every view)':<26} {'topology failover (min links)':<36}"
+        head += (f"  {'all links (every view)':<26} {'link cut p50 / p99':<20} "
+                 f"{'topology failover (min links)':<36}")
     rows = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
@@ -730,8 +789,13 @@ def table(results: list[dict[str, Any]], timeout: float) -> str:
             again = "-"
             if "topology_failover_s" in r:
                 again = _fmt(r["topology_failover_s"], timeout)
-                again += f" (min {r['links_fewest_after_kill']}/{r['links_expected']})"
-            topo = f"  {links:<26} {again:<36}"
+                whole = r.get("links_after_cuts", r["links_expected"])
+                again += f" (min {r['links_fewest_after_kill']}/{whole})"
+            cut = "-"
+            if r.get("cut_p50_s") is not None:
+                cut = (f"{r['cut_p50_s'] * 1000:.1f} / {r['cut_p99_s'] * 1000:.1f} ms"
+                       f" ({r['cuts']})")
+            topo = f"  {links:<26} {cut:<20} {again:<36}"
 
         roles = "-" if r.get("all_roles_s") is None else f"{r['all_roles_s']:.2f} s"
         rows.append(f"{r['backend']:<10} {r['switch']:<6} {r['switches']:>5}  {a:<26} {roles:>9}  "
@@ -809,6 +873,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--link-timeout", type=float, metavar="S",
                    help="with --topology: set Ryu's link timeout (default 10 s) and "
                         "topology_reconcile_window to S, to measure past Ryu's LLDP pacing")
+    p.add_argument("--cuts", type=int, default=CUTS, metavar="K",
+                   help=f"with --topology: links cut one by one to time a link change reaching "
+                        f"every view (default {CUTS}; 0: none)")
     p.add_argument("--quick", action="store_true",
                    help="CI form: 100 switches, 30 s phases (backends as given)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -830,6 +897,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
     if args.link_timeout is not None and not args.topology:
         p.error("--link-timeout needs --topology")
+    if args.cuts < 0:
+        p.error("--cuts must be 0 or more")
     if args.quick:
         args.switches, args.timeout = [100], min(args.timeout, 30.0)
     return args
@@ -857,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
                      framework=FRAMEWORK, kill_at={
                          "settled": "once every role is granted (from rest)",
                          "mastered": "as soon as every switch has a master"}[args.kill_at],
-                     topology=TOPOLOGY_HOW.format(link_timeout=(
+                     topology=TOPOLOGY_HOW.format(cuts=args.cuts, link_timeout=(
                          f"\n  --link-timeout {args.link_timeout:g}: Ryu's link timeout and "
                          f"topology_reconcile_window set to {args.link_timeout:g} s"
                          if args.link_timeout is not None else
@@ -880,11 +949,15 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 r = run_fleet(backend, n, tmp / f"{name}-{n}", args.timeout,
                               compare_logs=n == args.ovs, topology=args.topology,
-                              link_timeout=args.link_timeout, kill_at=args.kill_at)
+                              link_timeout=args.link_timeout, kill_at=args.kill_at,
+                              cuts=args.cuts if args.topology else 0)
                 results.append(r)
                 links = ""
                 if args.topology:
+                    cut = ("-" if r.get("cut_p50_s") is None else
+                           f"{r['cut_p50_s'] * 1000:.1f}/{r['cut_p99_s'] * 1000:.1f} ms")
                     links = (f", all links {_fmt(r.get('links_all_s'), args.timeout)}, "
+                             f"link cut p50/p99 {cut}, "
                              f"topology failover "
                              f"{_fmt(r.get('topology_failover_s'), args.timeout)}, "
                              f"LLDP PACKET_OUTs {r.get('packet_outs_per_s', 0):.0f}/s")

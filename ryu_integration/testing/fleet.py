@@ -11,7 +11,8 @@ before the switch reads that channel's next message, so a later BARRIER_REPLY fo
 a planned handover's marker flow needs). MODIFY and undecodable FLOW_MODs are only recorded. With `links` ("line" or "ring") switches are joined
 port to port, and an accepted PACKET_OUT on a linked port arrives at the peer switch as a
 PACKET_IN for the channels that get packet-ins (MASTER and EQUAL), so LLDP discovery finds the
-links. A dropped or refused connection is re-dialled with a doubling backoff (0.1 s to
+links; `cut_link` (SIGUSR1 to the CLI: the next linked port) unplugs one: no frame crosses it
+and both ends send PORT_STATUS (link down). A dropped or refused connection is re-dialled with a doubling backoff (0.1 s to
 `max_backoff`), as OVS does.
 Why: enough switches to load a controller cluster (5,000 x 3 controllers = 15,000 connections on
 2 cores) where one Open vSwitch with thousands of bridges is too slow to even create.
@@ -21,7 +22,8 @@ are decoded with `ofproto_parser.header`, request fields with the library's `*_P
 and every reply is a parser message class's `serialize()`. The parser serializes the controller's
 side and parses the switch's, so the replies it cannot serialize are tiny subclasses: ROLE_REPLY,
 GET_CONFIG_REPLY and GET_ASYNC_REPLY reuse the identical layouts of ROLE_REQUEST, SET_CONFIG and
-SET_ASYNC; FEATURES_REPLY and the two multipart replies pack the library's structs. The tests
+SET_ASYNC; FEATURES_REPLY, PORT_STATUS and the two multipart replies pack the library's
+structs. The tests
 decode all of them with the same framework's parser.
 
 `compat` picks the framework; the CLI sets `COORD_FRAMEWORK=os-ken` unless it is set (Ryu would
@@ -237,7 +239,13 @@ class Wire:
                      self.hard_timeout, self.packet_count, self.byte_count)
                 self.match.serialize(self.buf, ofp.OFP_FLOW_REMOVED_SIZE - ofp.OFP_MATCH_SIZE)
 
+        class PortStatus(parser.OFPPortStatus):
+            def _serialize_body(self) -> None:
+                pack(ofp.OFP_PORT_STATUS_PACK_STR, self.buf, ofp.OFP_HEADER_SIZE, self.reason,
+                     *self.desc)
+
         self._flow_removed = FlowRemovedMsg
+        self._port_status = PortStatus
         self.flow_mod_commands = {c.value: c for c in FlowModCommand}
         self._packet_in = PacketIn
         self._role_reply = RoleReply
@@ -298,16 +306,24 @@ class Wire:
         return self.encode(self._desc_reply(self.dp, body=body, flags=0), xid)
 
     def port_desc_reply(self, xid: int, dpid: int) -> bytes:
+        ports = [self._port(dpid, no) for no in (*range(1, PORTS_PER_SWITCH + 1),
+                                                 self.ofp.OFPP_LOCAL)]
+        return self.encode(self._port_desc_reply(self.dp, body=ports, flags=0), xid)
+
+    def port_down(self, dpid: int, port: int) -> bytes:
+        """PORT_STATUS (MODIFY): the port's link went down, as OVS reports a cut cable."""
+        return self.encode(self._port_status(self.dp, reason=self.ofp.OFPPR_MODIFY,
+                                             desc=self._port(dpid, port, up=False)))
+
+    def _port(self, dpid: int, no: int, up: bool = True) -> Any:
         ofp = self.ofp
         feats = ofp.OFPPF_10GB_FD | ofp.OFPPF_COPPER
-        ports = []
-        for no in (*range(1, PORTS_PER_SWITCH + 1), ofp.OFPP_LOCAL):
-            mac = ((0x02 << 40) | ((dpid & 0xFFFFFF) << 16) | (no & 0xFFFF)).to_bytes(6, "big")
-            name = f"br{dpid}" if no == ofp.OFPP_LOCAL else f"s{dpid}-eth{no}"
-            # hw_addr and name as the struct holds them (the parser turns them into text).
-            ports.append(self.parser.OFPPort(no, mac, name.encode()[:15], 0, ofp.OFPPS_LIVE,
-                                             feats, 0, 0, 0, 10_000_000, 10_000_000))
-        return self.encode(self._port_desc_reply(self.dp, body=ports, flags=0), xid)
+        mac = ((0x02 << 40) | ((dpid & 0xFFFFFF) << 16) | (no & 0xFFFF)).to_bytes(6, "big")
+        name = f"br{dpid}" if no == ofp.OFPP_LOCAL else f"s{dpid}-eth{no}"
+        # hw_addr and name as the struct holds them (the parser turns them into text).
+        return self.parser.OFPPort(no, mac, name.encode()[:15], 0,
+                                   ofp.OFPPS_LIVE if up else ofp.OFPPS_LINK_DOWN,
+                                   feats, 0, 0, 0, 10_000_000, 10_000_000)
 
     def packet_in(self, in_port: int, data: bytes, reason: PacketInReason,
                   table_id: int = 0, cookie: int = 0) -> bytes:
@@ -786,6 +802,31 @@ class Fleet:
                 if peer is not None and port != in_port:
                     self._deliver(*peer, data)
 
+    def cut_link(self, dpid: int, port: int) -> tuple[int, int] | None:
+        """Cut the link on (dpid, port), as unplugging its cable: no frame crosses it any more,
+        and both ends report PORT_STATUS (link down) on every channel (OpenFlow 1.3 sends port
+        status to slaves too). One events-file line; returns the peer end, None if unlinked."""
+        peer = self.peers.pop((dpid, port), None)
+        if peer is None:
+            return None
+        self.peers.pop(peer, None)
+        now = time.time()
+        for end_dpid, end_port in ((dpid, port), peer):
+            message = self.wire.port_down(end_dpid, end_port)
+            for conn in self._channels[end_dpid].values():
+                conn.send(message)
+        self._write_line({"t": now, "kind": "link_cut", "dpid": dpid, "port": port,
+                          "peer_dpid": peer[0], "peer_port": peer[1]})
+        self._wake()
+        return peer
+
+    def cut_next_link(self) -> tuple[int, int] | None:
+        """Cut the linked port with the lowest (dpid, port) still linked (SIGUSR1 of the CLI);
+        None when no link is left."""
+        for dpid, port in sorted(self.peers):
+            return (dpid, port) if self.cut_link(dpid, port) is not None else None
+        return None
+
     def _deliver(self, dpid: int, port: int, data: bytes) -> None:
         """The frame arrives on `port` of `dpid`, where it matches the controller's LLDP flow
         (output:CONTROLLER): a PACKET_IN with reason ACTION to every channel the switch's model
@@ -965,6 +1006,8 @@ class ControllerChannel(asyncio.Protocol):
         self.packet_ins: asyncio.Queue[Any] = asyncio.Queue()
         #: FLOW_REMOVEDs the switch sent on this channel, oldest first (parsed).
         self.flow_removeds: asyncio.Queue[Any] = asyncio.Queue()
+        #: PORT_STATUSes the switch sent on this channel, oldest first (parsed).
+        self.port_statuses: asyncio.Queue[Any] = asyncio.Queue()
         #: The type of every message received, in arrival order (to check ordering).
         self.arrivals: list[int] = []
 
@@ -1007,6 +1050,9 @@ class ControllerChannel(asyncio.Protocol):
             return
         elif msg.msg_type == ofp.OFPT_FLOW_REMOVED:
             self.flow_removeds.put_nowait(msg)
+            return
+        elif msg.msg_type == ofp.OFPT_PORT_STATUS:
+            self.port_statuses.put_nowait(msg)
             return
         future = self._pending.pop(msg.xid, None)
         if future is not None and not future.done():
@@ -1056,6 +1102,11 @@ class ControllerChannel(asyncio.Protocol):
         """The next FLOW_REMOVED from the switch (parsed); waits for it."""
         async with asyncio.timeout(timeout):
             return await self.flow_removeds.get()
+
+    async def port_status(self, timeout: float = 10.0) -> Any:
+        """The next PORT_STATUS from the switch (parsed); waits for it."""
+        async with asyncio.timeout(timeout):
+            return await self.port_statuses.get()
 
     def packet_out(self, port: int, data: bytes) -> Any:
         """A PACKET_OUT of `data` on `port`, as Ryu sends LLDP (in_port CONTROLLER)."""
@@ -1168,6 +1219,7 @@ async def _serve(args: argparse.Namespace, events: TextIO | None) -> None:
     fleet = Fleet(args.switches, args.controller, dpid_base=args.dpid_base, events=events,
                   max_backoff=args.max_backoff, connect_burst=args.connect_burst,
                   links=args.links)
+    loop.add_signal_handler(signal.SIGUSR1, fleet.cut_next_link)  # benchmarks cut links
     await fleet.start()
     print(f"fleet: {args.switches} switches x {len(args.controller)} controllers "
           f"({fleet.wire.framework}), dpids {args.dpid_base:#x}.."

@@ -41,14 +41,17 @@ def test_scale_quick_masters_every_switch_and_recovers_from_a_crash(tmp_path: Pa
 
 
 def test_scale_quick_topology_discovers_every_link_of_the_fleet(tmp_path: Path) -> None:
-    """The fleet's emulated links carry the controllers' LLDP: every view gets every link, and
-    after the kill -9 the survivors' views hold them all again, re-published by themselves."""
+    """The fleet's emulated links carry the controllers' LLDP: every view gets every link; each
+    cut link leaves every view; after the kill -9 the survivors' views hold the rest again,
+    re-published by themselves."""
     out = tmp_path / "scale.json"
     result = _run(["benchmarks/scale.py", "--quick", "--topology", "--backends", "embedded",
-                   "--json", str(out)], timeout=300)
+                   "--cuts", "5", "--json", str(out)], timeout=300)
     (r,) = json.loads(out.read_text())["results"]
     assert r["links_expected"] == 2 * (r["switches"] - 1), r  # a line, both directions
     assert r["links_all_s"] is not None, r
+    assert r["cuts"] == 5 and r["links_after_cuts"] == r["links_expected"] - 10, r
+    assert 0 < r["cut_p50_s"] <= r["cut_p99_s"] <= r["cut_max_s"], r
     assert r["topology_failover_s"] is not None, r
     assert "all links (every view)" in result.stdout
 

@@ -371,6 +371,41 @@ def test_a_ring_closes_the_loop_and_flood_goes_out_of_every_linked_port():
     run(body)
 
 
+def test_a_cut_link_carries_nothing_and_both_ends_report_link_down():
+    """`cut_link` unplugs (1, 1) <-> (2, 2): PORT_STATUS (MODIFY, link down) on every channel
+    of both switches, a SLAVE's included; LLDP no longer crosses; one events-file line."""
+
+    async def body() -> None:
+        a, b = await ends(2)
+        events = io.StringIO()
+        fleet = Fleet(3, [a.target, b.target], dpid_base=1, events=events, links="line")
+        try:
+            await fleet.start()
+            chans = {(e.target, d): await e.channel(d, TIMEOUT) for e in (a, b) for d in (1, 2)}
+            await fleet.wait_for(lambda: fleet.connections_up == 6, TIMEOUT)
+            a1, b2 = chans[(a.target, 1)], chans[(b.target, 2)]
+            assert (await a1.role(Role.MASTER, 10)).role is Role.MASTER
+            assert (await chans[(b.target, 1)].role(Role.SLAVE, 10)).role is Role.SLAVE
+            ofp = wire().ofp
+            assert fleet.cut_next_link() == (1, 1)
+            for (_, dpid), channel in chans.items():
+                msg = await channel.port_status(TIMEOUT)
+                assert (msg.reason, msg.desc.port_no) == (ofp.OFPPR_MODIFY, dpid)
+                assert msg.desc.state & ofp.OFPPS_LINK_DOWN
+            assert fleet.cut_link(1, 1) is None and (2, 2) not in fleet.peers
+            assert await a1.write(a1.packet_out(1, _lldp(1, 1))) is None  # accepted, goes nowhere
+            await b2.request(wire().parser.OFPBarrierRequest(b2.wire.dp))
+            assert b2.packet_ins.empty() and fleet.packet_ins_delivered == 0
+            assert fleet.cut_next_link() == (2, 1) and fleet.cut_next_link() is None
+        finally:
+            await close_all(fleet, [a, b])
+        cuts = [json.loads(line) for line in events.getvalue().splitlines()]
+        assert [(r["dpid"], r["port"], r["peer_dpid"], r["peer_port"]) for r in cuts
+                if r["kind"] == "link_cut"] == [(1, 1, 2, 2), (2, 1, 3, 2)]
+
+    run(body)
+
+
 def test_set_async_lets_a_slave_ask_for_packet_ins():
     """OFPT_SET_ASYNC is the model's per-channel async config: a SLAVE that asks for ACTION
     packet-ins in its slave mask gets them; GET_ASYNC reports the defaults, then the change."""
