@@ -317,20 +317,17 @@ class TopologyRuntime:
                 self._on_changes(changes, resync)
             except Exception:
                 LOG.exception("topology: delivering view changes failed")
-        topology = self._emitted.topology()
-        self._dump(topology)
+        if self.settings.dump_file:  # the whole picture only when it is written out
+            self._dump(self._emitted.topology())
         self._synced.set()
         # One parseable line per delivered batch: when this controller's applications
         # (and the dump file) reached which view.
-        owners = {s.owner for s in topology.switches.values()}
-        owners.update(lk.owner for lk in topology.links)
-        owners.update(h.owner for h in topology.hosts.values())
+        view = self._emitted.summary()
         LOG.info("TOPOLOGY member=%s revision=%d switches=%d links=%d hidden_links=%d "
                  "hosts=%d masters=%d changes=%d resync=%s owners=%s t=%.6f",
-                 self.member_id, topology.revision, len(topology.switches),
-                 len(topology.links), len(topology.hidden_links), len(topology.hosts),
-                 len(topology.masters), len(changes), str(resync).lower(),
-                 ",".join(sorted(owners)) or "-", time.time())
+                 self.member_id, view.revision, view.switches, view.links, view.hidden_links,
+                 view.hosts, view.masters, len(changes), str(resync).lower(),
+                 ",".join(sorted(view.owners)) or "-", time.time())
 
     def _dump(self, topology: Topology) -> None:
         path = self.settings.dump_file

@@ -191,3 +191,32 @@ def test_to_dict_is_json_ready_and_accessors() -> None:
 def test_describe_is_short() -> None:
     assert describe(LinkAdded(ln(1, 1, 2, 1))) == f"LinkAdded {ln(1, 1, 2, 1).key}"
     assert describe(MasterChanged(1, None, None)).startswith("MasterChanged 0000000000000001")
+
+
+def _summary_of_topology(view: TopologyView) -> tuple:
+    topo = view.topology()
+    owners = {s.owner for s in topo.switches.values()} | {lk.owner for lk in topo.links} | {
+        h.owner for h in topo.hosts.values()}
+    return (topo.revision, len(topo.switches), len(topo.links), len(topo.hidden_links),
+            len(topo.hosts), len(topo.masters), frozenset(owners))
+
+
+def test_summary_says_what_the_whole_picture_says() -> None:
+    """The `TOPOLOGY` line's counts come from `summary()`, which copies nothing: the same
+    figures as `topology()` through visible, hidden and removed records."""
+    view = TopologyView()
+    steps = [
+        lambda: view.apply(Snapshot((sw(1, 1, 2), sw(2, 1), ln(1, 1, 2, 1, owner="c2"),
+                                     host("00:00:00:00:00:0c", 1, 2, owner="c3")))),
+        lambda: put(view, ln(2, 1, 3, 1, owner="c4")),  # hidden: switch 3 unknown
+        lambda: put(view, sw(2, 1, down=(1,)), sw(2, 1)),  # the link to 2 goes hidden
+        lambda: put(view, Mastership(owner="c1", term=5, dpid=1)),
+        lambda: put(view, host("00:00:00:00:00:0d", 9, 1, owner="c5")),  # hidden: no switch 9
+        lambda: delete(view, sw(1, 1, 2)),
+    ]
+    for step in steps:
+        step()
+        s = view.summary()
+        assert (s.revision, s.switches, s.links, s.hidden_links, s.hosts, s.masters,
+                s.owners) == _summary_of_topology(view)
+    assert view.summary().owners == {"c1"}  # hidden records' owners are not shown
