@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -175,9 +176,9 @@ class FleetView:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
+    """The nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, -(-int(q * 100) * len(ordered) // 100) - 1))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def wait_until(check: Callable[[], Any], timeout: float, alive: Callable[[], str | None]) -> Any:
@@ -577,7 +578,7 @@ def run_fleet(backend: Backend, n: int, workdir: Path, timeout: float,
                 result["links_after_cuts"] = full
                 if seconds:
                     result["cut_p50_s"] = statistics.median(seconds)
-                    result["cut_p99_s"] = percentile(seconds, 0.99)
+                    result["cut_p99_s"] = percentile(seconds, 99)
                     result["cut_max_s"] = max(seconds)
         # (a') every connection with its role granted; (b) from there unless told otherwise
         if kill_at == "settled":

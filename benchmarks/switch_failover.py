@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -39,6 +38,7 @@ from benchmarks.scale import (
     FleetView,
     Follower,
     kill_busiest,
+    percentile,
     stop_process,
     wait_until,
 )
@@ -155,12 +155,6 @@ def run(store: Store, config: Config, trials: int, workdir: Path) -> dict[str, A
         if fleet is not None:
             stop_process(fleet)
         controllers.stop()
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 HOW = """\

@@ -8,12 +8,13 @@ but accepted FLOW_MODs (ADD, DELETE, DELETE_STRICT) go through the model's flow 
 added with OFPFF_SEND_FLOW_REM that a delete or its hard / idle timeout removes produces an
 OFPT_FLOW_REMOVED on every channel whose async config wants it (by default MASTER and EQUAL), sent
 before the switch reads that channel's next message, so a later BARRIER_REPLY follows it (what
-a planned handover's marker flow needs). MODIFY and undecodable FLOW_MODs are only recorded. With `links` ("line" or "ring") switches are joined
-port to port, and an accepted PACKET_OUT on a linked port arrives at the peer switch as a
-PACKET_IN for the channels that get packet-ins (MASTER and EQUAL), so LLDP discovery finds the
-links; `cut_link` (SIGUSR1 to the CLI: the next linked port) unplugs one: no frame crosses it
-and both ends send PORT_STATUS (link down). A dropped or refused connection is re-dialled with a doubling backoff (0.1 s to
-`max_backoff`), as OVS does.
+a planned handover's marker flow needs). MODIFY and undecodable FLOW_MODs are only recorded.
+With `links` ("line" or "ring") switches are joined port to port, and an accepted PACKET_OUT on
+a linked port arrives at the peer switch as a PACKET_IN for the channels that get packet-ins
+(MASTER and EQUAL), so LLDP discovery finds the links; `cut_link` (SIGUSR1 to the CLI: the next
+linked port) unplugs one: no frame crosses it and both ends send PORT_STATUS (link down). A
+dropped or refused connection is re-dialled with a doubling backoff (0.1 s to `max_backoff`),
+as OVS does.
 Why: enough switches to load a controller cluster (5,000 x 3 controllers = 15,000 connections on
 2 cores) where one Open vSwitch with thousands of bridges is too slow to even create.
 
@@ -23,8 +24,7 @@ and every reply is a parser message class's `serialize()`. The parser serializes
 side and parses the switch's, so the replies it cannot serialize are tiny subclasses: ROLE_REPLY,
 GET_CONFIG_REPLY and GET_ASYNC_REPLY reuse the identical layouts of ROLE_REQUEST, SET_CONFIG and
 SET_ASYNC; FEATURES_REPLY, PORT_STATUS and the two multipart replies pack the library's
-structs. The tests
-decode all of them with the same framework's parser.
+structs. The tests decode all of them with the same framework's parser.
 
 `compat` picks the framework; the CLI sets `COORD_FRAMEWORK=os-ken` unless it is set (Ryu would
 bring eventlet along). `ControllerEnd` is the other side, for tests: a listening port that
@@ -822,10 +822,11 @@ class Fleet:
 
     def cut_next_link(self) -> tuple[int, int] | None:
         """Cut the linked port with the lowest (dpid, port) still linked (SIGUSR1 of the CLI);
-        None when no link is left."""
-        for dpid, port in sorted(self.peers):
-            return (dpid, port) if self.cut_link(dpid, port) is not None else None
-        return None
+        returns it, None when no link is left."""
+        end = min(self.peers, default=None)
+        if end is not None:
+            self.cut_link(*end)
+        return end
 
     def _deliver(self, dpid: int, port: int, data: bytes) -> None:
         """The frame arrives on `port` of `dpid`, where it matches the controller's LLDP flow

@@ -317,8 +317,7 @@ class TopologyRuntime:
                 self._on_changes(changes, resync)
             except Exception:
                 LOG.exception("topology: delivering view changes failed")
-        if self.settings.dump_file:  # the whole picture only when it is written out
-            self._dump(self._emitted.topology())
+        self._dump()
         self._synced.set()
         # One parseable line per delivered batch: when this controller's applications
         # (and the dump file) reached which view.
@@ -329,10 +328,13 @@ class TopologyRuntime:
                  view.hosts, view.masters, len(changes), str(resync).lower(),
                  ",".join(sorted(view.owners)) or "-", time.time())
 
-    def _dump(self, topology: Topology) -> None:
+    def _dump(self) -> None:
+        """Write the whole picture to the dump file, if one is configured (only then is it
+        built: the log line needs counts only)."""
         path = self.settings.dump_file
         if not path:
             return
+        topology = self._emitted.topology()
         body = {"member": self.member_id, "updated_at": time.time(), **topology.to_dict()}
         target = Path(path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
