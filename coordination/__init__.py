@@ -25,7 +25,15 @@ from .errors import (
 )
 from .loader import installed_backends
 from .records import SCHEMA_VERSION, Host, Link, Mastership, Port, Record, Switch
-from .topology import Change, Snapshot, TopologyEvent, TopologyStore, TopologyWatch
+from .topology import (
+    Change,
+    DeleteRecord,
+    PutRecord,
+    Snapshot,
+    TopologyEvent,
+    TopologyStore,
+    TopologyWatch,
+)
 from .types import Candidate, Leadership, MemberInfo, SessionState
 from .urls import BackendURL, parse_url
 
@@ -43,6 +51,7 @@ __all__ = [
     "ConflictError",
     "CoordinationError",
     "Coordinator",
+    "DeleteRecord",
     "Election",
     "Host",
     "InvalidRecordError",
@@ -54,6 +63,7 @@ __all__ = [
     "NotSupportedError",
     "OperationTimeoutError",
     "Port",
+    "PutRecord",
     "Record",
     "SessionLostError",
     "SessionState",

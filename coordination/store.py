@@ -7,7 +7,7 @@ integers that change on every write of a path (ZooKeeper: the znode version; etc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import ConflictError
@@ -44,6 +44,16 @@ class RawChange:
 
 
 RawEvent = RawSnapshot | RawChange
+
+
+@dataclass(frozen=True)
+class Write:
+    """One conditional write of `RecordStoreDriver.write_many`: put `value` at `path` (None:
+    delete it) only if the path is at `version` now (None: absent; a delete needs a version)."""
+
+    path: str
+    value: bytes | None
+    version: int | None
 
 
 class WatchHandle(ABC):
@@ -85,6 +95,33 @@ class RecordStoreDriver(ABC):
             if self.compare_and_set(path, current.version, None):
                 return True
         return False  # absent (a concurrent write made it retry until it saw that)
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Versioned | None]:
+        """`get` of every path (absent ones map to None). Override to read them in one round
+        trip (a pipeline, a transaction): the topology writer reads a batch's records at once."""
+        return {path: self.get(path) for path in paths}
+
+    def write_many(self, writes: Sequence[Write]) -> list[bool]:
+        """Make each write whose condition holds; True per write made, False where the path
+        was at another version. The writes are independent: one failed condition never blocks
+        another. Each path appears at most once (`TopologyStore.apply` sees to it). Override to send them in one round trip (ZooKeeper `multi`, an etcd txn, one
+        database transaction); this default makes them one by one."""
+        made = []
+        for write in writes:
+            try:
+                if write.value is None:
+                    if write.version is None:
+                        raise ValueError(f"{write.path}: a conditional delete needs a version")
+                    made.append(self.remove(write.path, write.version))
+                elif write.version is None:
+                    self.create(write.path, write.value)
+                    made.append(True)
+                else:
+                    self.update(write.path, write.value, write.version)
+                    made.append(True)
+            except (RecordExistsError, VersionMismatchError):
+                made.append(False)
+        return made
 
     @abstractmethod
     def list(self, prefix: str = "") -> dict[str, Versioned]:

@@ -6,13 +6,13 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import instrument
 from .dispatch import SerialExecutor
-from .errors import ConflictError, InvalidRecordError, StaleTermError
+from .errors import ConflictError, CoordinationError, InvalidRecordError, StaleTermError
 from .names import printable, shown
 from .records import KINDS, RECORD_TYPES, TOPOLOGY_KINDS, Record, decode, encode, record_path
 from .store import (
@@ -21,8 +21,10 @@ from .store import (
     RawSnapshot,
     RecordExistsError,
     RecordStoreDriver,
+    Versioned,
     VersionMismatchError,
     WatchHandle,
+    Write,
 )
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +52,30 @@ class Change:
 
 
 TopologyEvent = Snapshot | Change
+
+
+@dataclass(frozen=True)
+class PutRecord:
+    """For `TopologyStore.apply`: `put(record, fenced=fenced)`."""
+
+    record: Record
+    fenced: bool = True
+
+
+@dataclass(frozen=True)
+class DeleteRecord:
+    """For `TopologyStore.apply`: `delete(kind, key, term=term, domain=domain)`."""
+
+    kind: str
+    key: str
+    term: int | None = None
+    domain: int | None = None
+
+
+StoreOp = PutRecord | DeleteRecord
+#: What `apply` says of one op: as `put`/`delete` return (True: written, False: nothing to
+#: do), or the error they would have raised for it (`StaleTermError`, `ConflictError`).
+Outcome = bool | CoordinationError
 
 
 class TopologyWatch:
@@ -211,6 +237,68 @@ class TopologyStore:
                 continue
         raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
 
+    @_timed("topology_apply")
+    def apply(self, ops: Sequence[StoreOp]) -> list[Outcome]:
+        """Do many puts and deletes in two round trips where the driver allows (`get_many`,
+        then `write_many`) instead of two per record; one outcome per op, in order.
+
+        Each op means exactly what `put` or `delete` means, fencing included, and succeeds or
+        fails on its own: a stale term is that op's `StaleTermError`, not the batch's. Ops that
+        meet a concurrent write (or repeat a path) are redone one by one. An unusable backend
+        (unreachable, closed) raises, as `put` would; some ops may have been made by then.
+        """
+        plans = [self._prepare(op) for op in ops]
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        first: dict[str, int] = {}
+        later: list[int] = []
+        for i, (path, _) in enumerate(plans):
+            if path in first:
+                later.append(i)  # the same record twice: after the first, in order
+            else:
+                first[path] = i
+        current = self._driver.get_many(list(first)) if first else {}
+        writes: list[Write] = []
+        writers: list[int] = []
+        for path, i in first.items():
+            op, data = ops[i], plans[i][1]
+            try:
+                write = _conditional_write(path, data, current.get(path), op)
+            except StaleTermError as exc:
+                outcomes[i] = exc
+                continue
+            if write is None:
+                outcomes[i] = False
+            else:
+                writes.append(write)
+                writers.append(i)
+        for i, made in zip(writers, self._driver.write_many(writes) if writes else [],
+                           strict=True):
+            if made:
+                outcomes[i] = True
+            else:
+                later.append(i)  # someone wrote it between our read and our write
+        for i in sorted(later):
+            outcomes[i] = self._one(ops[i])
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _prepare(self, op: StoreOp) -> tuple[str, bytes | None]:
+        """(path, encoded record or None for a delete); invalid ops raise before any I/O."""
+        if isinstance(op, PutRecord):
+            if not isinstance(op.record, tuple(RECORD_TYPES.values())):
+                raise InvalidRecordError(f"not a topology record: {op.record!r}")
+            return record_path(op.record), encode(op.record)
+        if isinstance(op, DeleteRecord):
+            return f"{_check_kind(op.kind)}/{op.key}", None
+        raise InvalidRecordError(f"not a PutRecord or DeleteRecord: {op!r}")
+
+    def _one(self, op: StoreOp) -> Outcome:
+        try:
+            if isinstance(op, PutRecord):
+                return self.put(op.record, fenced=op.fenced)
+            return self.delete(op.kind, op.key, term=op.term, domain=op.domain)
+        except (StaleTermError, ConflictError) as exc:
+            return exc
+
     @_timed("topology_get")
     def get(self, kind: str, key: str) -> Record | None:
         """One record, or None if absent or malformed (malformed is logged)."""
@@ -287,6 +375,26 @@ class TopologyStore:
         else:  # a driver written before `kinds`: it delivers everything, the watch filters
             watch._handle = self._driver.watch(watch._on_raw)
         return watch
+
+
+def _conditional_write(path: str, data: bytes | None, current: Versioned | None,
+                       op: StoreOp) -> Write | None:
+    """The write `op` needs given the stored `current` (None: nothing to do), as `put` and
+    `delete` decide it; raises StaleTermError where they would."""
+    if isinstance(op, PutRecord):
+        assert data is not None
+        if current is None:
+            return Write(path, data, None)
+        if current.value == data:
+            return None
+        if op.fenced:
+            _check_fence(path, current.value, op.record.domain, op.record.term)
+        return Write(path, data, current.version)
+    if current is None:
+        return None
+    if op.term is not None:
+        _check_fence(path, current.value, op.domain, op.term)
+    return Write(path, None, current.version)
 
 
 def _check_kind(kind: str) -> str:

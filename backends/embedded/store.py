@@ -4,7 +4,7 @@ and the watches the coordinator's worker feeds from each sync (snapshot first, t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from coordination.store import (
@@ -16,6 +16,7 @@ from coordination.store import (
     Versioned,
     VersionMismatchError,
     WatchHandle,
+    Write,
 )
 
 from .db import SyncState, Txn
@@ -72,6 +73,29 @@ class EmbeddedRecordStore(RecordStoreDriver):
 
     def list(self, prefix: str = "") -> dict[str, Versioned]:
         return self._coordinator.read(lambda db: db.list(prefix))
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Versioned | None]:
+        return self._coordinator.read(lambda db: {path: db.get(path) for path in paths})
+
+    def write_many(self, writes: Sequence[Write]) -> list[bool]:
+        """Every write in one transaction (one commit, one notification of the peers), each
+        made only if its own condition holds."""
+        def op(txn: Txn) -> list[bool]:
+            made = []
+            for write in writes:
+                current = txn.record_version(write.path)
+                if write.value is None:  # a delete: the record must be there (at `version`)
+                    holds = current is not None and write.version in (None, current)
+                else:  # a create (version None: absent) or an update
+                    holds = current == write.version
+                made.append(holds)
+                if holds and write.value is None:
+                    txn.delete(write.path)
+                elif holds:
+                    txn.put(write.path, write.value)
+            return made
+
+        return self._coordinator.write(op)
 
     def create(self, path: str, value: bytes) -> None:
         def op(txn: Txn) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from coordination.driver_support import SnapshotStreamWatch
@@ -23,6 +23,7 @@ from coordination.store import (
     Versioned,
     VersionMismatchError,
     WatchHandle,
+    Write,
 )
 
 from .client import (
@@ -33,6 +34,8 @@ from .client import (
     Get,
     Put,
     StreamHandle,
+    Txn,
+    TxnResult,
     WatchEvent,
     prefix_end,
 )
@@ -96,6 +99,45 @@ class EtcdRecordStore(RecordStoreDriver):
             raise VersionMismatchError(path)
 
         return self.coordinator.call(op, f"delete {path}")
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Versioned | None]:
+        """The reads in as few txns as etcd's --max-txn-ops allows (one for a usual batch)."""
+        def op() -> dict[str, Versioned | None]:
+            out: dict[str, Versioned | None] = {}
+            for path, result, _ in self.coordinator.engine.txns(
+                    list(paths), lambda p: Get(self.key(p))):
+                kvs = getattr(result, "kvs", ())
+                out[path] = Versioned(kvs[0].value, kvs[0].mod_revision) if kvs else None
+            return out
+
+        return self.coordinator.call(op, f"get {len(paths)} records")
+
+    def write_many(self, writes: Sequence[Write]) -> list[bool]:
+        """Each write a nested txn with its own compares, as many per txn as etcd allows: the
+        writes succeed or fail one by one, in one round trip."""
+        def op() -> list[bool]:
+            return [self._made(write, result) for write, result, _ in
+                    self.coordinator.engine.txns(list(writes), self._nested, nested=2)]
+
+        return self.coordinator.call(op, f"write {len(writes)} records")
+
+    def _nested(self, write: Write) -> Txn:
+        key = self.key(write.path)
+        if write.value is None:
+            compares = () if write.version is None else (Compare.mod(key, "==", write.version),)
+            return Txn(compares, (Delete(key),))
+        if write.version is None:
+            return Txn((Compare.create(key, "==", 0),), (Put(key, write.value),))
+        return Txn((Compare.create(key, ">", 0), Compare.mod(key, "==", write.version)),
+                   (Put(key, write.value),))
+
+    @staticmethod
+    def _made(write: Write, result: object) -> bool:
+        if not isinstance(result, TxnResult) or not result.succeeded:
+            return False
+        if write.value is None:
+            return bool(getattr(result.responses[0], "deleted", 0))
+        return True
 
     def list(self, prefix: str = "") -> dict[str, Versioned]:
         def op() -> dict[str, Versioned]:

@@ -4,11 +4,13 @@ data watch per record, resynchronised after every reconnect)."""
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, SessionExpiredError
+from kazoo.protocol.states import EventType
 
 from coordination.driver_support import SnapshotStreamWatch
 from coordination.store import (
@@ -18,19 +20,40 @@ from coordination.store import (
     Versioned,
     VersionMismatchError,
     WatchHandle,
+    Write,
 )
 
-from .client import TRANSIENT, BoundedClient
+from .client import PIPELINE_DEPTH, TRANSIENT, BoundedClient, BoundedResult, chunks
 
 if TYPE_CHECKING:
     from .coordinator import ZooKeeperCoordinator
 
 LOG = logging.getLogger(__name__)
+#: What a conditional write meets when its condition does not hold.
+_CONDITION_FAILED = (BadVersionError, NodeExistsError, NoNodeError)
+
+
+class _Step:
+    """What one watch event reports, once the reads it needs are answered: `items` are
+    ("read", path, answer), ("gone", path) and ("listed", kind, children) in report order."""
+
+    __slots__ = ("items", "waiting")
+
+    def __init__(self, *items: tuple[Any, ...]) -> None:
+        self.items: list[Any] = list(items)
+        self.waiting = 0
 
 
 class _ZooKeeperWatch(SnapshotStreamWatch):
     """Children watches per kind plus a data watch per record; dedup by mzxid; resync on
-    reconnect (kazoo does not restore watches reliably: #29, #151)."""
+    reconnect (kazoo does not restore watches reliably: #29, #151).
+
+    ZooKeeper's watches say what changed, not to what: most events need a read. The reads
+    go out as the events come, without waiting for each other (a batch of changes costs one
+    round trip, not one each), and each event is reported when its reads are answered and
+    every earlier event has been: in the order ZooKeeper notified them. A delete needs no
+    read and is reported as soon as its turn comes.
+    """
 
     def __init__(self, store: ZooKeeperRecordStore, sink: Callable[[RawEvent], None],
                  kinds: frozenset[str] | None) -> None:
@@ -39,9 +62,13 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         self._store = store
         self._kinds = kinds  # children watches on these kinds only (None: all)
         self._known: dict[str, int] = {}
+        self._steps: collections.deque[_Step] = collections.deque()
+        self._gone: set[str] = set()  # deletes queued in `_steps`, not reported yet
 
     def _snapshot(self, resync: bool) -> dict[str, bytes]:
         zk, items, known = self._store.client, {}, {}
+        # events before the snapshot are in it: answers to their reads are dropped
+        self._steps, self._gone = collections.deque(), set()
         for kind, children in self._store.children_by_kind(self._on_children,
                                                                      self._kinds).items():
             fetches = {c: zk.get_async(self._store.path(f"{kind}/{c}"), watch=self._on_data)
@@ -56,37 +83,115 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         self._known = known
         return items
 
+    # ---- events (kazoo's thread): queued for the worker, in order ---------------------------
+
     def _on_children(self, event: Any) -> None:
         if event.path is None:
             return  # kazoo's session notice to every watch; watches are re-armed on reconnect
-        self.submit(self._refresh_kind, event.path.rsplit("/", 1)[1])
+        self.submit(self._listing, event.path.rsplit("/", 1)[1])
 
     def _on_data(self, event: Any) -> None:
         if event.path is None:
             return  # as above
-        self.submit(self._refresh_path, self._store.relative(event.path))
+        path = self._store.relative(event.path)
+        self.submit(self._deleted if event.type == EventType.DELETED else self._changed, path)
 
-    def _refresh_kind(self, kind: str) -> None:
-        zk = self._store.client
-        children = set(zk.get_children(self._store.path(kind), watch=self._on_children))
-        present = {p for p in self._known if p.startswith(kind + "/")}
-        for path in sorted(present - {f"{kind}/{c}" for c in children}):
-            del self._known[path]
-            self.changed(path, None)
-        for child in sorted(children):
-            if f"{kind}/{child}" not in self._known:
-                self._refresh_path(f"{kind}/{child}")
+    # ---- the worker: start the reads, report in order ----------------------------------------
 
-    def _refresh_path(self, path: str) -> None:
+    def _changed(self, path: str) -> None:
+        step = _Step()
+        self._steps.append(step)
+        self._read(step, path)
+
+    def _deleted(self, path: str) -> None:
+        # A re-created record is found by the children watch this delete also fired.
+        self._gone.add(path)
+        self._steps.append(_Step(("gone", path)))
+        self._deliver()
+
+    def _listing(self, kind: str) -> None:
+        step = _Step()
+        self._steps.append(step)
+        step.waiting += 1
+        result = self._store.client.client.get_children_async(self._store.path(kind),
+                                                              watch=self._on_children)
+        result.rawlink(lambda answer: self.submit(self._listed, step, kind, answer))
+
+    def _read(self, step: _Step, path: str) -> None:
+        """Read `path` (re-arming its data watch) for `step`, without waiting."""
+        index = len(step.items)
+        step.items.append(("read", path, None))
+        step.waiting += 1
+        result = self._store.client.client.get_async(self._store.path(path), watch=self._on_data)
+        result.rawlink(lambda answer: self.submit(self._answered, step, index, answer))
+
+    def _answered(self, step: _Step, index: int, answer: Any) -> None:
+        _, path, _ = step.items[index]
+        step.items[index] = ("read", path, answer)
+        step.waiting -= 1
+        self._deliver()
+
+    def _listed(self, step: _Step, kind: str, answer: Any) -> None:
+        step.waiting -= 1
+        if step not in self._steps:
+            return  # a snapshot came between
+        children = {f"{kind}/{child}" for child in answer.get()}
+        step.items.append(("listed", kind, children))
+        # new records (or re-created ones whose delete is still queued) are read as part of
+        # this step, so they are reported before any later event
+        new = sorted(p for p in children if p not in self._known or p in self._gone)
+        if len(new) <= PIPELINE_DEPTH:
+            for path in new:
+                self._read(step, path)
+        else:  # a burst (a switch's start-up, a peer's resync): a bounded pipeline, waited for
+            zk = self._store.client
+            for path, got in zk.pipelined(
+                    new, lambda p: zk.get_async(self._store.path(p), watch=self._on_data)):
+                step.items.append(("read", path, _Answered(got)))
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Report every step at the head of the queue whose reads are all answered."""
+        while self._steps and self._steps[0].waiting == 0:
+            for item in self._steps.popleft().items:
+                if item[0] == "read":
+                    self._report_read(item[1], item[2])
+                elif item[0] == "gone":
+                    self._gone.discard(item[1])
+                    self._report_gone(item[1])
+                else:
+                    _, kind, children = item
+                    for path in sorted(p for p in self._known
+                                       if p.startswith(kind + "/") and p not in children):
+                        self._report_gone(path)
+
+    def _report_read(self, path: str, answer: Any) -> None:
         try:
-            data, stat = self._store.client.get(self._store.path(path), watch=self._on_data)
+            data, stat = answer.get()
         except NoNodeError:
-            if self._known.pop(path, None) is not None:
-                self.changed(path, None)
+            self._report_gone(path)
             return
         if stat.mzxid > self._known.get(path, -1):
             self._known[path] = stat.mzxid
             self.changed(path, data)
+
+    def _report_gone(self, path: str) -> None:
+        if self._known.pop(path, None) is not None:
+            self.changed(path, None)
+
+
+class _Answered:
+    """An answer already in hand, shaped as kazoo's async result (`get()`)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def get(self) -> Any:
+        if isinstance(self._value, Exception):
+            raise self._value
+        return self._value
 
 
 class ZooKeeperRecordStore(RecordStoreDriver):
@@ -164,6 +269,61 @@ class ZooKeeperRecordStore(RecordStoreDriver):
             return True
 
         return self.coordinator.call(op, f"delete {path}")
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Versioned | None]:
+        """Every read in flight at once on the connection: one round trip for the batch."""
+        def op() -> dict[str, Versioned | None]:
+            out: dict[str, Versioned | None] = {}
+            for path, result in self.client.pipelined(
+                    paths, lambda p: self.client.get_async(self.path(p))):
+                if isinstance(result, NoNodeError):
+                    out[path] = None
+                elif isinstance(result, Exception):
+                    raise result
+                else:
+                    out[path] = Versioned(result[0], result[1].version)
+            return out
+
+        return self.coordinator.call(op, f"get {len(paths)} records")
+
+    def write_many(self, writes: Sequence[Write]) -> list[bool]:
+        """One `multi` per chunk of writes; a chunk whose transaction fails (some condition
+        did not hold, so none was made) is sent again as single writes, all in flight at
+        once, to find out which hold."""
+        def op() -> list[bool]:
+            self._prepare()
+            made: list[bool] = []
+            for chunk in chunks(writes):
+                results = self.client.multi(lambda txn, chunk=chunk: self._fill(txn, chunk))
+                if not any(isinstance(result, Exception) for result in results):
+                    made.extend(True for _ in chunk)
+                    continue
+                for _, result in self.client.pipelined(chunk, self._start_write):
+                    if isinstance(result, Exception) and not isinstance(result,
+                                                                        _CONDITION_FAILED):
+                        raise result
+                    made.append(not isinstance(result, Exception))
+            return made
+
+        return self.coordinator.call(op, f"write {len(writes)} records")
+
+    def _fill(self, txn: Any, writes: Sequence[Write]) -> None:
+        for write in writes:
+            path = self.path(write.path)
+            if write.value is None:
+                txn.delete(path, -1 if write.version is None else write.version)
+            elif write.version is None:
+                txn.create(path, write.value)
+            else:
+                txn.set_data(path, write.value, write.version)
+
+    def _start_write(self, write: Write) -> BoundedResult:
+        path = self.path(write.path)
+        if write.value is None:
+            return self.client.delete_async(path, -1 if write.version is None else write.version)
+        if write.version is None:
+            return self.client.create_async(path, write.value)
+        return self.client.set_async(path, write.value, write.version)
 
     def list(self, prefix: str = "") -> dict[str, Versioned]:
         def op() -> dict[str, Versioned]:

@@ -21,18 +21,21 @@ from coordination import (
     Change,
     ConfigurationError,
     Coordinator,
+    DeleteRecord,
     Host,
     InvalidRecordError,
     Leadership,
     Link,
     Mastership,
     Port,
+    PutRecord,
     SessionState,
     Snapshot,
     StaleTermError,
     Switch,
 )
 from coordination.driver_support import CAPABILITIES, NotSupportedError
+from coordination.store import Write
 
 from .backend import Backend
 from .recorder import Recorder
@@ -357,6 +360,75 @@ class ConformanceSuite:
         topo.put(Host(mac="00:00:00:00:00:09", dpid=5, port_no=1, owner="x", term=50))
         topo.put(Host(mac="00:00:00:00:00:09", dpid=6, port_no=2, owner="y", term=30))
         assert topo.get("host", "000000000009").dpid == 6
+
+    @requires("topology")
+    def test_apply_does_each_op_as_put_and_delete_would(self, connect: Connect) -> None:
+        topo = connect("a").topology
+        link = Link(src_dpid=1, src_port=1, dst_dpid=2, dst_port=3, owner="a", term=7)
+        topo.put(Switch(dpid=5, owner="new", term=20))
+        topo.put(link)
+        outcomes = topo.apply([
+            PutRecord(Switch(dpid=1, owner="a", term=7)),                  # new
+            PutRecord(link),                                               # unchanged
+            PutRecord(Switch(dpid=5, owner="old", term=10)),               # fenced
+            DeleteRecord("switch", Switch(dpid=5).key, term=10, domain=5),  # fenced
+            DeleteRecord("link", link.key, term=7, domain=2),              # deleted
+            DeleteRecord("host", "000000000001"),                          # absent
+            PutRecord(Switch(dpid=6, owner="a", term=1)),
+            PutRecord(Switch(dpid=6, owner="a", term=1, address="x:1")),   # same record again
+            PutRecord(Switch(dpid=5, owner="admin", term=1), fenced=False),
+        ])
+        assert [o if isinstance(o, bool) else type(o) for o in outcomes] == [
+            True, False, StaleTermError, StaleTermError, True, False, True, True, True]
+        assert topo.get("switch", Switch(dpid=1).key) == Switch(dpid=1, owner="a", term=7)
+        assert topo.get("link", link.key) is None
+        assert topo.get("switch", Switch(dpid=6).key).address == "x:1"
+        assert topo.get("switch", Switch(dpid=5).key).owner == "admin"
+        assert topo.apply([]) == []
+        with pytest.raises(InvalidRecordError):
+            topo.apply([PutRecord("switch 1")])  # type: ignore[arg-type]
+
+    @requires("topology")
+    def test_apply_writes_more_records_than_one_request_holds(self, connect: Connect) -> None:
+        writer, reader = connect("writer"), connect("reader")
+        events = Recorder("watch")
+        watch = reader.topology.watch(events)
+        events.wait_count(1, WAIT)
+        links = [Link(src_dpid=i, src_port=1, dst_dpid=i + 1, dst_port=2, owner="w", term=1)
+                 for i in range(1, 451)]  # several ZooKeeper multis and etcd txns
+        assert writer.topology.apply([PutRecord(link) for link in links]) == [True] * 450
+        assert reader.topology.list("link") == sorted(links, key=lambda r: r.key)
+        # a watch may fold a change it sees late into the next one; it ends where the store is
+        events.wait_for(lambda _: len(watch.view) == 450, WAIT)
+        assert writer.topology.apply([DeleteRecord("link", link.key) for link in links]) == \
+            [True] * 450
+        events.wait_for(lambda _: not watch.view, WAIT)
+        assert writer.topology.list("link") == []
+
+    @requires("topology")
+    def test_driver_writes_many_each_on_its_own_condition(self, connect: Connect) -> None:
+        # the driver contract itself: a failed condition never blocks another write
+        driver = connect("a").topology._driver
+        driver.create("switch/0000000000000001", b"one")
+        driver.create("switch/0000000000000002", b"two")
+        driver.create("switch/0000000000000006", b"six")
+        one = driver.get("switch/0000000000000001")
+        two = driver.get("switch/0000000000000002")
+        assert one is not None and two is not None
+        made = driver.write_many([
+            Write("switch/0000000000000001", b"one'", one.version),   # holds
+            Write("switch/0000000000000002", b"two'", two.version + 999),  # stale version
+            Write("switch/0000000000000003", b"three", None),          # create: holds
+            Write("switch/0000000000000005", b"x", 3),                 # update: absent
+            Write("switch/0000000000000004", None, 1),                 # delete: absent
+            Write("switch/0000000000000006", b"x", None),              # create: exists
+        ])
+        assert made == [True, False, True, False, False, False]
+        got = driver.get_many(["switch/0000000000000001", "switch/0000000000000002",
+                               "switch/0000000000000003"])
+        assert got["switch/0000000000000001"].value == b"one'"
+        assert got["switch/0000000000000002"].value == b"two"
+        assert got["switch/0000000000000003"].value == b"three"
 
     @requires("topology")
     def test_invalid_records_are_refused(self, connect: Connect) -> None:

@@ -21,9 +21,11 @@ _DEFAULTS = TopologySettings()
 
 OPTS = [
     cfg.FloatOpt("topology_batch_delay", default=_DEFAULTS.batch_delay, min=0.0,
-                 help="Seconds topology observations are collected before they are written as "
-                      "one batch; a link that flaps within it costs no store write. Whatever "
-                      "arrives while a batch is being written joins the next one."),
+                 help="Shortest time between two batches of topology writes. The first "
+                      "observation after a quiet spell is written at once; later ones are "
+                      "collected until this long after the last batch (a link that flaps "
+                      "within it costs no store write). Whatever arrives while a batch is "
+                      "being written joins the next one."),
     cfg.FloatOpt("topology_reconcile_window", default=_DEFAULTS.reconcile_window, min=0.0,
                  help="After a failover, seconds the new master keeps the links and hosts its "
                       "predecessor published, while its own discovery confirms them; the "

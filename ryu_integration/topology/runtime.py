@@ -9,9 +9,11 @@ Threads (plain `threading`; under Ryu, coord-manager monkey-patches them into gr
 - the coordinator's callback thread runs the watch callback: it applies each store event to the
   main view (what `topology()` returns, always the freshest) and queues it for the notifier; it
   never blocks (it also carries the mastership app's election callbacks);
-- the *writer* owns the publisher and the janitor and does every store write, in batches:
-  observations are collected for `batch_delay` seconds, then one `plan()` turns them into the
-  writes that are still needed (a link that went down and up in between costs nothing);
+- the *writer* owns the publisher and the janitor and does every store write, in batches: the
+  first observation after a quiet spell is written at once; what arrives within `batch_delay`
+  of a flush (or while one is being written) is collected, then one `plan()` turns it into the
+  writes that are still needed (a link that went down and up in between costs nothing), and
+  `TopologyStore.apply` makes them in two round trips;
 - the *notifier* applies the queued store events to a second view, the one applications have
   been told about, and hands the visible changes to `on_changes` (the Ryu app sends events
   there), then rewrites the dump file. If it falls more than `max_backlog` events behind, the
@@ -36,7 +38,14 @@ from typing import Any
 
 import coordination
 from coordination.records import Host, Link, Mastership, Port, Switch
-from coordination.topology import Change, Snapshot, TopologyEvent, TopologyWatch
+from coordination.topology import (
+    Change,
+    DeleteRecord,
+    PutRecord,
+    Snapshot,
+    TopologyEvent,
+    TopologyWatch,
+)
 
 from .janitor import BY_MASTERSHIP, Janitor
 from .publisher import Delete, ForgetHost, LocalHost, LocalSwitch, Op, Publisher, Put
@@ -391,6 +400,7 @@ class TopologyRuntime:
         next_janitor = self._clock()
         retry_at: float | None = None
         pending_since: float | None = None
+        last_flush = -float("inf")
         while True:
             now = self._clock()
             deadlines = [next_resync, next_janitor if self._janitor_leader else None, batch_due,
@@ -412,7 +422,9 @@ class TopologyRuntime:
                     func = None
             now = self._clock()
             if self.publisher.pending and batch_due is None:
-                batch_due = max(now + self.settings.batch_delay, retry_at or 0.0)
+                # the first change after a quiet spell goes out at once; what follows within
+                # `batch_delay` of a flush is collected into the next one
+                batch_due = max(now, last_flush + self.settings.batch_delay, retry_at or 0.0)
                 if pending_since is None:
                     pending_since = now
             window = self.publisher.next_deadline()
@@ -423,7 +435,7 @@ class TopologyRuntime:
                 next_resync = now + self.settings.resync_interval
                 due = True
             if due or stopping:
-                batch_due = None
+                batch_due, last_flush = None, now
                 try:
                     ok = self._flush(now)
                 except Exception:  # never let the writer die: nothing would be published
@@ -457,8 +469,7 @@ class TopologyRuntime:
         ok = True
         if ops:
             self.stats["flushes"] += 1
-        for op in ops:
-            ok = self._perform(coord, op, now) and ok
+            ok = self._perform(coord, ops, now)
         for forget in self.publisher.take_forgotten():
             if self._on_forget_host is not None:
                 try:
@@ -467,35 +478,52 @@ class TopologyRuntime:
                     LOG.exception("topology: forgetting host %s failed", forget.mac)
         return ok
 
-    def _perform(self, coord: coordination.Coordinator, op: Op, now: float) -> bool:
-        record = op.record
+    def _perform(self, coord: coordination.Coordinator, ops: list[Op], now: float) -> bool:
+        """Make the writes of one plan, all at once (`TopologyStore.apply`: two round trips
+        for the batch where the backend allows); False if some failed for a reason worth
+        retrying."""
         try:
-            store = coord.topology
-            if isinstance(op, Put):
-                wrote = store.put(record)
-                self.stats["puts" if wrote else "unchanged"] += 1
-            else:
-                wrote = store.delete(record.KIND, record.key, term=op.term, domain=record.domain)
-                self.stats["deletes"] += int(wrote)
-            # One line per store write (the audit trail); a no-op only at debug level.
-            LOG.log(logging.INFO if wrote else logging.DEBUG, "topology: %s %s term=%d (%s)",
-                    ("put" if isinstance(op, Put) else "delete") if wrote else "unchanged",
-                    op.path, op.record.term if isinstance(op, Put) else op.term, op.reason)
-        except coordination.StaleTermError as exc:
-            # The store holds a newer term for this switch: we were deposed ("I was deposed").
-            term = op.record.term if isinstance(op, Put) else op.term
-            if self.publisher.deposed(op.dpid, term):
-                LOG.warning("topology: member %s deposed as publisher of %016x: %s",
-                            self.member_id, op.dpid, exc)
-            self.stats["refused"] += 1  # last: a reader of the stats finds the rest done
-            return True
+            outcomes = coord.topology.apply([
+                PutRecord(op.record) if isinstance(op, Put) else
+                DeleteRecord(op.record.KIND, op.record.key, term=op.term, domain=op.record.domain)
+                for op in ops])
         except coordination.ClosedError:
             return True  # shutting down
         except coordination.CoordinationError as exc:
             self.stats["errors"] += 1
-            LOG.warning("topology: %s of %s failed: %s", type(op).__name__.lower(), op.path, exc)
+            LOG.warning("topology: %d writes (%s, ...) failed: %s", len(ops), ops[0].path, exc)
+            for op in ops:
+                self.publisher.failed(op)
+            return False
+        ok = True
+        for op, outcome in zip(ops, outcomes, strict=True):
+            ok = self._settle(op, outcome, now) and ok
+        return ok
+
+    def _settle(self, op: Op, outcome: bool | coordination.CoordinationError, now: float) -> bool:
+        """Account for one write's outcome; False if it failed for a reason worth retrying."""
+        term = op.record.term if isinstance(op, Put) else op.term
+        if isinstance(outcome, coordination.StaleTermError):
+            # The store holds a newer term for this switch: we were deposed ("I was deposed").
+            if self.publisher.deposed(op.dpid, term):
+                LOG.warning("topology: member %s deposed as publisher of %016x: %s",
+                            self.member_id, op.dpid, outcome)
+            self.stats["refused"] += 1  # last: a reader of the stats finds the rest done
+            return True
+        if isinstance(outcome, coordination.CoordinationError):
+            self.stats["errors"] += 1
+            LOG.warning("topology: %s of %s failed: %s", type(op).__name__.lower(), op.path,
+                        outcome)
             self.publisher.failed(op)
             return False
+        if isinstance(op, Put):
+            self.stats["puts" if outcome else "unchanged"] += 1
+        else:
+            self.stats["deletes"] += int(outcome)
+        # One line per store write (the audit trail); a no-op only at debug level.
+        LOG.log(logging.INFO if outcome else logging.DEBUG, "topology: %s %s term=%d (%s)",
+                ("put" if isinstance(op, Put) else "delete") if outcome else "unchanged",
+                op.path, term, op.reason)
         self.publisher.done(op, now)
         return True
 

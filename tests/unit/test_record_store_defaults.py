@@ -4,11 +4,12 @@ drivers that implement all three (tests/conformance runs those)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from backends.example.store import ExampleRecordStore, Space
+from coordination import PutRecord, StaleTermError, Switch, TopologyStore
 from coordination.dispatch import SerialExecutor
 from coordination.store import (
     RawEvent,
@@ -17,6 +18,7 @@ from coordination.store import (
     Versioned,
     VersionMismatchError,
     WatchHandle,
+    Write,
 )
 
 
@@ -123,3 +125,60 @@ def test_a_driver_without_writes_fails_with_a_clear_error() -> None:
 
     with pytest.raises(NotImplementedError, match="ReadOnly implements neither"):
         ReadOnly().create("switch/1", b"a")
+
+
+class _WrittenBetween(ExampleRecordStore):
+    """Runs `between` once, just after `get_many` read: another member's write landing
+    between `TopologyStore.apply`'s read and its conditional writes."""
+
+    def __init__(self, space: Space, worker: SerialExecutor,
+                 between: Callable[[TopologyStore], None]) -> None:
+        super().__init__(space, worker)
+        self.between: Callable[[TopologyStore], None] | None = between
+
+    def get_many(self, paths: Sequence[str]) -> dict[str, Versioned | None]:
+        got = super().get_many(paths)
+        if self.between is not None:
+            between, self.between = self.between, None
+            between(TopologyStore(ExampleRecordStore(self.space, self.worker), self.worker))
+        return got
+
+
+def test_apply_redoes_an_op_that_met_a_concurrent_write_as_put_would() -> None:
+    worker = SerialExecutor("store-defaults")
+    try:
+        space = Space()
+        TopologyStore(ExampleRecordStore(space, worker), worker).put(
+            Switch(dpid=1, owner="old", term=5))
+
+        def newer_master_writes(other: TopologyStore) -> None:
+            other.put(Switch(dpid=1, owner="new", term=9, address="n:1"))
+            other.put(Switch(dpid=2, owner="other", term=1))
+
+        store = TopologyStore(_WrittenBetween(space, worker, newer_master_writes), worker)
+        outcomes = store.apply([PutRecord(Switch(dpid=1, owner="old", term=6)),
+                                PutRecord(Switch(dpid=2, owner="mine", term=3)),
+                                PutRecord(Switch(dpid=3, owner="mine", term=3))])
+        # dpid 1: re-read, and the newer term fences it; dpid 2: created by the other member
+        # meanwhile, re-read and overwritten (a higher term); dpid 3: made in the batch
+        assert isinstance(outcomes[0], StaleTermError)
+        assert outcomes[1:] == [True, True]
+        assert store.get("switch", Switch(dpid=1).key).owner == "new"
+        assert store.get("switch", Switch(dpid=2).key).owner == "mine"
+    finally:
+        worker.stop(5.0)
+
+
+def test_the_default_write_many_makes_each_write_on_its_own_condition(
+        store: ExampleRecordStore) -> None:
+    store.create("switch/1", b"a")
+    one = store.get("switch/1")
+    assert one is not None
+    made = store.write_many([Write("switch/1", b"b", one.version + 7),
+                             Write("switch/2", b"c", None),
+                             Write("switch/3", None, one.version)])
+    assert made == [False, True, False]
+    assert store.get_many(["switch/1", "switch/2", "switch/3"]) == {
+        "switch/1": one, "switch/2": store.get("switch/2"), "switch/3": None}
+    with pytest.raises(ValueError, match="needs a version"):
+        store.write_many([Write("switch/2", None, None)])
