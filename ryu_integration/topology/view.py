@@ -19,7 +19,7 @@ visible entity, so it produces no event: failover is silent for applications.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,6 +259,10 @@ class TopologyView:
         self._masters: dict[int, Mastership] = {}
         self._links_at: defaultdict[int, set[str]] = defaultdict(set)  # dpid -> link keys
         self._hosts_at: defaultdict[int, set[str]] = defaultdict(set)  # dpid -> host keys
+        # what `summary()` reports, kept up to date by each change (no pass over the view)
+        self._visible_links = 0
+        self._visible_hosts = 0
+        self._owners: Counter[str] = Counter()  # owner -> switches, visible links and hosts
         #: Store events applied so far; snapshots received; of which resyncs.
         self.revision = 0
         self.snapshots = 0
@@ -287,7 +291,11 @@ class TopologyView:
         self._hosts_at.clear()
         for record in records:
             self._store(record)
-        return _diff(before, self._capture_all())
+        after = self._capture_all()
+        self._visible_links, self._visible_hosts = 0, 0
+        self._owners.clear()
+        self._count(after, 1)
+        return _diff(before, after)
 
     def _change(self, change: Change) -> list[ViewChange]:
         record = change.record if change.record is not None else change.previous
@@ -302,7 +310,21 @@ class TopologyView:
             self._forget(current)
         if change.record is not None:
             self._store(change.record)
-        return _diff(before, self._capture(*scope))
+        after = self._capture(*scope)
+        self._count(before, -1)
+        self._count(after, 1)
+        return _diff(before, after)
+
+    def _count(self, part: _Part, sign: int) -> None:
+        """Add (`sign` 1) or take away (-1) a part's visible entities from the counts."""
+        self._visible_links += sign * len(part.links)
+        self._visible_hosts += sign * len(part.hosts)
+        for record in (*part.switches.values(), *part.links.values(), *part.hosts.values()):
+            left = self._owners[record.owner] + sign
+            if left:
+                self._owners[record.owner] = left
+            else:
+                del self._owners[record.owner]
 
     def _affected(self, record: Record, other: Record | None) -> tuple[
             frozenset[int], frozenset[str], frozenset[str], frozenset[int]]:
@@ -423,23 +445,13 @@ class TopologyView:
             )
 
     def summary(self) -> ViewSummary:
-        """Counts and owners of the current picture, as `topology()` would give them, in one
-        pass and without copying or sorting anything (what a log line needs)."""
+        """Counts and owners of the current picture, as `topology()` would give them, kept as
+        each change is applied: what a per-batch log line needs, at a cost that does not grow
+        with the view."""
         with self._lock:
-            owners = {s.owner for s in self._switches.values()}
-            visible = 0
-            for link in self._links.values():
-                if self._link_visible(link):
-                    visible += 1
-                    owners.add(link.owner)
-            hosts = 0
-            for host in self._hosts.values():
-                if self._host_visible(host):
-                    hosts += 1
-                    owners.add(host.owner)
-            return ViewSummary(self.revision, len(self._switches), visible,
-                               len(self._links) - visible, hosts, len(self._masters),
-                               frozenset(owners))
+            return ViewSummary(self.revision, len(self._switches), self._visible_links,
+                               len(self._links) - self._visible_links, self._visible_hosts,
+                               len(self._masters), frozenset(self._owners))
 
     def records(self) -> list[Record]:
         """Every record the view holds (visible or not), e.g. to resynchronise another view."""

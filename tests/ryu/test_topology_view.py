@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import networkx as nx
 
 from coordination.records import Host, Link, Mastership, Port, Switch, record_path
@@ -220,3 +222,39 @@ def test_summary_says_what_the_whole_picture_says() -> None:
         assert (s.revision, s.switches, s.links, s.hidden_links, s.hosts, s.masters,
                 s.owners) == _summary_of_topology(view)
     assert view.summary().owners == {"c1"}  # hidden records' owners are not shown
+
+
+def test_summary_stays_exact_through_any_sequence_of_changes() -> None:
+    """`summary()` is kept up to date change by change (no pass over the view): after each of
+    many random puts and deletes (ports going down, switches going, owners changing, a
+    snapshot now and then) it still says exactly what the whole picture says."""
+    rng = random.Random(7)
+    owners = ("c1", "c2", "c3")
+    view = TopologyView()
+
+    def some_record():
+        a, b = rng.randint(1, 5), rng.randint(1, 5)
+        owner = rng.choice(owners)
+        return rng.choice([
+            lambda: sw(a, 1, 2, 3, down=tuple(p for p in (1, 2, 3) if rng.random() < 0.3),
+                       owner=owner),
+            lambda: ln(a, rng.randint(1, 4), b, rng.randint(1, 4), owner=owner),
+            lambda: host(f"00:00:00:00:00:0{a}", b, rng.randint(1, 4), owner=owner),
+            lambda: Mastership(owner=owner, term=rng.randint(1, 9), dpid=a),
+        ])()
+
+    stored: dict[str, object] = {}
+    for step in range(600):
+        if step % 150 == 149:
+            view.apply(Snapshot(tuple(stored.values())))
+        else:
+            record = some_record()
+            path = record_path(record)
+            if path in stored and rng.random() < 0.4:
+                delete(view, stored.pop(path))
+            else:
+                put(view, record, stored.get(path))
+                stored[path] = record
+        s = view.summary()
+        assert (s.revision, s.switches, s.links, s.hidden_links, s.hosts, s.masters,
+                s.owners) == _summary_of_topology(view), f"step {step}"
