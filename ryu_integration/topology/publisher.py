@@ -28,6 +28,7 @@ sees is deleted at once.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -90,7 +91,7 @@ class StoredTopology(Protocol):
 
     def host(self, mac: str) -> Host | None: ...
 
-    def link_ports(self) -> set[tuple[int, int]]: ...
+    def is_link_port(self, dpid: int, port_no: int) -> bool: ...
 
 
 # ---- local observations ----------------------------------------------------------------------
@@ -132,8 +133,13 @@ class Publisher:
         self.reconcile_window = reconcile_window
         self.overlay_ttl = overlay_ttl
         self.switches: dict[int, LocalSwitch] = {}
+        # What local discovery found, indexed by switch so that each event and each plan costs
+        # what its switches hold, not what the whole network holds. Change them only through
+        # `_add_link`, `_remove_link`, `_set_host` and `_drop_host`.
         self.links: set[LinkId] = set()
         self.hosts: dict[str, LocalHost] = {}
+        self._links_at: defaultdict[int, set[LinkId]] = defaultdict(set)  # either end
+        self._hosts_at: defaultdict[int, set[str]] = defaultdict(set)
         self._domains: dict[int, _Domain] = {}
         self._refused: dict[int, int] = {}  # dpid -> term the store refused (deposed)
         self._dirty: set[int] = set()
@@ -178,11 +184,10 @@ class Publisher:
 
     def switch_down(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
-        for lid in [lid for lid in self.links if dpid in (lid[0], lid[2])]:
-            self.links.discard(lid)
-            self._dirty.update((lid[0], lid[2]))
-        for mac in [m for m, h in self.hosts.items() if h.dpid == dpid]:
-            del self.hosts[mac]
+        for lid in list(self._links_at.get(dpid, ())):
+            self._remove_link(lid)
+        for mac in list(self._hosts_at.get(dpid, ())):
+            self._drop_host(mac)
         self._dirty.add(dpid)
 
     def port_up(self, dpid: int, port: Port) -> None:
@@ -200,25 +205,56 @@ class Publisher:
         if switch is not None:
             switch.ports.pop(port_no, None)
         self._drop_links_at(dpid, port_no)
-        for mac in [m for m, h in self.hosts.items() if (h.dpid, h.port_no) == (dpid, port_no)]:
-            del self.hosts[mac]
+        for mac in [m for m in self._hosts_at.get(dpid, ()) if self.hosts[m].port_no == port_no]:
+            self._drop_host(mac)
         self._dirty.add(dpid)
 
     def _drop_links_at(self, dpid: int, port_no: int) -> None:
-        for lid in [lid for lid in self.links
+        for lid in [lid for lid in self._links_at.get(dpid, ())
                     if (lid[0], lid[1]) == (dpid, port_no) or (lid[2], lid[3]) == (dpid, port_no)]:
-            self.links.discard(lid)
-            self._dirty.update((lid[0], lid[2]))
+            self._remove_link(lid)
 
     def link_added(self, lid: LinkId) -> None:
-        if lid not in self.links:
-            self.links.add(lid)
-            self._dirty.update((lid[0], lid[2]))
+        self._add_link(lid)
 
     def link_deleted(self, lid: LinkId) -> None:
+        self._remove_link(lid)
+
+    def _add_link(self, lid: LinkId) -> None:
+        if lid not in self.links:
+            self.links.add(lid)
+            self._links_at[lid[0]].add(lid)
+            self._links_at[lid[2]].add(lid)
+            self._dirty.update((lid[0], lid[2]))
+
+    def _remove_link(self, lid: LinkId) -> None:
         if lid in self.links:
             self.links.discard(lid)
+            for dpid in (lid[0], lid[2]):
+                at = self._links_at.get(dpid)
+                if at is not None:
+                    at.discard(lid)
+                    if not at:
+                        del self._links_at[dpid]
             self._dirty.update((lid[0], lid[2]))
+
+    def _set_host(self, host: LocalHost) -> None:
+        self._drop_host(host.mac)
+        self.hosts[host.mac] = host
+        self._hosts_at[host.dpid].add(host.mac)
+
+    def _drop_host(self, mac: str) -> None:
+        host = self.hosts.pop(mac, None)
+        if host is not None:
+            at = self._hosts_at.get(host.dpid)
+            if at is not None:
+                at.discard(mac)
+                if not at:
+                    del self._hosts_at[host.dpid]
+
+    def _local_link_port(self, dpid: int, port_no: int) -> bool:
+        return any((lid[0], lid[1]) == (dpid, port_no) or (lid[2], lid[3]) == (dpid, port_no)
+                   for lid in self._links_at.get(dpid, ()))
 
     def host_seen(self, mac: str, dpid: int, port_no: int, ips: Iterable[str] = ()) -> None:
         """Ryu saw `mac` on (dpid, port_no), with these addresses (merged with known ones)."""
@@ -234,7 +270,7 @@ class Publisher:
             return
         if known is not None:
             self._dirty.add(known.dpid)
-        self.hosts[mac] = LocalHost(mac, dpid, port_no, ips_t)
+        self._set_host(LocalHost(mac, dpid, port_no, ips_t))
         self._dirty.add(dpid)
 
     def replace_local(self, switches: dict[int, LocalSwitch], links: Iterable[LinkId],
@@ -248,12 +284,13 @@ class Publisher:
         gone = set(self.switches) - set(switches)
         self.switches = dict(switches)
         for dpid in gone:
-            for mac in [m for m, h in self.hosts.items() if h.dpid == dpid]:
-                del self.hosts[mac]
+            for mac in list(self._hosts_at.get(dpid, ())):
+                self._drop_host(mac)
         links = set(links)
-        for lid in self.links ^ links:
-            self._dirty.update((lid[0], lid[2]))
-        self.links = links
+        for lid in self.links - links:
+            self._remove_link(lid)
+        for lid in links - self.links:
+            self._add_link(lid)
         for host in hosts:
             self.host_seen(host.mac, host.dpid, host.port_no, host.ips)
 
@@ -297,20 +334,10 @@ class Publisher:
         self._dirty.clear()
         if not todo:
             return []
-        link_ports = stored.link_ports()
-        for lid in self.links:
-            link_ports.add((lid[0], lid[1]))
-            link_ports.add((lid[2], lid[3]))
-        hosts_at: dict[int, list[str]] = {}
-        for mac, host in self.hosts.items():
-            hosts_at.setdefault(host.dpid, []).append(mac)
-        links_to: dict[int, list[LinkId]] = {}
-        for lid in self.links:
-            links_to.setdefault(lid[2], []).append(lid)
         ops: list[Op] = []
         for dpid in todo:
-            ops.extend(self._plan_switch(dpid, self._domains[dpid], stored, link_ports,
-                                         links_to.get(dpid, []), hosts_at, now))
+            links_in = [lid for lid in self._links_at.get(dpid, ()) if lid[2] == dpid]
+            ops.extend(self._plan_switch(dpid, self._domains[dpid], stored, links_in, now))
         return ops
 
     def take_forgotten(self) -> list[ForgetHost]:
@@ -319,15 +346,14 @@ class Publisher:
         return out
 
     def _plan_switch(self, dpid: int, domain: _Domain, stored: StoredTopology,
-                     link_ports: set[tuple[int, int]], links_in: list[LinkId],
-                     hosts_at: dict[int, list[str]], now: float) -> list[Op]:
+                     links_in: list[LinkId], now: float) -> list[Op]:
         """The ops for one mastered switch: what we see (desired) against what is stored."""
         local = self.switches.get(dpid)
         if local is None:
             return []  # mastered but not (or no longer) connected: nothing we can vouch for
         term, me = domain.term, self.member_id
         if not domain.adopted:
-            hosts_at.setdefault(dpid, []).extend(self._adopt_hosts(dpid, local, stored))
+            self._adopt_hosts(dpid, local, stored)
             domain.adopted = True
         desired: dict[str, Record] = {}
         switch = Switch(owner=me, term=term, dpid=dpid, address=local.address,
@@ -339,16 +365,15 @@ class Publisher:
                 link = Link(owner=me, term=term, src_dpid=lid[0], src_port=lid[1],
                             dst_dpid=lid[2], dst_port=lid[3])
                 desired[record_path(link)] = link
-        for mac in hosts_at.get(dpid, ()):
-            host = self.hosts.get(mac)
-            if host is None or host.dpid != dpid:
-                continue
-            if host.port_no not in local.ports or (dpid, host.port_no) in link_ports:
-                del self.hosts[mac]  # its port went, or faces another switch: not a host
+        for mac in sorted(self._hosts_at.get(dpid, ())):
+            host = self.hosts[mac]
+            if host.port_no not in local.ports or stored.is_link_port(dpid, host.port_no) \
+                    or self._local_link_port(dpid, host.port_no):
+                self._drop_host(mac)  # its port went, or faces another switch: not a host
                 continue
             there = self._effective(f"host/{mac.replace(':', '')}", stored.host(mac), now)
             if there is not None and there.dpid != dpid and host.published:
-                del self.hosts[mac]  # seen elsewhere after we published it: it moved
+                self._drop_host(mac)  # seen elsewhere after we published it: it moved
                 self._forget.append(ForgetHost(mac, dpid, host.port_no))
                 continue
             record = Host(owner=me, term=term, mac=mac, ips=host.ips, dpid=dpid,
@@ -384,14 +409,11 @@ class Publisher:
                 ops.append(Delete(record, term, dpid, "not confirmed after failover"))
         return ops
 
-    def _adopt_hosts(self, dpid: int, local: LocalSwitch, stored: StoredTopology) -> list[str]:
+    def _adopt_hosts(self, dpid: int, local: LocalSwitch, stored: StoredTopology) -> None:
         """Take over the hosts the previous master published on ports that still exist."""
-        adopted = []
         for host in stored.hosts_on(dpid):
             if host.mac not in self.hosts and host.port_no in local.ports:
-                self.hosts[host.mac] = LocalHost(host.mac, dpid, host.port_no, host.ips)
-                adopted.append(host.mac)
-        return adopted
+                self._set_host(LocalHost(host.mac, dpid, host.port_no, host.ips))
 
     def _effective(self, path: str, stored_record: Record | None, now: float) -> Record | None:
         """What the store holds at `path`, counting our own writes the view has not shown yet."""

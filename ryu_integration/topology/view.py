@@ -259,6 +259,7 @@ class TopologyView:
         self._masters: dict[int, Mastership] = {}
         self._links_at: defaultdict[int, set[str]] = defaultdict(set)  # dpid -> link keys
         self._hosts_at: defaultdict[int, set[str]] = defaultdict(set)  # dpid -> host keys
+        self._link_ends: Counter[tuple[int, int]] = Counter()  # (dpid, port) -> stored links
         # what `summary()` reports, kept up to date by each change (no pass over the view)
         self._visible_links = 0
         self._visible_hosts = 0
@@ -289,6 +290,7 @@ class TopologyView:
         self._masters.clear()
         self._links_at.clear()
         self._hosts_at.clear()
+        self._link_ends.clear()
         for record in records:
             self._store(record)
         after = self._capture_all()
@@ -365,6 +367,8 @@ class TopologyView:
             self._links[record.key] = record
             self._links_at[record.src_dpid].add(record.key)
             self._links_at[record.dst_dpid].add(record.key)
+            self._link_ends[(record.src_dpid, record.src_port)] += 1
+            self._link_ends[(record.dst_dpid, record.dst_port)] += 1
         elif isinstance(record, Host):
             self._hosts[record.key] = record
             self._hosts_at[record.dpid].add(record.key)
@@ -375,7 +379,12 @@ class TopologyView:
         if isinstance(record, Switch):
             self._switches.pop(record.dpid, None)
         elif isinstance(record, Link):
-            self._links.pop(record.key, None)
+            if self._links.pop(record.key, None) is None:
+                return
+            for end in ((record.src_dpid, record.src_port), (record.dst_dpid, record.dst_port)):
+                self._link_ends[end] -= 1
+                if self._link_ends[end] <= 0:
+                    del self._link_ends[end]
             for dpid in (record.src_dpid, record.dst_dpid):
                 keys = self._links_at.get(dpid)
                 if keys is not None:
@@ -487,14 +496,10 @@ class TopologyView:
         with self._lock:
             return self._hosts.get(mac.lower().replace(":", ""))
 
-    def link_ports(self) -> set[tuple[int, int]]:
-        """(dpid, port_no) of every end of every stored link: ports that face a switch."""
+    def is_link_port(self, dpid: int, port_no: int) -> bool:
+        """Whether a stored link ends at (dpid, port_no): a port that faces a switch."""
         with self._lock:
-            out: set[tuple[int, int]] = set()
-            for link in self._links.values():
-                out.add((link.src_dpid, link.src_port))
-                out.add((link.dst_dpid, link.dst_port))
-            return out
+            return (dpid, port_no) in self._link_ends
 
     def domains(self) -> set[int]:
         """Every dpid some record is about."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from coordination.records import Host, Link, Port, Switch, record_path
 from coordination.topology import Change, Snapshot
 from ryu_integration.topology.publisher import (
@@ -281,3 +283,40 @@ def test_stored_lookup() -> None:
     assert stored_lookup(view, record_path(host)) == host
     assert stored_lookup(view, "switch/0000000000000001") is None
     assert isinstance(Delete(link, 1, 2).path, str)
+
+
+def test_per_switch_indexes_follow_every_kind_of_change() -> None:
+    """Events and plans look links and hosts up by switch (their cost follows the switches
+    they touch): after any sequence of observations and plans the indexes still say exactly
+    what `links` and `hosts` say."""
+    rng = random.Random(11)
+    pub, view = mastered(dpids=(1, 2, 3))
+
+    def some_link():
+        a, b = rng.sample((1, 2, 3), 2)
+        return (a, rng.randint(1, 3), b, rng.randint(1, 3))
+
+    actions = [
+        lambda: pub.link_added(some_link()),
+        lambda: pub.link_deleted(rng.choice(sorted(pub.links)) if pub.links else some_link()),
+        lambda: pub.host_seen(f"00:00:00:00:00:0{rng.randint(1, 6)}", rng.randint(1, 3),
+                              rng.randint(1, 3)),
+        lambda: pub.port_up(rng.randint(1, 3), Port(rng.randint(1, 3), "p", up=False)),
+        lambda: pub.port_deleted(rng.randint(1, 3), rng.randint(1, 3)),
+        lambda: pub.switch_down(rng.randint(1, 3)),
+        lambda: pub.switch_up(rng.randint(1, 3), "127.0.0.1:9", PORTS),
+        lambda: pub.replace_local({d: LocalSwitch("127.0.0.1:9", {p.port_no: p for p in PORTS})
+                                   for d in (1, 2, 3)}, {some_link(), some_link()}, []),
+        lambda: run(pub, view, rng.random()),
+    ]
+    for step in range(400):
+        rng.choice(actions)()
+        links_at: dict[int, set] = {}
+        for lid in pub.links:
+            links_at.setdefault(lid[0], set()).add(lid)
+            links_at.setdefault(lid[2], set()).add(lid)
+        hosts_at: dict[int, set] = {}
+        for mac, host in pub.hosts.items():
+            hosts_at.setdefault(host.dpid, set()).add(mac)
+        assert dict(pub._links_at) == links_at, f"step {step}"
+        assert dict(pub._hosts_at) == hosts_at, f"step {step}"

@@ -184,7 +184,7 @@ def test_to_dict_is_json_ready_and_accessors() -> None:
     assert len(data["links"]) == 2 and data["hosts"][0]["mac"] == "00:00:00:00:00:0e"
     assert [lk.key for lk in view.links_to(2)] == [ln(1, 1, 2, 1).key]
     assert len(view.links_at(1)) == 2
-    assert view.link_ports() == {(1, 1), (2, 1)}
+    assert view.is_link_port(1, 1) and view.is_link_port(2, 1) and not view.is_link_port(1, 2)
     assert view.domains() == {1, 2}
     assert len(view) == 5
     assert view.host("00:00:00:00:00:0E") is not None
@@ -258,3 +258,7 @@ def test_summary_stays_exact_through_any_sequence_of_changes() -> None:
         s = view.summary()
         assert (s.revision, s.switches, s.links, s.hidden_links, s.hosts, s.masters,
                 s.owners) == _summary_of_topology(view), f"step {step}"
+        ends = {end for r in view.records() if isinstance(r, Link)
+                for end in ((r.src_dpid, r.src_port), (r.dst_dpid, r.dst_port))}
+        assert {(d, p) for d in range(1, 6) for p in range(1, 5)
+                if view.is_link_port(d, p)} == ends, f"step {step}"
