@@ -481,7 +481,9 @@ class TopologyRuntime:
     def _perform(self, coord: coordination.Coordinator, ops: list[Op], now: float) -> bool:
         """Make the writes of one plan, all at once (`TopologyStore.apply`: two round trips
         for the batch where the backend allows); False if some failed for a reason worth
-        retrying."""
+        retrying. Deletes go first: watchers then learn what went away (a cut link) before
+        what merely changed (its port's state), in one transaction's order."""
+        ops = sorted(ops, key=lambda op: isinstance(op, Put))
         try:
             outcomes = coord.topology.apply([
                 PutRecord(op.record) if isinstance(op, Put) else
