@@ -15,8 +15,9 @@ from contextlib import contextmanager
 
 LOG = logging.getLogger(__name__)
 
-#: (backend scheme, operation, seconds, error class name or None)
-OperationObserver = Callable[[str, str, float, "str | None"], None]
+#: (backend scheme, operation, seconds or None, error class name or None). Seconds are None
+#: for one op of a batch that failed on its own (`refused`): the batch was timed as a whole.
+OperationObserver = Callable[[str, str, "float | None", "str | None"], None]
 
 _observers: tuple[OperationObserver, ...] = ()
 _lock = threading.Lock()
@@ -36,6 +37,20 @@ def remove_observer(observer: OperationObserver) -> None:
         _observers = tuple(o for o in _observers if o is not observer)
 
 
+def refused(backend: str, operation: str, error: str) -> None:
+    """Report one op of a batch that failed on its own (a fenced put in `TopologyStore.apply`
+    is a `topology_put` refused with `StaleTermError`, as a single put would be)."""
+    _report(backend, operation, None, error)
+
+
+def _report(backend: str, operation: str, seconds: float | None, error: str | None) -> None:
+    for observer in _observers:
+        try:
+            observer(backend, operation, seconds, error)
+        except Exception:
+            LOG.exception("store operation observer %r failed", observer)
+
+
 @contextmanager
 def timed(backend: str, operation: str) -> Iterator[None]:
     """Time the block and report it as `operation` on `backend`; exceptions pass through."""
@@ -50,9 +65,4 @@ def timed(backend: str, operation: str) -> Iterator[None]:
         error = type(exc).__name__
         raise
     finally:
-        elapsed = time.monotonic() - started
-        for observer in _observers:
-            try:
-                observer(backend, operation, elapsed, error)
-            except Exception:
-                LOG.exception("store operation observer %r failed", observer)
+        _report(backend, operation, time.monotonic() - started, error)

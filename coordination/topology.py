@@ -264,7 +264,9 @@ class TopologyStore:
             try:
                 write = _conditional_write(path, data, current.get(path), op)
             except StaleTermError as exc:
-                outcomes[i] = exc
+                outcomes[i] = exc  # reported as the single put or delete would have been
+                instrument.refused(self.backend, "topology_put" if isinstance(op, PutRecord)
+                                   else "topology_delete", type(exc).__name__)
                 continue
             if write is None:
                 outcomes[i] = False

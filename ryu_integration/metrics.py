@@ -143,9 +143,10 @@ class ControllerMetrics:
         for lag in lags:
             self.publish_lag_seconds.observe(lag)
 
-    def _store_operation(self, backend: str, operation: str, seconds: float,
+    def _store_operation(self, backend: str, operation: str, seconds: float | None,
                          error: str | None) -> None:
-        self.store_seconds.labels(backend=backend, operation=operation).observe(seconds)
+        if seconds is not None:  # None: one op of a timed batch, refused on its own
+            self.store_seconds.labels(backend=backend, operation=operation).observe(seconds)
         if error is not None:
             self.store_errors.labels(backend=backend, operation=operation, error=error).inc()
 

@@ -75,10 +75,20 @@ def test_failed_store_operations_are_counted_by_error(metrics: ControllerMetrics
         coord.topology.put(Switch(owner="c1", term=5, dpid=1))
         with pytest.raises(coordination.StaleTermError):
             coord.topology.put(Switch(owner="c2", term=4, dpid=1))
+        # the topology sync writes in batches: a fenced op in one counts as that op's refusal
+        outcomes = coord.topology.apply([coordination.PutRecord(Switch(owner="c2", term=3,
+                                                                       dpid=1)),
+                                         coordination.PutRecord(Switch(owner="c1", term=5,
+                                                                       dpid=2))])
+        assert isinstance(outcomes[0], coordination.StaleTermError) and outcomes[1] is True
     got = scrape(url)
     key = ("coord_store_errors_total", (("backend", "memory"), ("error", "StaleTermError"),
                                         ("operation", "topology_put")))
-    assert got[key] == 1
+    assert got[key] == 2
+    assert got[("coord_store_operation_seconds_count",
+                (("backend", "memory"), ("operation", "topology_apply")))] == 1
+    assert got[("coord_store_operation_seconds_count",
+                (("backend", "memory"), ("operation", "topology_put")))] == 2  # singles only
 
 
 def test_a_failing_state_source_still_serves_the_rest(metrics: ControllerMetrics,
