@@ -43,6 +43,8 @@ bench: setup
 	$(PY) benchmarks/switch_failover.py --trials 100 --off-trials 5
 	$(PY) benchmarks/scale.py --switches 100,1000,5000 --timeout 60 --ovs 100 \
 	    --plot docs/images/scale.png
+	$(PY) benchmarks/scale.py --topology --switches 100,1000 --backends zookeeper,etcd,embedded \
+	    --timeout 120 --cuts 40
 	$(PY) benchmarks/rebalance.py --bridges 100 --moves 8
 
 # Failover as the switches see it, in full: >= 100 trials per configuration with the failure
