@@ -104,24 +104,10 @@ class RecordStoreDriver(ABC):
     def write_many(self, writes: Sequence[Write]) -> list[bool]:
         """Make each write whose condition holds; True per write made, False where the path
         was at another version. The writes are independent: one failed condition never blocks
-        another. Each path appears at most once (`TopologyStore.apply` sees to it). Override to send them in one round trip (ZooKeeper `multi`, an etcd txn, one
-        database transaction); this default makes them one by one."""
-        made = []
-        for write in writes:
-            try:
-                if write.value is None:
-                    if write.version is None:
-                        raise ValueError(f"{write.path}: a conditional delete needs a version")
-                    made.append(self.remove(write.path, write.version))
-                elif write.version is None:
-                    self.create(write.path, write.value)
-                    made.append(True)
-                else:
-                    self.update(write.path, write.value, write.version)
-                    made.append(True)
-            except (RecordExistsError, VersionMismatchError):
-                made.append(False)
-        return made
+        another. Each path appears at most once (`TopologyStore.apply` sees to it). Override to
+        send them in one round trip (ZooKeeper `multi`, an etcd txn, one database
+        transaction); this default makes them one by one."""
+        return [write_one(self, write) for write in writes]
 
     @abstractmethod
     def list(self, prefix: str = "") -> dict[str, Versioned]:
@@ -145,3 +131,20 @@ class RecordStoreDriver(ABC):
         sink must be called from one thread at a time, and never from a client library's
         internal callback thread if the sink may block.
         """
+
+
+def write_one(driver: RecordStoreDriver, write: Write) -> bool:
+    """One conditional write through `create`, `update` or `remove`; True if made, False if
+    the path was at another version (or absent, for a delete)."""
+    try:
+        if write.value is None:
+            if write.version is None:
+                raise ValueError(f"{write.path}: a conditional delete needs a version")
+            return driver.remove(write.path, write.version)
+        if write.version is None:
+            driver.create(write.path, write.value)
+        else:
+            driver.update(write.path, write.value, write.version)
+        return True
+    except (RecordExistsError, VersionMismatchError):
+        return False

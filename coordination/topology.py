@@ -25,6 +25,7 @@ from .store import (
     VersionMismatchError,
     WatchHandle,
     Write,
+    write_one,
 )
 
 LOG = logging.getLogger(__name__)
@@ -201,40 +202,25 @@ class TopologyStore:
         With `fenced` (the default) a record whose stored version, in the same domain (switch),
         carries a newer term is kept, and `StaleTermError` is raised.
         """
-        if not isinstance(record, tuple(RECORD_TYPES.values())):
-            raise InvalidRecordError(f"not a topology record: {record!r}")
-        path, data = record_path(record), encode(record)
-        for _ in range(_CAS_ATTEMPTS):
-            current = self._driver.get(path)
-            try:
-                if current is None:
-                    self._driver.create(path, data)
-                    return True
-                if current.value == data:
-                    return False
-                if fenced:
-                    _check_fence(path, current.value, record.domain, record.term)
-                self._driver.update(path, data, current.version)
-                return True
-            except (RecordExistsError, VersionMismatchError):
-                continue
-        raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
+        op = PutRecord(record, fenced)
+        return self._until_written(op, *self._prepare(op))
 
     @_timed("topology_delete")
     def delete(self, kind: str, key: str, *, term: int | None = None, domain: int | None = None) -> bool:
         """Delete a record; False if absent. With `term`, refuse (StaleTermError) to delete a
         record of the same `domain` written under a newer term."""
-        path = f"{_check_kind(kind)}/{key}"
+        op = DeleteRecord(kind, key, term, domain)
+        return self._until_written(op, *self._prepare(op))
+
+    def _until_written(self, op: StoreOp, path: str, data: bytes | None) -> bool:
+        """Read, decide (`_conditional_write`, as `apply` does) and write conditionally, again
+        while a concurrent write gets in between; True if written, False if nothing to do."""
         for _ in range(_CAS_ATTEMPTS):
-            current = self._driver.get(path)
-            if current is None:
+            write = _conditional_write(path, data, self._driver.get(path), op)
+            if write is None:
                 return False
-            if term is not None:
-                _check_fence(path, current.value, domain, term)
-            try:
-                return self._driver.remove(path, current.version)
-            except VersionMismatchError:
-                continue
+            if write_one(self._driver, write):
+                return True
         raise ConflictError(f"{path}: gave up after {_CAS_ATTEMPTS} concurrent updates")
 
     @_timed("topology_apply")
