@@ -1,6 +1,7 @@
 """Topology records on ZooKeeper: persistent znodes `<prefix>/topology/<kind>/<key>` holding
-JSON, and watches that deliver a snapshot then every change (children watches per kind plus a
-data watch per record, resynchronised after every reconnect)."""
+JSON, and watches that deliver a snapshot then every change, resynchronised after every
+reconnect: one persistent recursive watch per kind (ZooKeeper 3.6+), or on older servers
+children watches per kind plus a data watch per record."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from coordination.store import (
 )
 
 from .client import PIPELINE_DEPTH, TRANSIENT, BoundedClient, BoundedResult, chunks
+from .persistent import NotSupported, PersistentWatches, check_answer, for_client
 
 if TYPE_CHECKING:
     from .coordinator import ZooKeeperCoordinator
@@ -45,14 +47,17 @@ class _Step:
 
 
 class _ZooKeeperWatch(SnapshotStreamWatch):
-    """Children watches per kind plus a data watch per record; dedup by mzxid; resync on
-    reconnect (kazoo does not restore watches reliably: #29, #151).
+    """A persistent recursive watch per kind (or, on servers before 3.6, children watches per
+    kind plus a data watch per record); dedup by mzxid; resync on reconnect (kazoo does not
+    restore watches reliably: #29, #151, and never persistent ones).
 
-    ZooKeeper's watches say what changed, not to what: most events need a read. The reads
-    go out as the events come, without waiting for each other (a batch of changes costs one
-    round trip, not one each), and each event is reported when its reads are answered and
-    every earlier event has been: in the order ZooKeeper notified them. A delete needs no
-    read and is reported as soon as its turn comes.
+    ZooKeeper's watches say what changed, not to what: a create or a change needs a read. The
+    reads go out as the events come, from kazoo's event thread, without waiting for each other
+    or for the watch's worker (a batch of changes costs one round trip, not one each). Each
+    event is reported, on the worker, when its reads are answered and every earlier event has
+    been: in the order ZooKeeper notified them. A delete needs no read and is reported as soon
+    as its turn comes. With one-shot watches, a create or delete also costs a listing of its
+    kind (to re-arm the children watch and find new records), which later events wait for.
     """
 
     def __init__(self, store: ZooKeeperRecordStore, sink: Callable[[RawEvent], None],
@@ -60,18 +65,25 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         super().__init__(store.coordinator.watch_worker, sink, store.watches,
                          quiet=(*TRANSIENT, SessionExpiredError))
         self._store = store
-        self._kinds = kinds  # children watches on these kinds only (None: all)
-        self._known: dict[str, int] = {}
+        self._kinds = kinds  # the kinds this watch reports (None: all)
+        self._known: dict[str, int] = {}  # path -> mzxid reported
+        self._children: dict[str, set[str]] = collections.defaultdict(set)  # kind -> names
         self._steps: collections.deque[_Step] = collections.deque()
         self._gone: set[str] = set()  # deletes queued in `_steps`, not reported yet
+        self._persistent: PersistentWatches | None = None  # None: one-shot watches
 
     def _snapshot(self, resync: bool) -> dict[str, bytes]:
         zk, items, known = self._store.client, {}, {}
         # events before the snapshot are in it: answers to their reads are dropped
         self._steps, self._gone = collections.deque(), set()
-        for kind, children in self._store.children_by_kind(self._on_children,
-                                                                     self._kinds).items():
-            fetches = {c: zk.get_async(self._store.path(f"{kind}/{c}"), watch=self._on_data)
+        self._children = collections.defaultdict(set)
+        # armed before the reads, so that no change falls between the snapshot and the stream
+        self._persistent = self._store.arm_persistent(self._on_event, self._kinds)
+        one_shot = self._persistent is None
+        for kind, children in self._store.children_by_kind(
+                self._on_children if one_shot else None, self._kinds).items():
+            fetches = {c: zk.get_async(self._store.path(f"{kind}/{c}"),
+                                       watch=self._on_data if one_shot else None)
                        for c in children}
             for child, fetch in fetches.items():
                 try:
@@ -80,49 +92,75 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
                     continue
                 items[f"{kind}/{child}"] = data
                 known[f"{kind}/{child}"] = stat.mzxid
+                self._children[kind].add(child)
         self._known = known
         return items
 
-    # ---- events (kazoo's thread): queued for the worker, in order ---------------------------
+    def _stop(self) -> None:
+        if self._persistent is not None:
+            self._persistent.discard(self._on_event)
+
+    # ---- events (kazoo's event thread): reads started here, steps queued in order ----------
+
+    def _on_event(self, kind: str, path: str) -> None:
+        """A persistent watch's notification: `kind` CREATED, CHANGED or DELETED at `path`."""
+        if self.cancelled:
+            return
+        relative = self._store.relative(path)
+        record_kind, _, key = relative.partition("/")
+        if not key or "/" in key or (self._kinds is not None and record_kind not in self._kinds):
+            return  # the kind's own znode, or not a record this watch reports
+        self._record_event(kind == EventType.DELETED, relative)
 
     def _on_children(self, event: Any) -> None:
         if event.path is None:
             return  # kazoo's session notice to every watch; watches are re-armed on reconnect
-        self.submit(self._listing, event.path.rsplit("/", 1)[1])
+        if self.cancelled:
+            return
+        kind = event.path.rsplit("/", 1)[1]
+        step = _Step()
+        step.waiting += 1
+        self.submit(self._queue, step)  # queued before any answer can be
+        result = self._store.client.client.get_children_async(event.path,
+                                                              watch=self._on_children)
+        result.rawlink(lambda answer: self.submit(self._listed, step, kind, answer))
 
     def _on_data(self, event: Any) -> None:
-        if event.path is None:
+        if event.path is None or self.cancelled:
             return  # as above
-        path = self._store.relative(event.path)
-        self.submit(self._deleted if event.type == EventType.DELETED else self._changed, path)
+        self._record_event(event.type == EventType.DELETED, self._store.relative(event.path))
 
-    # ---- the worker: start the reads, report in order ----------------------------------------
-
-    def _changed(self, path: str) -> None:
+    def _record_event(self, deleted: bool, path: str) -> None:
+        """Queue the report of a record's change: a delete at once, anything else once the
+        read started here is answered."""
+        if deleted:
+            self.submit(self._deleted, path)
+            return
         step = _Step()
-        self._steps.append(step)
         self._read(step, path)
+        self.submit(self._queue, step)
+
+    # ---- the worker: report in order -----------------------------------------------------------
+
+    def _queue(self, step: _Step) -> None:
+        self._steps.append(step)
+        self._deliver()
 
     def _deleted(self, path: str) -> None:
-        # A re-created record is found by the children watch this delete also fired.
+        # A re-created record is found by the children watch this delete also fired (or is
+        # named by the persistent watch).
         self._gone.add(path)
         self._steps.append(_Step(("gone", path)))
         self._deliver()
 
-    def _listing(self, kind: str) -> None:
-        step = _Step()
-        self._steps.append(step)
-        step.waiting += 1
-        result = self._store.client.client.get_children_async(self._store.path(kind),
-                                                              watch=self._on_children)
-        result.rawlink(lambda answer: self.submit(self._listed, step, kind, answer))
-
     def _read(self, step: _Step, path: str) -> None:
-        """Read `path` (re-arming its data watch) for `step`, without waiting."""
+        """Read `path` (re-arming its data watch) for `step`, without waiting; the answer is
+        handed to the worker."""
         index = len(step.items)
         step.items.append(("read", path, None))
         step.waiting += 1
-        result = self._store.client.client.get_async(self._store.path(path), watch=self._on_data)
+        result = self._store.client.client.get_async(
+            self._store.path(path), watch=None if self._persistent else self._on_data)
         result.rawlink(lambda answer: self.submit(self._answered, step, index, answer))
 
     def _answered(self, step: _Step, index: int, answer: Any) -> None:
@@ -135,11 +173,13 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         step.waiting -= 1
         if step not in self._steps:
             return  # a snapshot came between
-        children = {f"{kind}/{child}" for child in answer.get()}
+        children = set(answer.get())
         step.items.append(("listed", kind, children))
         # new records (or re-created ones whose delete is still queued) are read as part of
         # this step, so they are reported before any later event
-        new = sorted(p for p in children if p not in self._known or p in self._gone)
+        known = self._children[kind]
+        new = sorted(f"{kind}/{c}" for c in children
+                     if c not in known or f"{kind}/{c}" in self._gone)
         if len(new) <= PIPELINE_DEPTH:
             for path in new:
                 self._read(step, path)
@@ -161,9 +201,8 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
                     self._report_gone(item[1])
                 else:
                     _, kind, children = item
-                    for path in sorted(p for p in self._known
-                                       if p.startswith(kind + "/") and p not in children):
-                        self._report_gone(path)
+                    for child in sorted(self._children[kind] - children):
+                        self._report_gone(f"{kind}/{child}")
 
     def _report_read(self, path: str, answer: Any) -> None:
         try:
@@ -173,10 +212,14 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
             return
         if stat.mzxid > self._known.get(path, -1):
             self._known[path] = stat.mzxid
+            kind, _, child = path.partition("/")
+            self._children[kind].add(child)
             self.changed(path, data)
 
     def _report_gone(self, path: str) -> None:
         if self._known.pop(path, None) is not None:
+            kind, _, child = path.partition("/")
+            self._children[kind].discard(child)
             self.changed(path, None)
 
 
@@ -205,6 +248,35 @@ class ZooKeeperRecordStore(RecordStoreDriver):
         self.kinds = KINDS
         self.watches: set[_ZooKeeperWatch] = set()
         self._ready = False
+        self._persistent: tuple[Any, PersistentWatches | None] | None = None  # per kazoo client
+
+    def arm_persistent(self, listener: Callable[[str, str], None],
+                       kinds: frozenset[str] | None) -> PersistentWatches | None:
+        """Arm a persistent recursive watch on each of `kinds` (None: all) for `listener` and
+        wait until the server has; None if this server or kazoo cannot (the watch then uses
+        one-shot watches). Transient errors are raised: the caller retries after the reconnect."""
+        self._prepare()
+        kazoo = self.client.client
+        if self._persistent is None or self._persistent[0] is not kazoo:
+            try:
+                self._persistent = (kazoo, for_client(kazoo))
+            except NotSupported as exc:
+                LOG.info("zookeeper: topology watches use one-shot watches: %s", exc)
+                self._persistent = (kazoo, None)
+        watches = self._persistent[1]
+        if watches is None:
+            return None
+        results = [self.client._bounded(watches.add(self.path(kind), listener))
+                   for kind in self.kinds if kinds is None or kind in kinds]
+        try:
+            for result in results:
+                check_answer(result)
+        except NotSupported as exc:
+            LOG.info("zookeeper: topology watches use one-shot watches: %s", exc)
+            watches.discard(listener)
+            self._persistent = (kazoo, None)
+            return None
+        return watches
 
     @property
     def client(self) -> BoundedClient:

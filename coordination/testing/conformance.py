@@ -599,3 +599,7 @@ class ConformanceSuite:
         faults.resume(reader)
         expected = {(r.KIND, r.key): r for r in writer.topology.list()}
         events.wait_for(lambda items: _view(items) == expected, WAIT)
+        # and the stream goes on after the reconnect: a later change is reported too
+        writer.topology.put(Switch(dpid=4, owner="writer", term=1))
+        expected = {(r.KIND, r.key): r for r in writer.topology.list()}
+        events.wait_for(lambda items: _view(items) == expected, WAIT)
