@@ -15,6 +15,11 @@ Every delete is fenced with the term of the record as the janitor saw it, so a r
 master re-published meanwhile (under a newer term) is never removed. Exactly one controller runs
 the janitor at a time (the leader of the `topology-janitor` election); running it on several
 would only cost duplicate reads.
+
+A pass costs what changed, not the size of the network: it looks at the switches whose records
+changed since the last pass (`touched`), at those already unowned, and at every switch only when
+the set of live members changed (an owner may have left) or the view was replaced by a snapshot
+(`recheck_all`). So the runtime must tell the janitor which switches each store change is about.
 """
 
 from __future__ import annotations
@@ -56,6 +61,17 @@ class Janitor:
         self.grace_period = grace_period
         self.ownership = ownership
         self._unowned_since: dict[int, float] = {}
+        self._touched: set[int] | None = None  # None: look at every switch at the next pass
+        self._live: frozenset[str] | None = None  # the live members the last pass saw
+
+    def touched(self, dpids: Iterable[int]) -> None:
+        """Records about these switches changed: look at them at the next pass."""
+        if self._touched is not None:
+            self._touched.update(dpids)
+
+    def recheck_all(self) -> None:
+        """Look at every switch at the next pass (the view was replaced by a snapshot)."""
+        self._touched = None
 
     def owned(self, stored: StoredDomains, dpid: int, live: set[str]) -> bool:
         if self.ownership == BY_MASTERSHIP:
@@ -67,19 +83,31 @@ class Janitor:
     def plan(self, stored: StoredDomains, live: Iterable[str], now: float) -> list[Delete]:
         """Deletes for every switch unowned for at least the grace period (retried at every
         call until the records are gone)."""
-        live_set = set(live)
-        domains = stored.domains()
-        for dpid in list(self._unowned_since):
-            if dpid not in domains:
-                del self._unowned_since[dpid]
+        live_set = frozenset(live)
+        if live_set != self._live:
+            self._live, self._touched = live_set, None  # an owner may have come or gone
+        if self._touched is None:
+            domains = stored.domains()
+            for dpid in list(self._unowned_since):
+                if dpid not in domains:
+                    del self._unowned_since[dpid]
+            look = domains
+        else:
+            look = self._touched | self._unowned_since.keys()
+        self._touched = set()
         out: list[Delete] = []
-        for dpid in sorted(domains):
+        for dpid in sorted(look):
             if self.owned(stored, dpid, live_set):
+                self._unowned_since.pop(dpid, None)
+                continue
+            records = self._records(stored, dpid)
+            if not records:  # nothing left about it
                 self._unowned_since.pop(dpid, None)
                 continue
             since = self._unowned_since.setdefault(dpid, now)
             if now - since >= self.grace_period:
-                out.extend(self._deletes(stored, dpid))
+                reason = "switch unowned for the grace period"
+                out.extend(Delete(record, record.term, dpid, reason) for record in records)
         return out
 
     def ownership_written(self, record: Record) -> None:
@@ -102,12 +130,10 @@ class Janitor:
         return min(self._unowned_since.values()) + self.grace_period
 
     @staticmethod
-    def _deletes(stored: StoredDomains, dpid: int) -> list[Delete]:
-        records: list[Record] = []
-        for record in (stored.switch(dpid), stored.mastership(dpid)):
-            if record is not None:
-                records.append(record)
+    def _records(stored: StoredDomains, dpid: int) -> list[Record]:
+        """Every stored record about `dpid`: its switch, mastership, links and hosts."""
+        records: list[Record] = [r for r in (stored.switch(dpid), stored.mastership(dpid))
+                                 if r is not None]
         records.extend(stored.links_at(dpid))
         records.extend(stored.hosts_on(dpid))
-        reason = "switch unowned for the grace period"
-        return [Delete(record, record.term, dpid, reason) for record in records]
+        return records

@@ -269,9 +269,11 @@ class TopologyRuntime:
                 LOG.warning("topology: member %s resynchronised from a store snapshot "
                             "(%d records)", self.member_id, len(event.records))
             self._call(self.publisher.mark_all)
+            self._call(self.janitor.recheck_all)
         else:
-            self._call(self.publisher.stored_changed, dpids_of(event),
-                       (f"{event.kind}/{event.key}",))
+            dpids = dpids_of(event)
+            self._call(self.publisher.stored_changed, dpids, (f"{event.kind}/{event.key}",))
+            self._call(self.janitor.touched, dpids)
             if event.record is not None:
                 self._call(self.janitor.ownership_written, event.record)
         with self._inbox_lock:

@@ -109,3 +109,53 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         Janitor(1, ownership="nobody")
     assert record_path(records()[0]) == "switch/0000000000000001"
+
+
+class CountingView:
+    """A view that counts the switches whose ownership a pass looks up."""
+
+    def __init__(self, view: TopologyView) -> None:
+        self.view = view
+        self.looked: set[int] = set()
+
+    @property
+    def lookups(self) -> int:
+        return len(self.looked)
+
+    @lookups.setter
+    def lookups(self, value: int) -> None:
+        assert value == 0
+        self.looked = set()
+
+    def mastership(self, dpid: int) -> Mastership | None:
+        self.looked.add(dpid)
+        return self.view.mastership(dpid)
+
+    def __getattr__(self, name: str):
+        return getattr(self.view, name)
+
+
+def test_a_pass_looks_only_at_switches_that_changed_or_are_unowned() -> None:
+    view = TopologyView()
+    view.apply(Snapshot(tuple(r for d in range(1, 201) for r in (
+        Switch(owner="c1", term=1, dpid=d), Mastership(owner="c1", term=1, dpid=d)))))
+    counting = CountingView(view)
+    janitor = Janitor(grace_period=10)
+    assert janitor.plan(counting, {"c1"}, 0.0) == [] and counting.lookups == 200
+    counting.lookups = 0
+    assert janitor.plan(counting, {"c1"}, 1.0) == [] and counting.lookups == 0
+    gone = Mastership(owner="c1", term=1, dpid=7)
+    view.apply(Change("delete", "mastership", gone.key, None, gone))
+    janitor.touched({7})  # the runtime says so for every store change
+    assert janitor.plan(counting, {"c1"}, 2.0) == [] and counting.lookups == 1
+    assert janitor.unowned() == {7: 2.0}
+    counting.lookups = 0
+    assert paths(janitor.plan(counting, {"c1"}, 12.0)) == {"switch/0000000000000007"}
+    assert counting.lookups == 1  # only the unowned one
+    counting.lookups = 0
+    janitor.plan(counting, {"c1", "c2"}, 13.0)  # a member joined: owners may have changed
+    assert counting.lookups == 200
+    counting.lookups = 0
+    janitor.recheck_all()  # a snapshot replaced the view
+    janitor.plan(counting, {"c1", "c2"}, 14.0)
+    assert counting.lookups == 200
