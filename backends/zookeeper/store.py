@@ -71,11 +71,13 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         self._steps: collections.deque[_Step] = collections.deque()
         self._gone: set[str] = set()  # deletes queued in `_steps`, not reported yet
         self._persistent: PersistentWatches | None = None  # None: one-shot watches
+        self._streaming = False  # a snapshot was taken: events after it are reported
 
     def _snapshot(self, resync: bool) -> dict[str, bytes]:
         zk, items, known = self._store.client, {}, {}
-        # events before the snapshot are in it: answers to their reads are dropped
-        self._steps, self._gone = collections.deque(), set()
+        # events before the snapshot are in it: answers to their reads are dropped; and until
+        # a snapshot is taken (this one may fail) no event is reported
+        self._steps, self._gone, self._streaming = collections.deque(), set(), False
         self._children = collections.defaultdict(set)
         # armed before the reads, so that no change falls between the snapshot and the stream
         self._persistent = self._store.arm_persistent(self._on_event, self._kinds)
@@ -94,6 +96,7 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
                 known[f"{kind}/{child}"] = stat.mzxid
                 self._children[kind].add(child)
         self._known = known
+        self._streaming = True
         return items
 
     def _stop(self) -> None:
@@ -143,10 +146,13 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
     # ---- the worker: report in order -----------------------------------------------------------
 
     def _queue(self, step: _Step) -> None:
-        self._steps.append(step)
-        self._deliver()
+        if self._streaming:
+            self._steps.append(step)
+            self._deliver()
 
     def _deleted(self, path: str) -> None:
+        if not self._streaming:
+            return
         # A re-created record is found by the children watch this delete also fired (or is
         # named by the persistent watch).
         self._gone.add(path)

@@ -87,3 +87,47 @@ def test_a_server_without_persistent_watches_gets_one_shot_watches(
         events.wait_for(lambda items: getattr(items[-1].record, "address", "") == "a:1", WAIT)
         assert [(op, kind) for op, kind, _ in _changes(events)][:3] == [
             ("put", "link"), ("delete", "switch"), ("put", "switch")]
+
+
+def test_a_watch_whose_snapshot_failed_reports_nothing_until_the_next_one(
+        zookeeper: ZooKeeperServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resync's reads time out after its watches were armed (not producible on demand: a
+    fake): a change that follows must not reach the callback before the next snapshot."""
+    import threading
+
+    from kazoo.exceptions import OperationTimeoutError
+    from kazoo.protocol.states import Callback
+
+    from backends.zookeeper.store import ZooKeeperRecordStore
+
+    real = ZooKeeperRecordStore.children_by_kind
+    calls: list[int] = []
+
+    def flaky(self: ZooKeeperRecordStore, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:  # the first resync
+            raise OperationTimeoutError("no answer")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZooKeeperRecordStore, "children_by_kind", flaky)
+    with coordination.connect(_url(zookeeper), "m") as coord:
+        coord.topology.put(Switch(dpid=1, owner="m", term=1))
+        events = Recorder("topology")
+        coord.topology.watch(events)
+        assert [r.dpid for r in events.wait_count(1, WAIT)[0].records] == [1]
+        (raw,) = coord.topology._driver.watches
+        raw.executor.call(raw._run, raw.resync, True)  # fails (quietly): no snapshot
+        coord.topology.delete("switch", Switch(dpid=1).key)
+        # everything the delete's notification caused has run: kazoo's watch thread, the
+        # watch's worker, the callback thread
+        seen = threading.Event()
+        coord.topology._driver.client.client.handler.dispatch_callback(
+            Callback("watch", seen.set, ()))
+        assert seen.wait(WAIT)
+        raw.executor.call(lambda: None)
+        coord.topology._executor.call(lambda: None)
+        assert len(events.items) == 1, events.items
+        raw.submit(raw.resync, True)  # what the next reconnect does
+        second = events.wait_count(2, WAIT)[1]
+        assert second.__class__.__name__ == "Snapshot" and second.resync, events.items
+        assert second.records == ()
