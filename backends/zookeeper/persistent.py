@@ -15,7 +15,9 @@ they arrived, to kazoo's watch-callback thread, then lets kazoo's own code run u
 The server forgets these watches with the connection, and kazoo does not restore them: the
 owner adds them again after every reconnect (the topology watch does, before its new snapshot).
 A server older than 3.6 answers `addWatch` with UnimplementedError; `NotSupported` says so, and
-the caller keeps to one-shot watches.
+the caller keeps to one-shot watches. So does a kazoo release this was not checked against
+(`CHECKED_KAZOO`): its private method might have moved without an error, and the watch would
+then hear nothing.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from kazoo import version as kazoo_version
 from kazoo.exceptions import UnimplementedError
 from kazoo.protocol.serialization import Watch, int_struct, write_string
 from kazoo.protocol.states import Callback, EventType
 
 LOG = logging.getLogger(__name__)
 
+#: kazoo releases (major, minor) whose connection internals this wraps as they are.
+CHECKED_KAZOO = ((2, 9), (2, 10), (2, 11))
 #: ZooKeeper's `addWatch` opcode and the recursive mode (AddWatchMode.PERSISTENT_RECURSIVE).
 ADD_WATCH = 106
 PERSISTENT_RECURSIVE = 1
@@ -76,6 +81,11 @@ class PersistentWatches:
     thread, in the order the server sent them (with kazoo's own watch callbacks)."""
 
     def __init__(self, client: Any) -> None:
+        release = kazoo_version.__version__
+        if tuple(int(part) for part in release.split(".")[:2] if part.isdigit()) \
+                not in CHECKED_KAZOO:
+            raise NotSupported(f"kazoo {release} is not a release this was checked against "
+                               f"(2.9-2.11)")
         self._client = client
         self._lock = threading.Lock()
         self._listeners: dict[str, list[Listener]] = {}  # watched path (chrooted) -> listeners

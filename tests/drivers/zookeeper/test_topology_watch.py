@@ -131,3 +131,14 @@ def test_a_watch_whose_snapshot_failed_reports_nothing_until_the_next_one(
         second = events.wait_count(2, WAIT)[1]
         assert second.__class__.__name__ == "Snapshot" and second.resync, events.items
         assert second.records == ()
+
+
+def test_a_kazoo_release_not_checked_against_gets_one_shot_watches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrapper uses kazoo internals: an unknown release may have moved them silently."""
+    monkeypatch.setattr(persistent.kazoo_version, "__version__", "2.12.0")
+    with pytest.raises(persistent.NotSupported, match=r"kazoo 2\.12\.0 is not a release"):
+        persistent.PersistentWatches(object())
+    monkeypatch.setattr(persistent.kazoo_version, "__version__", "3.0")
+    with pytest.raises(persistent.NotSupported):
+        persistent.for_client(object())
