@@ -66,19 +66,19 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
                          quiet=(*TRANSIENT, SessionExpiredError))
         self._store = store
         self._kinds = kinds  # the kinds this watch reports (None: all)
-        self._known: dict[str, int] = {}  # path -> mzxid reported
-        self._children: dict[str, set[str]] = collections.defaultdict(set)  # kind -> names
+        # kind -> record name -> mzxid of what was reported
+        self._known: dict[str, dict[str, int]] = collections.defaultdict(dict)
         self._steps: collections.deque[_Step] = collections.deque()
         self._gone: set[str] = set()  # deletes queued in `_steps`, not reported yet
         self._persistent: PersistentWatches | None = None  # None: one-shot watches
         self._streaming = False  # a snapshot was taken: events after it are reported
 
     def _snapshot(self, resync: bool) -> dict[str, bytes]:
-        zk, items, known = self._store.client, {}, {}
+        zk, items = self._store.client, {}
+        known: dict[str, dict[str, int]] = collections.defaultdict(dict)
         # events before the snapshot are in it: answers to their reads are dropped; and until
         # a snapshot is taken (this one may fail) no event is reported
         self._steps, self._gone, self._streaming = collections.deque(), set(), False
-        self._children = collections.defaultdict(set)
         # armed before the reads, so that no change falls between the snapshot and the stream
         self._persistent = self._store.arm_persistent(self._on_event, self._kinds)
         one_shot = self._persistent is None
@@ -93,8 +93,7 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
                 except NoNodeError:
                     continue
                 items[f"{kind}/{child}"] = data
-                known[f"{kind}/{child}"] = stat.mzxid
-                self._children[kind].add(child)
+                known[kind][child] = stat.mzxid
         self._known = known
         self._streaming = True
         return items
@@ -116,10 +115,8 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         self._record_event(kind == EventType.DELETED, relative)
 
     def _on_children(self, event: Any) -> None:
-        if event.path is None:
+        if event.path is None or self.cancelled:
             return  # kazoo's session notice to every watch; watches are re-armed on reconnect
-        if self.cancelled:
-            return
         kind = event.path.rsplit("/", 1)[1]
         step = _Step()
         step.waiting += 1
@@ -160,8 +157,8 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         self._deliver()
 
     def _read(self, step: _Step, path: str) -> None:
-        """Read `path` (re-arming its data watch) for `step`, without waiting; the answer is
-        handed to the worker."""
+        """Read `path` for `step` (re-arming its data watch, with one-shot watches), without
+        waiting; the answer is handed to the worker."""
         index = len(step.items)
         step.items.append(("read", path, None))
         step.waiting += 1
@@ -183,7 +180,7 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         step.items.append(("listed", kind, children))
         # new records (or re-created ones whose delete is still queued) are read as part of
         # this step, so they are reported before any later event
-        known = self._children[kind]
+        known = self._known[kind]
         new = sorted(f"{kind}/{c}" for c in children
                      if c not in known or f"{kind}/{c}" in self._gone)
         if len(new) <= PIPELINE_DEPTH:
@@ -207,7 +204,7 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
                     self._report_gone(item[1])
                 else:
                     _, kind, children = item
-                    for child in sorted(self._children[kind] - children):
+                    for child in sorted(self._known[kind].keys() - children):
                         self._report_gone(f"{kind}/{child}")
 
     def _report_read(self, path: str, answer: Any) -> None:
@@ -216,16 +213,15 @@ class _ZooKeeperWatch(SnapshotStreamWatch):
         except NoNodeError:
             self._report_gone(path)
             return
-        if stat.mzxid > self._known.get(path, -1):
-            self._known[path] = stat.mzxid
-            kind, _, child = path.partition("/")
-            self._children[kind].add(child)
+        kind, _, child = path.partition("/")
+        known = self._known[kind]
+        if stat.mzxid > known.get(child, -1):
+            known[child] = stat.mzxid
             self.changed(path, data)
 
     def _report_gone(self, path: str) -> None:
-        if self._known.pop(path, None) is not None:
-            kind, _, child = path.partition("/")
-            self._children[kind].discard(child)
+        kind, _, child = path.partition("/")
+        if self._known[kind].pop(child, None) is not None:
             self.changed(path, None)
 
 

@@ -86,14 +86,8 @@ class Janitor:
         live_set = frozenset(live)
         if live_set != self._live:
             self._live, self._touched = live_set, None  # an owner may have come or gone
-        if self._touched is None:
-            domains = stored.domains()
-            for dpid in list(self._unowned_since):
-                if dpid not in domains:
-                    del self._unowned_since[dpid]
-            look = domains
-        else:
-            look = self._touched | self._unowned_since.keys()
+        look = stored.domains() if self._touched is None else self._touched
+        look = look | self._unowned_since.keys()  # those with no records left are forgotten
         self._touched = set()
         out: list[Delete] = []
         for dpid in sorted(look):
