@@ -45,8 +45,8 @@ from ..compat import (
 from ..courier import Courier
 from ..mastership import config
 from . import config as topology_config
-from . import discovery
-from .publisher import ForgetHost, LocalHost, LocalSwitch
+from . import discovery, local_discovery
+from .publisher import Forget, ForgetLink, LocalHost
 from .runtime import TopologyRuntime
 from .ryu_objects import (
     MARK,
@@ -59,8 +59,10 @@ from .ryu_objects import (
     port_record,
     ryu_host,
     ryu_link,
+    ryu_port,
     ryu_switch,
     tevent,
+    tswitches,
 )
 from .view import Topology, ViewChange
 
@@ -71,10 +73,10 @@ app_manager.require_app("ryu_integration.mastership")
 _instance: TopologySync | None = None
 
 
-class _EventForgetHost(EventBase):
+class _EventForget(EventBase):
     """Private: sent to the switches app, handled on its thread."""
 
-    def __init__(self, forget: ForgetHost) -> None:
+    def __init__(self, forget: Forget) -> None:
         super().__init__()
         self.forget = forget
 
@@ -94,7 +96,7 @@ class TopologySync(RyuApp):
         self.member_id = base.member_id
         self.settings = topology_config.load(self.CONF, base.publish_mastership)
         self.runtime = TopologyRuntime(self.member_id, self.settings.runtime,
-                                       on_changes=self._emit, on_forget_host=self._forget_host)
+                                       on_changes=self._emit, on_forget=self._forget)
         self.runtime.publish_observer = _publish_lag
         #: What we send the switches app: it sends to us too, so our loop must never wait on it.
         self._courier = Courier(self)
@@ -112,7 +114,7 @@ class TopologySync(RyuApp):
         self._take_over()
         self.runtime.start(_coordinator)
         if self.settings.scan_interval > 0:
-            self.threads.append(hub.spawn(self._scanner))
+            self.threads.append(hub.spawn(self._rescanner))
         if self.settings.lldp_pace > 0 and not uses_eventlet():
             self.threads.append(hub.spawn(self._pacer))
         lifecycle.register("topology", self._shutdown)
@@ -173,7 +175,10 @@ class TopologySync(RyuApp):
         if sw is None:
             LOG.warning("topology: no switches app: nothing is discovered on this controller")
             return
-        sw.register_handler(_EventForgetHost, self._forget_host_in_switches)
+        sw.register_handler(_EventForget, self._forget_in_switches)
+        # What the switches app learnt before we subscribed, and host addresses from now on
+        local_discovery.install(sw, self.runtime.replace_local, self._host_address)
+        self._courier.send(sw.name, local_discovery.LocalScanRequest())
         if self.settings.serve_api:
             sw.event_handlers[tevent.EventSwitchRequest] = [self._switch_request]
             sw.event_handlers[tevent.EventLinkRequest] = [self._link_request]
@@ -193,32 +198,22 @@ class TopologySync(RyuApp):
             sw.send_lldp_packet = send_lldp_if_master
             discovery.install(sw, mastership.is_master)
 
+    def _host_address(self, host: LocalHost) -> None:
+        """(switches app's thread) Ryu learnt an address of `host`."""
+        self.runtime.host_seen(host.mac, host.dpid, host.port_no, list(host.ips))
+
     def _datapath_of(self, dpid: int) -> Any:
         sw = self._switches()
         return sw.dps.get(dpid) if sw is not None else None
 
-    def _scanner(self) -> None:
-        """Read Ryu's discovery state now and then: host addresses raise no event, and a
-        restart of this app may have missed some."""
+    def _rescanner(self) -> None:
+        """`topology_scan_interval` > 0: re-read Ryu's discovery state now and then (a safety
+        net; the state is followed through events)."""
         while self._running:
             hub.sleep(self.settings.scan_interval)
             sw = self._switches()
-            if sw is None or not self._running:
-                continue
-            try:
-                switches = {}
-                for dpid, dp in list(sw.dps.items()):
-                    ports = {no: port_record(p) for no, p in list(sw.port_state.get(dpid, {})
-                                                                   .items())
-                             if not is_reserved(no)}
-                    switches[dpid] = LocalSwitch(address_of(dp), ports)
-                links = {link_id(link) for link in list(sw.links.keys())}
-                hosts = [LocalHost(mac, h.port.dpid, h.port.port_no, tuple(h.ipv4 + h.ipv6))
-                         for mac, h in list(sw.hosts.items())]
-            except (RuntimeError, KeyError, AttributeError) as exc:  # changed while read
-                LOG.debug("topology: discovery scan skipped: %s", exc)
-                continue
-            self.runtime.replace_local(switches, links, hosts)
+            if sw is not None and self._running:
+                self._courier.send(sw.name, local_discovery.LocalScanRequest())
 
     def _pacer(self) -> None:
         """os-ken native hub: `hub.Event.wait(timeout)` never times out, so the switches app's
@@ -230,18 +225,33 @@ class TopologySync(RyuApp):
                 sw.lldp_event.set()
                 sw.link_event.set()
 
-    def _forget_host(self, forget: ForgetHost) -> None:
-        """(writer thread) A host we published moved to another master's switch: make the
-        switches app forget it, on its own thread (its dict is not ours to touch)."""
+    def _forget(self, forget: Forget) -> None:
+        """(writer thread) Make the switches app forget a host that moved to another master's
+        switch, or a link we dropped with its port: on its own thread (its tables are not ours
+        to touch)."""
         sw = self._switches()
         if sw is not None:
-            self._courier.send(sw.name, _EventForgetHost(forget))
+            self._courier.send(sw.name, _EventForget(forget))
 
     @staticmethod
-    def _forget_host_in_switches(ev: _EventForgetHost) -> None:
-        """(switches app's thread) Forget the host if it is still where we saw it."""
+    def _forget_in_switches(ev: _EventForget) -> None:
+        """(switches app's thread) Forget the host if it is still where we saw it; forget the
+        link (and say so, as Ryu does when a link times out) if Ryu still holds it, so that
+        the LLDP that finds it again raises `EventLinkAdd`."""
         sw, forget = TopologySync._switches(), ev.forget
-        host = sw.hosts.get(forget.mac) if sw is not None else None
+        if sw is None:
+            return
+        if isinstance(forget, ForgetLink):
+            src, src_port, dst, dst_port = forget.link
+            link = tswitches.Link(ryu_port(src, None, src_port), ryu_port(dst, None, dst_port))
+            if link in sw.links:
+                try:
+                    sw.links.link_down(link)
+                except KeyError:
+                    return
+                sw.send_event_to_observers(tevent.EventLinkDelete(link))
+            return
+        host = sw.hosts.get(forget.mac)
         if host is not None and (host.port.dpid, host.port.port_no) == (forget.dpid,
                                                                          forget.port_no):
             sw.hosts.pop(forget.mac, None)

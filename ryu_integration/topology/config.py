@@ -36,12 +36,15 @@ OPTS = [
     cfg.BoolOpt("topology_janitor", default=_DEFAULTS.janitor,
                 help="Take part in the election of the controller that removes records of "
                      "unowned switches after the grace period."),
-    cfg.FloatOpt("topology_resync_interval", default=_DEFAULTS.resync_interval, min=0.1,
-                 help="Seconds between full comparisons of what this master sees with the store "
-                      "(self-repair; costs reads, writes only on differences)."),
-    cfg.FloatOpt("topology_scan_interval", default=2.0, min=0.0,
-                 help="Seconds between full reads of Ryu's own discovery state (catches host "
-                      "addresses, which Ryu learns without raising events). 0: off."),
+    cfg.FloatOpt("topology_resync_interval", default=_DEFAULTS.resync_interval, min=0.0,
+                 help="Seconds between comparisons of everything this master sees with its view "
+                      "of the store (a safety net: every change already triggers the comparison "
+                      "of what it touches; costs a plan per mastered switch, no store reads). "
+                      "0: off."),
+    cfg.FloatOpt("topology_scan_interval", default=0.0, min=0.0,
+                 help="Seconds between full re-reads of Ryu's own discovery state (a safety "
+                      "net: it is read once at start, then followed through its events and "
+                      "its host table). 0: off."),
     cfg.IntOpt("topology_max_backlog", default=_DEFAULTS.max_backlog, min=1,
                help="Store events applications may fall behind before they are resynchronised "
                     "from a snapshot of the view (logged)."),

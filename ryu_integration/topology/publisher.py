@@ -28,6 +28,8 @@ sees is deleted at once.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,6 +79,18 @@ class ForgetHost:
     port_no: int
 
 
+@dataclass(frozen=True)
+class ForgetLink:
+    """Tell the local discovery to forget `link`: we dropped it because a port at one of its
+    ends went down or away, or its switch left. Ryu forgets the links *from* such a port (and
+    their reverse), not a link *into* it whose reverse it never saw, and an LLDP that confirms
+    a link it still holds raises no event: without this, that link would never be published
+    again once it comes back."""
+
+    link: LinkId
+
+
+Forget = ForgetHost | ForgetLink
 Op = Put | Delete
 
 
@@ -141,11 +155,15 @@ class Publisher:
         self._links_at: defaultdict[int, set[LinkId]] = defaultdict(set)  # either end
         self._hosts_at: defaultdict[int, set[str]] = defaultdict(set)
         self._domains: dict[int, _Domain] = {}
+        # When reconcile windows close, soonest first: (deadline, tie-break, dpid, domain); an
+        # entry whose domain was replaced or removed since is skipped when it comes up.
+        self._windows: list[tuple[float, int, int, _Domain]] = []
+        self._tiebreak = itertools.count()
         self._refused: dict[int, int] = {}  # dpid -> term the store refused (deposed)
         self._dirty: set[int] = set()
         # Our own recent writes, until the view shows them: path -> (record or None, dpid, time)
         self._overlay: dict[str, tuple[Record | None, int, float]] = {}
-        self._forget: list[ForgetHost] = []
+        self._forget: list[Forget] = []
 
     # ---- mastership ----------------------------------------------------------------------
 
@@ -159,7 +177,9 @@ class Publisher:
         current = self._domains.get(dpid)
         if current is not None and current.term == term:
             return
-        self._domains[dpid] = _Domain(term=term, since=now)
+        domain = self._domains[dpid] = _Domain(term=term, since=now)
+        heapq.heappush(self._windows, (now + self.reconcile_window, next(self._tiebreak), dpid,
+                                       domain))
         self._dirty.add(dpid)
 
     def deposed(self, dpid: int, term: int) -> bool:
@@ -184,8 +204,7 @@ class Publisher:
 
     def switch_down(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
-        for lid in list(self._links_at.get(dpid, ())):
-            self._remove_link(lid)
+        self._drop_links_at(dpid)
         for mac in list(self._hosts_at.get(dpid, ())):
             self._drop_host(mac)
         self._dirty.add(dpid)
@@ -209,10 +228,14 @@ class Publisher:
             self._drop_host(mac)
         self._dirty.add(dpid)
 
-    def _drop_links_at(self, dpid: int, port_no: int) -> None:
+    def _drop_links_at(self, dpid: int, port_no: int | None = None) -> None:
+        """Drop the links at one port of `dpid` (None: at any), and have local discovery
+        forget them too (`ForgetLink`)."""
+        ends = {(dpid, port_no)}
         for lid in [lid for lid in self._links_at.get(dpid, ())
-                    if (lid[0], lid[1]) == (dpid, port_no) or (lid[2], lid[3]) == (dpid, port_no)]:
+                    if port_no is None or {(lid[0], lid[1]), (lid[2], lid[3])} & ends]:
             self._remove_link(lid)
+            self._forget.append(ForgetLink(lid))
 
     def link_added(self, lid: LinkId) -> None:
         self._add_link(lid)
@@ -315,8 +338,13 @@ class Publisher:
 
     def next_deadline(self) -> float | None:
         """When a reconcile window closes (plan() then deletes what was not confirmed)."""
-        ends = [d.since + self.reconcile_window for d in self._domains.values() if d.window_open]
-        return min(ends) if ends else None
+        while self._windows and not self._current_window(self._windows[0]):
+            heapq.heappop(self._windows)
+        return self._windows[0][0] if self._windows else None
+
+    def _current_window(self, entry: tuple[float, int, int, _Domain]) -> bool:
+        _, _, dpid, domain = entry
+        return self._domains.get(dpid) is domain and domain.window_open
 
     @property
     def pending(self) -> bool:
@@ -326,10 +354,11 @@ class Publisher:
     def plan(self, stored: StoredTopology, now: float) -> list[Op]:
         """The writes that make the store match what we see, for every switch we master that
         changed since the last plan (or whose reconcile window just closed)."""
-        for dpid, d in self._domains.items():
-            if d.window_open and now >= d.since + self.reconcile_window:
-                d.window_open = False
-                self._dirty.add(dpid)
+        while self._windows and self._windows[0][0] <= now:
+            entry = heapq.heappop(self._windows)
+            if self._current_window(entry):
+                entry[3].window_open = False
+                self._dirty.add(entry[2])
         todo = sorted(self._dirty & self._domains.keys())
         self._dirty.clear()
         if not todo:
@@ -340,8 +369,9 @@ class Publisher:
             ops.extend(self._plan_switch(dpid, self._domains[dpid], stored, links_in, now))
         return ops
 
-    def take_forgotten(self) -> list[ForgetHost]:
-        """Hosts the local discovery should forget (they moved to another master's switch)."""
+    def take_forgotten(self) -> list[Forget]:
+        """What the local discovery should forget: hosts that moved to another master's
+        switch, links we dropped with their port or switch."""
         out, self._forget = self._forget, []
         return out
 

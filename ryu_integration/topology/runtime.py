@@ -48,7 +48,7 @@ from coordination.topology import (
 )
 
 from .janitor import BY_MASTERSHIP, Janitor
-from .publisher import Delete, ForgetHost, LocalHost, LocalSwitch, Op, Publisher, Put
+from .publisher import Delete, Forget, LocalHost, LocalSwitch, Op, Publisher, Put
 from .view import LinkId, Topology, TopologyView, ViewChange, describe
 
 LOG = logging.getLogger("ryu_integration.topology")
@@ -67,17 +67,16 @@ class TopologySettings:
     grace_period: float = 30.0
     janitor: bool = True
     janitor_ownership: str = BY_MASTERSHIP
-    resync_interval: float = 30.0
+    resync_interval: float = 0.0  # off: every input and store change marks what it touches
     retry_delay: float = 1.0
     max_backlog: int = 10_000
     dump_file: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_delay", "reconcile_window", "grace_period", "retry_delay"):
+        for name in ("batch_delay", "reconcile_window", "grace_period", "retry_delay",
+                     "resync_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.resync_interval <= 0:
-            raise ValueError("resync_interval must be > 0")
         if self.max_backlog < 1:
             raise ValueError("max_backlog must be >= 1")
 
@@ -106,7 +105,7 @@ class TopologyRuntime:
         settings: TopologySettings | None = None,
         *,
         on_changes: ChangesCallback | None = None,
-        on_forget_host: Callable[[ForgetHost], None] | None = None,
+        on_forget: Callable[[Forget], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         progress: threading.Condition | None = None,
     ) -> None:
@@ -116,7 +115,7 @@ class TopologyRuntime:
         self.publisher = Publisher(member_id, self.settings.reconcile_window)
         self.janitor = Janitor(self.settings.grace_period, self.settings.janitor_ownership)
         self._on_changes = on_changes
-        self._on_forget_host = on_forget_host
+        self._on_forget = on_forget
         self._clock = clock
         self._coord: coordination.Coordinator | None = None
         self._watch: TopologyWatch | None = None
@@ -398,7 +397,8 @@ class TopologyRuntime:
                 LOG.warning("topology: still no coordinator after 10 s (is the mastership app "
                             "running?)")
         batch_due: float | None = None
-        next_resync = self._clock() + self.settings.resync_interval
+        resync = self.settings.resync_interval
+        next_resync = self._clock() + resync if resync else None
         next_janitor = self._clock()
         retry_at: float | None = None
         pending_since: float | None = None
@@ -422,6 +422,7 @@ class TopologyRuntime:
                     func, args = self._inputs.get_nowait()
                 except queue.Empty:
                     func = None
+            self._hand_over_forgotten()  # on every controller, master of the switch or not
             now = self._clock()
             if self.publisher.pending and batch_due is None:
                 # the first change after a quiet spell goes out at once; what follows within
@@ -432,9 +433,9 @@ class TopologyRuntime:
             window = self.publisher.next_deadline()
             due = (batch_due is not None and now >= batch_due) or (
                 window is not None and now >= window and (retry_at is None or now >= retry_at))
-            if now >= next_resync:
-                self.publisher.mark_all()
-                next_resync = now + self.settings.resync_interval
+            if next_resync is not None and now >= next_resync:
+                self.publisher.mark_all()  # opt-in self-repair: a plan for every switch
+                next_resync = now + resync
                 due = True
             if due or stopping:
                 batch_due, last_flush = None, now
@@ -472,13 +473,18 @@ class TopologyRuntime:
         if ops:
             self.stats["flushes"] += 1
             ok = self._perform(coord, ops, now)
-        for forget in self.publisher.take_forgotten():
-            if self._on_forget_host is not None:
-                try:
-                    self._on_forget_host(forget)
-                except Exception:
-                    LOG.exception("topology: forgetting host %s failed", forget.mac)
+        self._hand_over_forgotten()
         return ok
+
+    def _hand_over_forgotten(self) -> None:
+        """Pass on at once what local discovery should forget: a link forgotten late could
+        be one it has found again since."""
+        for forget in self.publisher.take_forgotten():
+            if self._on_forget is not None:
+                try:
+                    self._on_forget(forget)
+                except Exception:
+                    LOG.exception("topology: forgetting %s failed", forget)
 
     def _perform(self, coord: coordination.Coordinator, ops: list[Op], now: float) -> bool:
         """Make the writes of one plan, all at once (`TopologyStore.apply`: two round trips

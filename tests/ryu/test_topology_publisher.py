@@ -9,6 +9,7 @@ from coordination.topology import Change, Snapshot
 from ryu_integration.topology.publisher import (
     Delete,
     ForgetHost,
+    ForgetLink,
     LocalHost,
     LocalSwitch,
     Publisher,
@@ -191,6 +192,20 @@ def test_failover_republishes_now_and_removes_unconfirmed_after_the_window() -> 
     assert view.links_to(3) == [other]
 
 
+def test_reconcile_windows_follow_the_current_term_of_each_switch() -> None:
+    """A window belongs to one term: a new term restarts it, losing mastership ends it."""
+    pub, view = Publisher(ME, reconcile_window=10.0), TopologyView()
+    pub.set_master(1, 5, 0.0)
+    pub.set_master(2, 5, 5.0)
+    assert pub.next_deadline() == 10.0
+    pub.set_master(1, 6, 3.0)  # a new term of switch 1: its window starts again
+    assert pub.next_deadline() == 13.0
+    pub.set_master(1, None, 4.0)
+    assert pub.next_deadline() == 15.0
+    pub.plan(view, 15.0)
+    assert pub.next_deadline() is None
+
+
 def test_deposed_stops_writing_until_a_newer_term() -> None:
     pub, view = mastered(term=10)
     assert pub.deposed(1, 10)
@@ -224,6 +239,23 @@ def test_host_moved_to_another_masters_switch_is_forgotten() -> None:
     # a fresh sighting here is news again: it moves back
     pub.host_seen("00:00:00:00:00:01", 1, 3)
     assert paths(pub.plan(view, 0.3)) == [("Put", "host/000000000001")]
+
+
+def test_links_dropped_with_their_port_or_switch_are_forgotten_locally() -> None:
+    """Local discovery is told to forget each link dropped for a port or switch (Ryu keeps a
+    link into a lost port whose reverse it never saw); not one Ryu itself reported deleted."""
+    pub, _ = mastered(dpids=(1, 2, 3))
+    for lid in [(2, 1, 1, 1), (1, 2, 3, 1), (3, 2, 2, 2)]:
+        pub.link_added(lid)
+    pub.link_deleted((3, 2, 2, 2))
+    assert pub.take_forgotten() == []
+    pub.port_up(1, Port(1, "p1", up=False))
+    assert pub.take_forgotten() == [ForgetLink((2, 1, 1, 1))]
+    pub.port_deleted(3, 1)
+    assert pub.take_forgotten() == [ForgetLink((1, 2, 3, 1))]
+    pub.link_added((2, 1, 1, 1))
+    pub.switch_down(2)
+    assert pub.take_forgotten() == [ForgetLink((2, 1, 1, 1))] and pub.links == set()
 
 
 def test_host_ips_are_merged_and_republished() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 import coordination
 from coordination.records import Mastership, Port, Switch
+from ryu_integration.topology.publisher import ForgetLink
 from ryu_integration.topology.runtime import TopologyRuntime, TopologySettings
 from ryu_integration.topology.view import LinkAdded, LinkRemoved, ViewChange
 
@@ -237,4 +238,27 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValueError):
         TopologySettings(max_backlog=0)
     with pytest.raises(ValueError):
-        TopologySettings(resync_interval=0)
+        TopologySettings(resync_interval=-1)
+
+
+def test_links_dropped_with_a_port_are_forgotten_locally_on_a_controller_mastering_nothing(
+        ) -> None:
+    """Local discovery must forget a dropped link at once, on every controller: handed over
+    later (say when this controller next becomes a master), the forget could remove a link
+    found again meanwhile."""
+    coord = coordination.connect(f"memory://topo-{uuid.uuid4().hex[:8]}", "c1")
+    forgotten: list[object] = []
+    runtime = TopologyRuntime("c1", TopologySettings(), on_forget=forgotten.append,
+                              progress=PROGRESS)
+    try:
+        runtime.start(coord)
+        runtime.switch_up(1, "127.0.0.1:1", PORTS)
+        runtime.switch_up(2, "127.0.0.1:2", PORTS)
+        runtime.link_added((2, 2, 1, 1))
+        runtime.port_deleted(1, 1)
+        wait_for(lambda: bool(forgotten), what="the forget of the link into the lost port")
+        assert forgotten == [ForgetLink((2, 2, 1, 1))]
+        assert runtime.publisher.masters() == {}
+    finally:
+        runtime.stop()
+        coord.close()

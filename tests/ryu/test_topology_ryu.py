@@ -132,10 +132,19 @@ def test_take_over_routes_events_and_guards_lldp(monkeypatch, takeover: bool) ->
     app.settings = type("S", (), {"takeover_events": takeover, "serve_api": True,
                                   "discovery_master_only": True})()
     app._switch_request = app._link_request = app._host_request = object()
-    app._forget_host_in_switches = object()
+    app._forget_in_switches = object()
     app._switches = lambda: switches
+    app.runtime = type("R", (), {"replace_local": object()})()
+    app._host_address = object()
+    sent: list[tuple[str, Any]] = []
+    app._courier = type("C", (), {"send": lambda self, name, ev: sent.append((name, ev))})()
     monkeypatch.setattr(mastership, "is_master", lambda dpid: dpid == 1)
     topology_sync.TopologySync._take_over(app)  # type: ignore[arg-type]
+    # one scan of what the switches app learnt before, on its own thread
+    from ryu_integration.topology import local_discovery
+    assert [(name, type(ev)) for name, ev in sent] == [("switches",
+                                                        local_discovery.LocalScanRequest)]
+    assert len(switches.event_handlers[local_discovery.LocalScanRequest]) == 1
     if takeover:  # local discoveries go to the sync app alone, applications get ours
         assert set(switches.observers[ev_cls]) == {"TopologySync"}
         assert set(app.observers[ev_cls]) == {"my_app"}
@@ -158,10 +167,33 @@ def test_forget_host_runs_in_the_switches_app_and_only_if_still_there(monkeypatc
     switches.hosts = {"00:00:00:00:00:01": tr.tswitches.Host("00:00:00:00:00:01", port),
                       "00:00:00:00:00:02": tr.tswitches.Host("00:00:00:00:00:02", port)}
     monkeypatch.setattr(topology_sync.TopologySync, "_switches", staticmethod(lambda: switches))
-    forget = topology_sync.TopologySync._forget_host_in_switches
-    forget(topology_sync._EventForgetHost(ForgetHost("00:00:00:00:00:01", 1, 3)))
-    forget(topology_sync._EventForgetHost(ForgetHost("00:00:00:00:00:02", 1, 4)))  # moved on
+    forget = topology_sync.TopologySync._forget_in_switches
+    forget(topology_sync._EventForget(ForgetHost("00:00:00:00:00:01", 1, 3)))
+    forget(topology_sync._EventForget(ForgetHost("00:00:00:00:00:02", 1, 4)))  # moved on
     assert set(switches.hosts) == {"00:00:00:00:00:02"}
+
+
+def test_forget_link_makes_the_next_lldp_news_again(monkeypatch) -> None:
+    """A link the publisher dropped with its port goes from Ryu's table too (with the event
+    Ryu raises when a link times out), so the LLDP that finds it again raises EventLinkAdd."""
+    from ryu_integration.topology import app as topology_sync
+    from ryu_integration.topology.publisher import ForgetLink
+
+    switches = _Brick("switches")
+    switches.links = tr.tswitches.LinkState()
+    into = (tr.ryu_port(2, Port(2)), tr.ryu_port(1, Port(1)))  # 2:2 -> 1:1, reverse unseen
+    switches.links.update_link(*into)
+    switches.links.update_link(tr.ryu_port(3, Port(1)), tr.ryu_port(1, Port(2)))
+    events: list[Any] = []
+    switches.send_event_to_observers = events.append
+    monkeypatch.setattr(topology_sync.TopologySync, "_switches", staticmethod(lambda: switches))
+    forget = topology_sync.TopologySync._forget_in_switches
+    forget(topology_sync._EventForget(ForgetLink((2, 2, 1, 1))))
+    forget(topology_sync._EventForget(ForgetLink((2, 2, 1, 1))))  # gone already: nothing
+    assert [tr.link_id(link) for link in switches.links] == [(3, 1, 1, 2)]
+    assert [(type(ev), tr.link_id(ev.link)) for ev in events] == [
+        (tr.tevent.EventLinkDelete, (2, 2, 1, 1))]
+    assert tr.tswitches.Link(*into) not in switches.links  # Ryu's `link not in self.links`
 
 
 def test_lldp_schedule_holds_only_the_ports_of_switches_we_master() -> None:
