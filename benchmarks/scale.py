@@ -75,6 +75,8 @@ CONTROLLERS = 3
 POLL = 0.05  # seconds between reads of growing log / events files (timestamps come from them)
 CUT_TIMEOUT = 30.0  # seconds for one link cut to reach every view
 CUTS = 20  # links cut one by one with --topology (link change -> every view, p50/p90/p99)
+#: Seconds each fresh store server is exercised before anything is timed (--warm-up)
+WARM_UP = 20.0
 #: The cuts start once the 3 controllers together use less CPU than this (cores, over
 #: QUIET_WINDOW): a link change is timed in a settled network, not in the start-up's wake.
 QUIET_CORES = 1.0
@@ -296,6 +298,34 @@ class Backend:
     options: dict[str, Any]
 
 
+def warm_up(backend: Backend, seconds: float) -> int:
+    """Exercise a fresh store through the public API for `seconds` before anything is timed:
+    campaigns and resignations in batches, batches of topology writes and deletes, and a
+    watch that receives them. A fresh ZooKeeper server is slower in its first minute, while
+    its JVM is still compiling; a store that runs for days is measured warm. Returns the
+    rounds made."""
+    import coordination
+    from coordination.records import Link
+
+    elections = [f"warm-up-{i}" for i in range(200)]
+    links = [Link(owner="warm-up", term=1, src_dpid=i, src_port=1, dst_dpid=i + 1, dst_port=1)
+             for i in range(1, 101)]
+    rounds = 0
+    with coordination.connect(backend.url(), "warm-up", **backend.options) as coord:
+        watch = coord.topology.watch(lambda event: None, kinds=["link"])
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            coord.campaign_many(coordination.CampaignRequest(name) for name in elections)
+            coord.resign_many(elections)
+            coord.topology.apply([coordination.PutRecord(link) for link in links])
+            coord.topology.apply([coordination.DeleteRecord("link", link.key, term=1,
+                                                           domain=link.domain)
+                                  for link in links])
+            rounds += 1
+        watch.cancel()
+    return rounds
+
+
 def _link_timeout_app(workdir: Path, seconds: float) -> Path:
     """A one-line app that sets Ryu's link timeout (class attribute `Switches.LINK_TIMEOUT`, 10 s;
     no option exists): an LLDP round over P ports takes P x 50 ms, so beyond ~200 ports a link
@@ -476,9 +506,13 @@ def measure_cuts(fleet: ManagedProcess, view: FleetView, topo: TopologyViews,
         if len(view.cuts) <= before:
             break
         reached: dict[str, float] = {}
+        cut_at = view.cuts[before]
 
-        def every_view(links: int = links, reached: dict[str, float] = reached) -> bool:
+        def every_view(links: int = links, reached: dict[str, float] = reached,
+                       cut_at: float = cut_at) -> bool:
             for t in topo.replay():
+                if t < cut_at:
+                    continue  # a view that lost links before the cut has not seen the cut
                 for member in members:
                     if member not in reached and topo.links.get(member, links + 2) <= links:
                         reached[member] = t
@@ -487,7 +521,7 @@ def measure_cuts(fleet: ManagedProcess, view: FleetView, topo: TopologyViews,
         wait_until(every_view, timeout, alive)
         if len(reached) < len(members):
             break
-        seconds.append(max(reached.values()) - view.cuts[before])
+        seconds.append(max(reached.values()) - cut_at)
     return seconds
 
 
@@ -750,7 +784,7 @@ per run; ZooKeeper / etcd sessions {session} s; switches emulated by ryu_integra
                  'all mastered', per switch
   ovs rows     = real Open vSwitch bridges; 'all mastered' from the controllers' MASTERSHIP
                  log lines (ROLE_REPLY-confirmed), from the add-br transaction
-Per-phase timeout {timeout:g} s.{topology}"""
+Per-phase timeout {timeout:g} s. {warm_up}{topology}"""
 
 TOPOLOGY_HOW = """
 --topology: the controllers also run ryu_integration.topology_sync (--observe-links), the fleet
@@ -903,6 +937,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cuts", type=int, default=CUTS, metavar="K",
                    help=f"with --topology: links cut one by one to time a link change reaching "
                         f"every view (default {CUTS}; 0: none)")
+    p.add_argument("--warm-up", type=float, default=WARM_UP, metavar="S",
+                   help=f"seconds each fresh store is exercised before anything is timed "
+                        f"(default {WARM_UP:g}; --quick: at most 1; 0: none)")
     p.add_argument("--quick", action="store_true",
                    help="CI form: 100 switches, 30 s phases (backends as given)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -926,8 +963,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--link-timeout needs --topology")
     if args.cuts < 0:
         p.error("--cuts must be 0 or more")
+    if not 0 <= args.warm_up <= 600:
+        p.error("--warm-up must be between 0 and 600 seconds")
     if args.quick:
         args.switches, args.timeout = [100], min(args.timeout, 30.0)
+        args.warm_up = min(args.warm_up, 1.0)
     return args
 
 
@@ -949,7 +989,11 @@ def _ovs_instance(n: int) -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    warmed = (f"Each store server is warmed up first ({args.warm_up:g} s of campaigns and "
+              f"topology writes, untimed):\na fresh ZooKeeper's JVM is still compiling in its "
+              f"first minute." if args.warm_up else "No warm-up (--warm-up 0).")
     print(HOW.format(cores=os.cpu_count(), session=SESSION_TIMEOUT, timeout=args.timeout,
+                     warm_up=warmed,
                      framework=FRAMEWORK, kill_at={
                          "settled": "once every role is granted (from rest)",
                          "mastered": "as soon as every switch has a master"}[args.kill_at],
@@ -970,6 +1014,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-")))
         backends = start_backends(args.backends, stack, tmp)
+        if args.warm_up > 0:
+            for name in args.backends:
+                rounds = warm_up(backends[name], args.warm_up)
+                print(f"  {name}: warmed up for {args.warm_up:g} s ({rounds} rounds of 200 "
+                      f"campaigns and resignations, 100 link writes and deletes)", flush=True)
         ovs = stack.enter_context(_ovs_instance(args.ovs))
         for name in args.backends:
             backend = backends[name]

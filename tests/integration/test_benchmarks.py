@@ -5,6 +5,7 @@ a leader, a crash is recovered from, and they report it. Liveness only: figures 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,11 @@ def test_scale_quick_masters_every_switch_and_recovers_from_a_crash(tmp_path: Pa
     _require_zookeeper()
     _require_etcd()
     out = tmp_path / "scale.json"
-    _run(["benchmarks/scale.py", "--quick", "--backends", "zookeeper,etcd,embedded",
-          "--json", str(out)], timeout=300)
+    result = _run(["benchmarks/scale.py", "--quick", "--backends", "zookeeper,etcd,embedded",
+                   "--json", str(out)], timeout=300)
+    for backend in ("zookeeper", "etcd", "embedded"):  # each store exercised before timing
+        assert re.search(rf"{backend}: warmed up for 1 s \([1-9]\d* rounds", result.stdout), \
+            result.stdout
     results = json.loads(out.read_text())["results"]
     assert {r["backend"] for r in results} == {"zookeeper", "etcd", "embedded"}
     for r in results:
