@@ -22,7 +22,9 @@ What it adds:
 - Under os-ken's native hub, one I/O thread serves every plain-TCP switch connection
   (`switch_io`) instead of two OS threads per switch; `COORD_SWITCH_IO=threads` keeps os-ken's.
 - The garbage collector runs young collections less often (`GC_THRESHOLDS`), so a large
-  controller does not stop for a second at a time.
+  controller does not stop for a second at a time; and what start-up created (the framework's
+  and the apps' modules, ~200,000 objects) is frozen out of its full collections, which
+  therefore cost what the network's state holds rather than ~80 ms more each.
 - SIGTERM and SIGINT: the shutdown hooks (`lifecycle`) run first, so the mastership app resigns
   every election while its OpenFlow connections are still up and successors take over at once;
   then the process exits (status 0). Like ryu-manager on SIGTERM, other apps' `close()` is not
@@ -224,6 +226,16 @@ def _check_ryu_config(conf: Any, args: list[str], version: str) -> None:
         conf.clear()
 
 
+def _freeze_startup_objects() -> None:
+    """Collect start-up's garbage, then move every object alive now into the collector's
+    permanent generation (`gc.freeze`): modules, classes and parser tables live as long as
+    the process, so scanning them in every full collection (~80 ms with os-ken and the apps
+    imported) only lengthens the pause. Objects made later (apps, switches) are collected as
+    before. Called once, after the apps are imported and before the framework runs them."""
+    gc.collect()
+    gc.freeze()
+
+
 def _run_ryu(args: list[str]) -> int:
     from . import compat
 
@@ -233,6 +245,7 @@ def _run_ryu(args: list[str]) -> int:
     _check_ryu_config(compat.cfg.CONF, args, getattr(ryu_manager, "version", "?"))
     signal_wait.wake_eventlet_hub()
     _install_signal_handlers(compat.hub)
+    _freeze_startup_objects()
     ryu_manager.main(args=args, prog="coord-manager")
     return 0
 
@@ -278,6 +291,7 @@ def _run_os_ken(args: list[str]) -> int:
     if getattr(hub, "HUB_TYPE", None) == "native":
         signal_wait.install(hub)  # the main thread's join must wake for SIGTERM
     _install_signal_handlers(hub)
+    _freeze_startup_objects()
     compat.app_manager.AppManager.run_apps(apps)
     return 0
 
