@@ -231,9 +231,8 @@ class Publisher:
     def _drop_links_at(self, dpid: int, port_no: int | None = None) -> None:
         """Drop the links at one port of `dpid` (None: at any), and have local discovery
         forget them too (`ForgetLink`)."""
-        ends = {(dpid, port_no)}
         for lid in [lid for lid in self._links_at.get(dpid, ())
-                    if port_no is None or {(lid[0], lid[1]), (lid[2], lid[3])} & ends]:
+                    if port_no is None or (dpid, port_no) in ((lid[0], lid[1]), (lid[2], lid[3]))]:
             self._remove_link(lid)
             self._forget.append(ForgetLink(lid))
 

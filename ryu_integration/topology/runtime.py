@@ -422,7 +422,6 @@ class TopologyRuntime:
                     func, args = self._inputs.get_nowait()
                 except queue.Empty:
                     func = None
-            self._hand_over_forgotten()  # on every controller, master of the switch or not
             now = self._clock()
             if self.publisher.pending and batch_due is None:
                 # the first change after a quiet spell goes out at once; what follows within
@@ -455,6 +454,8 @@ class TopologyRuntime:
                 except Exception:
                     LOG.exception("topology: janitor pass failed")
                 next_janitor = now + max(0.1, min(self.settings.grace_period / 4, 1.0))
+            # what inputs and the plan left to forget, every step, master of the switch or not
+            self._hand_over_forgotten()
             self._progressed()
             if stopping:
                 return
@@ -473,7 +474,6 @@ class TopologyRuntime:
         if ops:
             self.stats["flushes"] += 1
             ok = self._perform(coord, ops, now)
-        self._hand_over_forgotten()
         return ok
 
     def _hand_over_forgotten(self) -> None:
